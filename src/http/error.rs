@@ -1,0 +1,160 @@
+//! The one place where errors become OCI error responses (`{"errors":[{code,message,detail}]}`).
+
+use http::{HeaderValue, StatusCode};
+use serde_json::{json, Value};
+
+use crate::registry::RegistryError;
+use crate::tree::TreeError;
+
+/// An error response of the distribution API.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// OCI error code.
+    pub code: &'static str,
+    /// Human-readable message.
+    pub message: String,
+    /// Structured detail.
+    pub detail: Value,
+    /// Extra response headers.
+    pub headers: Vec<(&'static str, HeaderValue)>,
+}
+
+impl ApiError {
+    /// An error with no detail.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            detail: Value::Null,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds structured detail.
+    pub fn detail(mut self, detail: Value) -> Self {
+        self.detail = detail;
+        self
+    }
+
+    /// `NAME_INVALID` for a repository name that fails the spec's grammar.
+    pub fn name_invalid(name: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "NAME_INVALID",
+            "invalid repository name",
+        )
+        .detail(json!({ "name": name }))
+    }
+
+    /// `DIGEST_INVALID` for a malformed or mismatched digest.
+    pub fn digest_invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "DIGEST_INVALID", message)
+    }
+
+    /// A tag that fails the spec's grammar.
+    pub fn tag_invalid(tag: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "MANIFEST_INVALID",
+            "invalid tag: tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
+        )
+        .detail(json!({ "tag": tag }))
+    }
+
+    /// No endpoint at this path.
+    pub fn not_found(path: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
+            .detail(json!({ "path": path }))
+    }
+
+    /// The endpoint exists but not with this method.
+    pub fn method_not_allowed(method: &http::Method) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            format!("method {method} is not supported on this endpoint"),
+        )
+    }
+
+    /// A malformed query parameter.
+    pub fn bad_parameter(name: &str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "PAGINATION_NUMBER_INVALID",
+            message,
+        )
+        .detail(json!({ "parameter": name }))
+    }
+
+    /// The JSON body of the response.
+    pub fn body(&self) -> Value {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if !self.detail.is_null() {
+            error["detail"] = self.detail.clone();
+        }
+        json!({ "errors": [error] })
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        use RegistryError as E;
+        let message = e.to_string();
+        match e {
+            E::BlobUnknown(d) => Self::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", message)
+                .detail(json!({ "digest": d })),
+            E::BlobUploadUnknown(id) => {
+                Self::new(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", message)
+                    .detail(json!({ "uuid": id }))
+            }
+            E::BlobUploadInvalid(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", message)
+            }
+            E::RangeInvalid { offset, .. } => {
+                let mut err = Self::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "BLOB_UPLOAD_INVALID",
+                    message,
+                )
+                .detail(json!({ "offset": offset }));
+                if let Ok(v) = HeaderValue::from_str(&format!("0-{}", offset.saturating_sub(1))) {
+                    err.headers.push(("Range", v));
+                }
+                err
+            }
+            E::DigestInvalid(_) => Self::digest_invalid(message),
+            E::ManifestBlobUnknown(d) => {
+                Self::new(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN", message)
+                    .detail(json!({ "digest": d }))
+            }
+            E::ManifestInvalid(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", message)
+            }
+            E::ManifestUnknown(r) => Self::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", message)
+                .detail(json!({ "reference": r })),
+            E::ManifestTooLarge { size, limit } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID", message)
+                    .detail(json!({ "size": size, "limit": limit }))
+            }
+            E::NameInvalid(n) => Self::name_invalid(&n),
+            E::NameUnknown(n) => Self::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", message)
+                .detail(json!({ "name": n })),
+            E::SizeInvalid(_) => Self::new(StatusCode::BAD_REQUEST, "SIZE_INVALID", message),
+            E::Unsupported(_) => Self::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", message),
+            E::Tree(TreeError::TooLarge { .. }) => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID", message)
+            }
+            E::Tree(_) | E::Store(_) | E::Io { .. } => {
+                tracing::error!(error = %message, "internal error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "UNKNOWN",
+                    format!("internal error: {message}"),
+                )
+            }
+        }
+    }
+}

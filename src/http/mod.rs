@@ -1,0 +1,175 @@
+//! The OCI Distribution API over HTTP (hyper). Knows HTTP and the registry's operations; nothing
+//! of IPFS. Handlers are thin: parse, call the registry, shape the response.
+
+mod blobs;
+mod error;
+mod listing;
+mod manifests;
+mod range;
+mod response;
+mod route;
+mod uploads;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyStream;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+pub use error::ApiError;
+pub use response::Body;
+pub use route::Route;
+
+use crate::registry::Registry;
+
+/// A request body as a stream of byte chunks.
+pub type RequestBody = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
+/// Request bodies the API accepts: hyper's, or any other (for in-process tests).
+pub trait IncomingBody:
+    http_body::Body<Data = Bytes, Error: std::fmt::Display + Send> + Send + 'static
+{
+}
+
+impl<B> IncomingBody for B where
+    B: http_body::Body<Data = Bytes, Error: std::fmt::Display + Send> + Send + 'static
+{
+}
+
+fn request_body<B: IncomingBody>(body: B) -> RequestBody {
+    Box::pin(BodyStream::new(body).filter_map(|frame| async move {
+        match frame {
+            Ok(frame) => frame.into_data().ok().map(Ok),
+            Err(e) => Some(Err(e.to_string())),
+        }
+    }))
+}
+
+fn query_map(query: Option<&str>) -> HashMap<String, String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// The HTTP front of one registry.
+pub struct HttpApi {
+    registry: Arc<Registry>,
+}
+
+impl HttpApi {
+    /// Serves `registry`.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        HttpApi { registry }
+    }
+
+    /// Answers one request. Never fails: every error becomes an OCI error response.
+    pub async fn handle<B: IncomingBody>(&self, req: Request<B>) -> Response<Body> {
+        let head = req.method() == Method::HEAD;
+        match self.dispatch(req).await {
+            Ok(resp) => resp,
+            Err(err) => response::error(err, head),
+        }
+    }
+
+    async fn dispatch<B: IncomingBody>(&self, req: Request<B>) -> Result<Response<Body>, ApiError> {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path();
+        let route = route::parse(path)?.ok_or_else(|| ApiError::not_found(path))?;
+        let query = query_map(parts.uri.query());
+        let headers = &parts.headers;
+        let r = self.registry.as_ref();
+        let m = &parts.method;
+        let head = m == Method::HEAD;
+        let get = m == Method::GET || head;
+        match route {
+            Route::Base if get => Ok(response::json(StatusCode::OK, &serde_json::json!({}))),
+            Route::Catalog if get => listing::catalog(r, &query).await,
+            Route::Tags(repo) if get => listing::tags(r, &repo, &query).await,
+            Route::Referrers(repo, digest) if get => {
+                listing::referrers(r, &repo, &digest, &query).await
+            }
+            Route::Manifest(repo, reference) => match *m {
+                Method::GET | Method::HEAD => manifests::get(r, &repo, &reference, head).await,
+                Method::PUT => {
+                    manifests::put(r, &repo, &reference, headers, request_body(body)).await
+                }
+                Method::DELETE => manifests::delete(r, &repo, &reference).await,
+                _ => Err(ApiError::method_not_allowed(m)),
+            },
+            Route::Blob(repo, digest) => match *m {
+                Method::GET | Method::HEAD => blobs::get(r, &repo, &digest, headers, head).await,
+                Method::DELETE => blobs::delete(r, &repo, &digest).await,
+                _ => Err(ApiError::method_not_allowed(m)),
+            },
+            Route::UploadStart(repo) if m == Method::POST => {
+                uploads::start(r, &repo, &query, request_body(body)).await
+            }
+            Route::Upload(repo, id) => match *m {
+                Method::GET => uploads::status(r, &repo, &id).await,
+                Method::PATCH => uploads::patch(r, &repo, &id, headers, request_body(body)).await,
+                Method::PUT => uploads::put(r, &repo, &id, &query, request_body(body)).await,
+                Method::DELETE => uploads::cancel(r, &repo, &id).await,
+                _ => Err(ApiError::method_not_allowed(m)),
+            },
+            _ => Err(ApiError::method_not_allowed(m)),
+        }
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    api: Arc<HttpApi>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving the connections we have.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let api = api.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let api = api.clone();
+                let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
+                async move {
+                    let started = Instant::now();
+                    let resp = api.handle(req).await;
+                    tracing::debug!(
+                        status = resp.status().as_u16(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "answered"
+                    );
+                    Ok::<_, Infallible>(resp)
+                }
+                .instrument(span)
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

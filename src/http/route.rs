@@ -1,0 +1,133 @@
+//! Parses `/v2/<name...>/<kind>/<reference>` into a typed route, once, before any handler runs.
+
+use crate::registry::{Digest, ManifestRef, RepoName, Tag};
+
+use super::error::ApiError;
+
+/// An API endpoint with its validated path parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/v2/`
+    Base,
+    /// `/v2/_catalog`
+    Catalog,
+    /// `/v2/<name>/tags/list`
+    Tags(RepoName),
+    /// `/v2/<name>/manifests/<reference>`
+    Manifest(RepoName, ManifestRef),
+    /// `/v2/<name>/blobs/<digest>`
+    Blob(RepoName, Digest),
+    /// `/v2/<name>/blobs/uploads/`
+    UploadStart(RepoName),
+    /// `/v2/<name>/blobs/uploads/<id>`
+    Upload(RepoName, String),
+    /// `/v2/<name>/referrers/<digest>`
+    Referrers(RepoName, Digest),
+}
+
+fn repo(segments: &[&str]) -> Result<RepoName, ApiError> {
+    let name = segments.join("/");
+    RepoName::parse(&name).ok_or_else(|| ApiError::name_invalid(&name))
+}
+
+/// Parses a digest from a path or query, mapping failures to `DIGEST_INVALID`.
+pub fn digest(s: &str) -> Result<Digest, ApiError> {
+    s.parse()
+        .map_err(|e: crate::registry::DigestError| ApiError::digest_invalid(e.to_string()))
+}
+
+fn manifest_ref(s: &str) -> Result<ManifestRef, ApiError> {
+    if s.contains(':') {
+        return digest(s).map(ManifestRef::Digest);
+    }
+    Tag::parse(s)
+        .map(ManifestRef::Tag)
+        .ok_or_else(|| ApiError::tag_invalid(s))
+}
+
+/// Parses a request path. `Ok(None)` means no endpoint lives there.
+pub fn parse(path: &str) -> Result<Option<Route>, ApiError> {
+    let Some(rest) = path.strip_prefix("/v2") else {
+        return Ok(None);
+    };
+    if rest.is_empty() || rest == "/" {
+        return Ok(Some(Route::Base));
+    }
+    let Some(rest) = rest.strip_prefix('/') else {
+        return Ok(None);
+    };
+    if rest == "_catalog" {
+        return Ok(Some(Route::Catalog));
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let n = segments.len();
+    let tail = |k: usize| &segments[n - k..];
+    let head = |k: usize| &segments[..n - k];
+    let route = if n >= 3 && tail(2) == ["tags", "list"] {
+        Route::Tags(repo(head(2))?)
+    } else if n >= 3 && segments[n - 2] == "uploads" && segments[n - 3] == "blobs" && n >= 4 {
+        let name = repo(head(3))?;
+        match segments[n - 1] {
+            "" => Route::UploadStart(name),
+            id => Route::Upload(name, id.to_owned()),
+        }
+    } else if n >= 3 && tail(2) == ["blobs", "uploads"] {
+        Route::UploadStart(repo(head(2))?)
+    } else if n >= 3 && segments[n - 2] == "manifests" {
+        Route::Manifest(repo(head(2))?, manifest_ref(segments[n - 1])?)
+    } else if n >= 3 && segments[n - 2] == "blobs" {
+        Route::Blob(repo(head(2))?, digest(segments[n - 1])?)
+    } else if n >= 3 && segments[n - 2] == "referrers" {
+        Route::Referrers(repo(head(2))?, digest(segments[n - 1])?)
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(route))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn name(s: &str) -> RepoName {
+        RepoName::parse(s).expect("valid name")
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(parse("/v2/").ok().flatten(), Some(Route::Base));
+        assert_eq!(parse("/v2").ok().flatten(), Some(Route::Base));
+        assert_eq!(parse("/v2/_catalog").ok().flatten(), Some(Route::Catalog));
+        assert_eq!(
+            parse("/v2/a/b/tags/list").ok().flatten(),
+            Some(Route::Tags(name("a/b")))
+        );
+        assert_eq!(
+            parse("/v2/a/blobs/uploads/").ok().flatten(),
+            Some(Route::UploadStart(name("a")))
+        );
+        assert_eq!(
+            parse("/v2/a/blobs/uploads").ok().flatten(),
+            Some(Route::UploadStart(name("a")))
+        );
+        assert_eq!(
+            parse("/v2/x/y/blobs/uploads/abc").ok().flatten(),
+            Some(Route::Upload(name("x/y"), "abc".into()))
+        );
+        assert!(matches!(
+            parse(&format!("/v2/blobs/blobs/{D}")).ok().flatten(),
+            Some(Route::Blob(n, _)) if n.as_str() == "blobs"
+        ));
+        assert!(matches!(
+            parse("/v2/a/manifests/latest").ok().flatten(),
+            Some(Route::Manifest(_, ManifestRef::Tag(_)))
+        ));
+        assert!(parse("/v2/A/manifests/latest").is_err());
+        assert!(parse("/v2/a/blobs/sha256:zz").is_err());
+        assert!(parse("/v2/a/manifests/-x").is_err());
+        assert_eq!(parse("/v3/").ok().flatten(), None);
+        assert_eq!(parse("/v2/a/other/thing").ok().flatten(), None);
+    }
+}

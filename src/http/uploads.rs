@@ -1,0 +1,153 @@
+//! `/v2/<name>/blobs/uploads/...`: starting, chunking, completing, inspecting and cancelling
+//! blob uploads, monolithic uploads and cross-repository mounts.
+
+use std::collections::HashMap;
+
+use http::{header, HeaderMap, Response, StatusCode};
+
+use super::blobs::internal;
+use super::error::ApiError;
+use super::response::{builder, empty, header_value, Body};
+use super::route::digest as parse_digest;
+use super::RequestBody;
+use crate::registry::{Digest, Registry, RepoName};
+
+fn location(repo: &RepoName, id: &str) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+fn session(
+    status: StatusCode,
+    repo: &RepoName,
+    id: &str,
+    offset: u64,
+) -> Result<Response<Body>, ApiError> {
+    builder(status)
+        .header(header::LOCATION, header_value(&location(repo, id)))
+        .header(header::RANGE, format!("0-{}", offset.saturating_sub(1)))
+        .header("Docker-Upload-UUID", header_value(id))
+        .header(header::CONTENT_LENGTH, 0)
+        .body(empty())
+        .map_err(internal)
+}
+
+fn created(repo: &RepoName, digest: &Digest) -> Result<Response<Body>, ApiError> {
+    builder(StatusCode::CREATED)
+        .header(
+            header::LOCATION,
+            header_value(&format!("/v2/{repo}/blobs/{digest}")),
+        )
+        .header("Docker-Content-Digest", header_value(&digest.to_string()))
+        .header(header::CONTENT_LENGTH, 0)
+        .body(empty())
+        .map_err(internal)
+}
+
+/// POST: a mount (`?mount=&from=`), a monolithic upload (`?digest=`), or a new session.
+pub async fn start(
+    registry: &Registry,
+    repo: &RepoName,
+    query: &HashMap<String, String>,
+    body: RequestBody,
+) -> Result<Response<Body>, ApiError> {
+    if let Some(mount) = query.get("mount") {
+        let digest = parse_digest(mount)?;
+        let from = match query.get("from") {
+            Some(from) => Some(RepoName::parse(from).ok_or_else(|| ApiError::name_invalid(from))?),
+            None => None,
+        };
+        if registry.mount_blob(repo, &digest, from.as_ref()).await? {
+            return created(repo, &digest);
+        }
+    } else if let Some(digest) = query.get("digest") {
+        let digest = parse_digest(digest)?;
+        let id = registry.start_upload(repo).await?;
+        registry
+            .finish_upload(repo, &id, &digest, Some(body))
+            .await?;
+        return created(repo, &digest);
+    }
+    let id = registry.start_upload(repo).await?;
+    session(StatusCode::ACCEPTED, repo, &id, 0)
+}
+
+/// Parses `Content-Range: <start>-<end>` into `(start, length)`.
+fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            "Content-Range must be <start>-<end> with start <= end",
+        )
+    };
+    let text = value.to_str().map_err(|_| invalid())?.trim();
+    let text = text
+        .strip_prefix("bytes ")
+        .or_else(|| text.strip_prefix("bytes="))
+        .unwrap_or(text);
+    let text = text.split('/').next().unwrap_or(text);
+    let (start, end) = text.split_once('-').ok_or_else(invalid)?;
+    let start: u64 = start.trim().parse().map_err(|_| invalid())?;
+    let end: u64 = end.trim().parse().map_err(|_| invalid())?;
+    if end < start {
+        return Err(invalid());
+    }
+    Ok(Some((start, end - start + 1)))
+}
+
+/// PATCH: appends a chunk (or a stream) to a session.
+pub async fn patch(
+    registry: &Registry,
+    repo: &RepoName,
+    id: &str,
+    headers: &HeaderMap,
+    body: RequestBody,
+) -> Result<Response<Body>, ApiError> {
+    let range = content_range(headers)?;
+    let offset = registry.append_upload(repo, id, range, body).await?;
+    session(StatusCode::ACCEPTED, repo, id, offset)
+}
+
+/// PUT: completes a session with an optional last chunk.
+pub async fn put(
+    registry: &Registry,
+    repo: &RepoName,
+    id: &str,
+    query: &HashMap<String, String>,
+    body: RequestBody,
+) -> Result<Response<Body>, ApiError> {
+    let digest = query
+        .get("digest")
+        .ok_or_else(|| ApiError::digest_invalid("the digest query parameter is required"))?;
+    let digest = parse_digest(digest)?;
+    registry
+        .finish_upload(repo, id, &digest, Some(body))
+        .await?;
+    created(repo, &digest)
+}
+
+/// GET: the state of a session.
+pub async fn status(
+    registry: &Registry,
+    repo: &RepoName,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let offset = registry.upload_offset(repo, id).await?;
+    session(StatusCode::NO_CONTENT, repo, id, offset)
+}
+
+/// DELETE: abandons a session.
+pub async fn cancel(
+    registry: &Registry,
+    repo: &RepoName,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    registry.cancel_upload(repo, id).await?;
+    builder(StatusCode::NO_CONTENT)
+        .header(header::CONTENT_LENGTH, 0)
+        .body(empty())
+        .map_err(internal)
+}

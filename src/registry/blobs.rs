@@ -1,0 +1,214 @@
+//! Blob reads, deletes, mounts and uploads.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cid::Cid;
+use futures_util::Stream;
+use tokio::sync::mpsc;
+
+use super::content::{import_file, link_file};
+use super::digest::Digest;
+use super::error::RegistryError;
+use super::layout;
+use super::reference::RepoName;
+use super::Registry;
+use crate::store::BlockStore;
+use crate::tree::{file_size, read_file_range, Change, Link};
+
+/// A blob present in a repository.
+#[derive(Debug, Clone)]
+pub struct BlobInfo {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Root of its UnixFS file.
+    pub cid: Cid,
+}
+
+impl Registry {
+    /// The blob `digest` of `repo`, if the repository has it.
+    pub async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobInfo, RegistryError> {
+        let root = self.root();
+        let unknown = || RegistryError::BlobUnknown(digest.clone());
+        self.link_at(&root, &layout::layer_link(repo, digest))
+            .await?
+            .ok_or_else(unknown)?;
+        let data = self
+            .link_at(&root, &layout::blob_data(digest))
+            .await?
+            .ok_or_else(unknown)?;
+        let size = file_size(self.blocks(), &data.cid).await?;
+        Ok(BlobInfo {
+            digest: digest.clone(),
+            size,
+            cid: data.cid,
+        })
+    }
+
+    /// Streams `range` of a blob, one block at a time. A read error ends the stream early
+    /// (and is logged): the client sees a short body, never wrong bytes.
+    pub fn read_blob(&self, blob: &BlobInfo, range: Range<u64>) -> mpsc::Receiver<Bytes> {
+        let (tx, rx) = mpsc::channel(4);
+        let blocks: Arc<BlockStore> = self.tree().blocks().clone();
+        let cid = blob.cid;
+        let digest = blob.digest.clone();
+        tokio::spawn(async move {
+            if let Err(e) = read_file_range(blocks.as_ref(), &cid, range, tx).await {
+                tracing::error!(%digest, error = %e, "reading blob failed");
+            }
+        });
+        rx
+    }
+
+    /// Removes the blob from `repo` (its bytes stay while any repository links them).
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
+        let mut writer = self.tree().writer().await;
+        let path = layout::layer_link(repo, digest);
+        if self.link_at(&writer.root(), &path).await?.is_none() {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        writer
+            .commit(vec![Change::Remove { path }], Vec::new())
+            .await?;
+        Ok(())
+    }
+
+    /// Links an existing blob into `repo`: from `from` if given, else from anywhere in the
+    /// registry. Returns `false` if there is nothing to mount.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<bool, RegistryError> {
+        let mut writer = self.tree().writer().await;
+        let root = writer.root();
+        if let Some(from) = from {
+            if self
+                .link_at(&root, &layout::layer_link(from, digest))
+                .await?
+                .is_none()
+            {
+                return Ok(false);
+            }
+        }
+        if self
+            .link_at(&root, &layout::blob_data(digest))
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        let (link, block) = link_file(digest);
+        writer
+            .commit(
+                vec![Change::Put {
+                    path: layout::layer_link(repo, digest),
+                    link,
+                }],
+                vec![block],
+            )
+            .await?;
+        Ok(true)
+    }
+
+    /// Links freshly imported blob bytes into `repo`.
+    async fn commit_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        data: Link,
+    ) -> Result<(), RegistryError> {
+        let (link, block) = link_file(digest);
+        let mut writer = self.tree().writer().await;
+        writer
+            .commit(
+                vec![
+                    Change::Put {
+                        path: layout::blob_data(digest),
+                        link: data,
+                    },
+                    Change::Put {
+                        path: layout::layer_link(repo, digest),
+                        link,
+                    },
+                ],
+                vec![block],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Starts an upload session in `repo`; returns its id.
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<String, RegistryError> {
+        self.uploads.start(repo).await
+    }
+
+    /// Bytes received so far by an upload session.
+    pub async fn upload_offset(&self, repo: &RepoName, id: &str) -> Result<u64, RegistryError> {
+        let upload = self.uploads.lock(repo, id).await?;
+        self.uploads.offset(&upload).await
+    }
+
+    /// Appends a chunk to an upload session; returns the new size.
+    /// `range` is the chunk's `(start, length)` when the client announced one.
+    pub async fn append_upload<S, E>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        range: Option<(u64, u64)>,
+        body: S,
+    ) -> Result<u64, RegistryError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let upload = self.uploads.lock(repo, id).await?;
+        self.uploads
+            .append(&upload, range.map(|r| r.0), range.map(|r| r.1), body)
+            .await
+    }
+
+    /// Completes an upload session with an optional last chunk; the bytes must hash to
+    /// `digest`. The blob is durable and linked into `repo` when this returns.
+    pub async fn finish_upload<S, E>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        last_chunk: Option<S>,
+    ) -> Result<(), RegistryError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let upload = self.uploads.lock(repo, id).await?;
+        if let Some(body) = last_chunk {
+            self.uploads.append(&upload, None, None, body).await?;
+        }
+        let blocks = self.tree().blocks().clone();
+        let path = upload.path.clone();
+        let algorithm = digest.algorithm();
+        let imported = tokio::task::spawn_blocking(move || import_file(&blocks, &path, algorithm))
+            .await
+            .map_err(crate::store::StoreError::from)??;
+        if &imported.digest != digest {
+            self.uploads.remove(id, upload).await?;
+            return Err(RegistryError::DigestInvalid(format!(
+                "the uploaded content has digest {}, not {digest}",
+                imported.digest
+            )));
+        }
+        self.commit_blob(repo, digest, imported.link).await?;
+        self.uploads.remove(id, upload).await
+    }
+
+    /// Abandons an upload session.
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), RegistryError> {
+        let upload = self.uploads.lock(repo, id).await?;
+        self.uploads.remove(id, upload).await
+    }
+}

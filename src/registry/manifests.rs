@@ -1,0 +1,234 @@
+//! Manifest reads, pushes and deletes.
+
+use bytes::Bytes;
+use cid::Cid;
+
+use super::content::{import_bytes, link_file};
+use super::digest::{Algorithm, Digest};
+use super::error::RegistryError;
+use super::layout;
+use super::manifest::{self, stored_media_type};
+use super::reference::{ManifestRef, RepoName, Tag};
+use super::Registry;
+use crate::tree::{read_small_file, Change};
+
+/// A manifest as stored.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    /// Its digest.
+    pub digest: Digest,
+    /// The media type to serve it with.
+    pub media_type: String,
+    /// The document.
+    pub bytes: Bytes,
+}
+
+/// The outcome of a manifest push.
+#[derive(Debug, Clone)]
+pub struct PushedManifest {
+    /// Digest of the stored document.
+    pub digest: Digest,
+    /// Its subject, if it has one.
+    pub subject: Option<Digest>,
+}
+
+impl Registry {
+    async fn resolve_manifest(
+        &self,
+        root: &Cid,
+        repo: &RepoName,
+        reference: &ManifestRef,
+    ) -> Result<Digest, RegistryError> {
+        let unknown = || RegistryError::ManifestUnknown(reference.to_string());
+        let digest = match reference {
+            ManifestRef::Digest(d) => d.clone(),
+            ManifestRef::Tag(tag) => self
+                .digest_at(root, &layout::tag_current(repo, tag))
+                .await?
+                .ok_or_else(unknown)?,
+        };
+        self.link_at(root, &layout::revision_link(repo, &digest))
+            .await?
+            .ok_or_else(unknown)?;
+        Ok(digest)
+    }
+
+    async fn read_manifest(&self, root: &Cid, digest: &Digest) -> Result<Bytes, RegistryError> {
+        let data = self
+            .link_at(root, &layout::blob_data(digest))
+            .await?
+            .ok_or_else(|| RegistryError::ManifestUnknown(digest.to_string()))?;
+        // Stored manifests passed the limit when pushed; a lowered limit must not hide them.
+        Ok(read_small_file(self.blocks(), &data.cid, u64::MAX).await?)
+    }
+
+    /// The manifest `reference` names in `repo`.
+    pub async fn manifest(
+        &self,
+        repo: &RepoName,
+        reference: &ManifestRef,
+    ) -> Result<StoredManifest, RegistryError> {
+        let root = self.root();
+        let digest = self.resolve_manifest(&root, repo, reference).await?;
+        let bytes = self.read_manifest(&root, &digest).await?;
+        Ok(StoredManifest {
+            media_type: stored_media_type(&bytes),
+            digest,
+            bytes,
+        })
+    }
+
+    /// Validates and stores a manifest pushed with `content_type`, tagging it if `reference` is a
+    /// tag. Durable and visible when this returns.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &ManifestRef,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PushedManifest, RegistryError> {
+        let limit = self.options.max_manifest_bytes;
+        if bytes.len() as u64 > limit {
+            return Err(RegistryError::ManifestTooLarge {
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
+        let digest = match reference {
+            ManifestRef::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), &bytes);
+                if &actual != expected {
+                    return Err(RegistryError::DigestInvalid(format!(
+                        "the manifest has digest {actual}, not {expected}"
+                    )));
+                }
+                actual
+            }
+            ManifestRef::Tag(_) => Digest::of(Algorithm::Sha256, &bytes),
+        };
+        let parsed = manifest::parse(&bytes, content_type)?;
+
+        let blocks = self.tree().blocks().clone();
+        let data = {
+            let bytes = bytes.clone();
+            tokio::task::spawn_blocking(move || import_bytes(&blocks, &bytes))
+                .await
+                .map_err(crate::store::StoreError::from)??
+        };
+
+        let mut writer = self.tree().writer().await;
+        let root = writer.root();
+        for blob in &parsed.blobs {
+            if self
+                .link_at(&root, &layout::layer_link(repo, blob))
+                .await?
+                .is_none()
+            {
+                return Err(RegistryError::ManifestBlobUnknown(blob.clone()));
+            }
+        }
+        for child in &parsed.manifests {
+            if self
+                .link_at(&root, &layout::revision_link(repo, child))
+                .await?
+                .is_none()
+            {
+                return Err(RegistryError::ManifestBlobUnknown(child.clone()));
+            }
+        }
+        let (link, link_block) = link_file(&digest);
+        let mut changes = vec![
+            Change::Put {
+                path: layout::blob_data(&digest),
+                link: data,
+            },
+            Change::Put {
+                path: layout::revision_link(repo, &digest),
+                link,
+            },
+        ];
+        if let ManifestRef::Tag(tag) = reference {
+            changes.push(Change::Put {
+                path: layout::tag_current(repo, tag),
+                link,
+            });
+            changes.push(Change::Put {
+                path: layout::tag_index(repo, tag, &digest),
+                link,
+            });
+        }
+        if let Some(subject) = &parsed.subject {
+            changes.push(Change::Put {
+                path: layout::referrer_link(repo, subject, &digest),
+                link,
+            });
+        }
+        writer.commit(changes, vec![link_block]).await?;
+        Ok(PushedManifest {
+            digest,
+            subject: parsed.subject,
+        })
+    }
+
+    /// Deletes a tag, or a manifest by digest together with every tag pointing at it.
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &ManifestRef,
+    ) -> Result<(), RegistryError> {
+        let mut writer = self.tree().writer().await;
+        let root = writer.root();
+        let unknown = || RegistryError::ManifestUnknown(reference.to_string());
+        let changes = match reference {
+            ManifestRef::Tag(tag) => {
+                self.link_at(&root, &layout::tag_current(repo, tag))
+                    .await?
+                    .ok_or_else(unknown)?;
+                vec![Change::Remove {
+                    path: layout::tag(repo, tag),
+                }]
+            }
+            ManifestRef::Digest(digest) => {
+                self.link_at(&root, &layout::revision_link(repo, digest))
+                    .await?
+                    .ok_or_else(unknown)?;
+                let mut changes = vec![Change::Remove {
+                    path: layout::revision_link(repo, digest),
+                }];
+                for name in self
+                    .list_at(&root, &layout::tags(repo))
+                    .await?
+                    .into_iter()
+                    .flatten()
+                {
+                    let Some(tag) = Tag::parse(&name) else {
+                        continue;
+                    };
+                    let current = self
+                        .digest_at(&root, &layout::tag_current(repo, &tag))
+                        .await?;
+                    if current.as_ref() == Some(digest) {
+                        changes.push(Change::Remove {
+                            path: layout::tag(repo, &tag),
+                        });
+                    } else {
+                        changes.push(Change::Remove {
+                            path: layout::tag_index(repo, &tag, digest),
+                        });
+                    }
+                }
+                let bytes = self.read_manifest(&root, digest).await?;
+                if let Ok(parsed) = manifest::parse(&bytes, None) {
+                    if let Some(subject) = parsed.subject {
+                        changes.push(Change::Remove {
+                            path: layout::referrer_link(repo, &subject, digest),
+                        });
+                    }
+                }
+                changes
+            }
+        };
+        writer.commit(changes, Vec::new()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! Small local state in sled: the committed tree root and blob upload sessions.
+//!
+//! Every write that a client's success response depends on is flushed before it returns.
+
+use std::path::Path;
+
+use cid::Cid;
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::StoreError;
+
+const ROOT_KEY: &[u8] = b"root";
+
+/// The metadata database of one node.
+#[derive(Clone)]
+pub struct MetaStore {
+    db: sled::Db,
+    roots: sled::Tree,
+    uploads: sled::Tree,
+}
+
+impl MetaStore {
+    /// Opens (creating if needed) the metadata store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::open(dir)?;
+        let roots = db.open_tree("roots")?;
+        let uploads = db.open_tree("uploads")?;
+        Ok(MetaStore { db, roots, uploads })
+    }
+
+    /// The committed root of the node's own tree, if any was ever committed.
+    pub fn root(&self) -> Result<Option<Cid>, StoreError> {
+        match self.roots.get(ROOT_KEY)? {
+            None => Ok(None),
+            Some(bytes) => {
+                Cid::try_from(bytes.as_ref())
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        key: "root".into(),
+                        reason: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// Atomically replaces the committed root and waits until the change is durable.
+    pub async fn set_root(&self, root: &Cid) -> Result<(), StoreError> {
+        self.roots.insert(ROOT_KEY, root.to_bytes())?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Stores an upload session record and waits until it is durable.
+    pub async fn put_upload<T: Serialize>(&self, id: &str, value: &T) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+            key: format!("upload {id}"),
+            reason: e.to_string(),
+        })?;
+        self.uploads.insert(id.as_bytes(), bytes)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Reads an upload session record.
+    pub fn upload<T: DeserializeOwned>(&self, id: &str) -> Result<Option<T>, StoreError> {
+        match self.uploads.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        key: format!("upload {id}"),
+                        reason: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// Removes an upload session record.
+    pub async fn remove_upload(&self, id: &str) -> Result<(), StoreError> {
+        self.uploads.remove(id.as_bytes())?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Ids of all upload sessions.
+    pub fn upload_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        for key in self.uploads.iter().keys() {
+            ids.push(String::from_utf8_lossy(&key?).into_owned());
+        }
+        Ok(ids)
+    }
+}

@@ -1,0 +1,43 @@
+//! Local persistence: content-addressed blocks on disk and the small metadata store (sled).
+
+mod blocks;
+mod meta;
+
+pub use blocks::BlockStore;
+pub use meta::MetaStore;
+
+/// Errors from the local stores.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A filesystem operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The metadata database failed.
+    #[error("metadata store: {0}")]
+    Meta(#[from] sled::Error),
+    /// A value in the metadata store could not be decoded.
+    #[error("metadata store holds a corrupt value under {key}: {reason}")]
+    Corrupt {
+        /// The key whose value is unreadable.
+        key: String,
+        /// Why it could not be read.
+        reason: String,
+    },
+    /// A blocking task was cancelled or panicked.
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl StoreError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
