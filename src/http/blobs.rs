@@ -50,7 +50,7 @@ pub async fn get(
     } else {
         streamed(registry.read_blob(&blob, range))
     };
-    Ok(b.body(body).map_err(internal)?)
+    b.body(body).map_err(internal)
 }
 
 /// Removes a blob from a repository.
@@ -60,10 +60,10 @@ pub async fn delete(
     digest: &Digest,
 ) -> Result<Response<Body>, ApiError> {
     registry.delete_blob(repo, digest).await?;
-    Ok(builder(StatusCode::ACCEPTED)
+    builder(StatusCode::ACCEPTED)
         .header(header::CONTENT_LENGTH, 0)
         .body(empty())
-        .map_err(internal)?)
+        .map_err(internal)
 }
 
 /// Maps a response-building failure (an invalid header) to a 500.

@@ -219,9 +219,7 @@ mod tests {
         ] {
             assert!(parse(doc.as_bytes(), None).is_err(), "{doc}");
         }
-        let bad_digest = format!(
-            r#"{{"schemaVersion":2,"config":{{"mediaType":"a/b","digest":"sha256:xyz","size":2}},"layers":[]}}"#
-        );
+        let bad_digest = r#"{"schemaVersion":2,"config":{"mediaType":"a/b","digest":"sha256:xyz","size":2},"layers":[]}"#;
         assert!(parse(bad_digest.as_bytes(), None).is_err());
     }
 }
