@@ -6,7 +6,9 @@
 
 pub mod config;
 pub mod http;
+pub mod names;
 pub mod node;
+pub mod p2p;
 pub mod registry;
 pub mod store;
 pub mod tree;

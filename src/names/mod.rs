@@ -1,0 +1,1 @@
+//! IPNS: keys, names and records (create, sign, validate, order).
