@@ -37,6 +37,7 @@ impl Node {
     pub async fn open(data_dir: &Path, config: Config) -> Result<Self, NodeError> {
         let options = RegistryOptions {
             max_manifest_bytes: config.registry.max_manifest_bytes,
+            writable: true,
         };
         let registry = Arc::new(Registry::open(data_dir, options).await?);
         Ok(Node { registry, config })

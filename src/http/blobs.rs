@@ -48,7 +48,7 @@ pub async fn get(
     let body = if head || range.is_empty() {
         empty()
     } else {
-        streamed(registry.read_blob(&blob, range))
+        streamed(registry.read_blob(&blob, range).await?)
     };
     b.body(body).map_err(internal)
 }

@@ -144,6 +144,15 @@ impl From<RegistryError> for ApiError {
                 .detail(json!({ "name": n })),
             E::SizeInvalid(_) => Self::new(StatusCode::BAD_REQUEST, "SIZE_INVALID", message),
             E::Unsupported(_) => Self::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", message),
+            E::ContentInvalid(_) => {
+                tracing::error!(error = %message, "content does not match its digest");
+                Self::new(StatusCode::BAD_GATEWAY, "UNKNOWN", message)
+            }
+            E::Tree(TreeError::BlockMissing(_)) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                format!("{message}: no connected peer provided it"),
+            ),
             E::Tree(TreeError::TooLarge { .. }) => {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID", message)
             }

@@ -9,13 +9,12 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use super::content::{import_file, link_file};
-use super::digest::Digest;
+use super::digest::{Digest, Hasher};
 use super::error::RegistryError;
 use super::layout;
 use super::reference::RepoName;
-use super::Registry;
-use crate::store::BlockStore;
-use crate::tree::{file_size, read_file_range, Change, Link};
+use super::{Registry, FETCH_CONCURRENCY};
+use crate::tree::{fetch_dag, file_size, read_file_range, BlockSource, Change, Link};
 
 /// A blob present in a repository.
 #[derive(Debug, Clone)]
@@ -26,33 +25,72 @@ pub struct BlobInfo {
     pub size: u64,
     /// Root of its UnixFS file.
     pub cid: Cid,
+    /// Whether its bytes are known to hash to its digest (pushed here, or checked once).
+    verified: bool,
 }
 
 impl Registry {
     /// The blob `digest` of `repo`, if the repository has it.
     pub async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobInfo, RegistryError> {
-        let root = self.root();
+        let roots = self.view();
         let unknown = || RegistryError::BlobUnknown(digest.clone());
-        self.link_at(&root, &layout::layer_link(repo, digest))
+        self.link_at(&roots, &layout::layer_link(repo, digest))
             .await?
             .ok_or_else(unknown)?;
-        let data = self
-            .link_at(&root, &layout::blob_data(digest))
+        let (index, data) = self
+            .find(&roots, &layout::blob_data(digest))
             .await?
             .ok_or_else(unknown)?;
-        let size = file_size(self.blocks(), &data.cid).await?;
+        let size = file_size(self.source(), &data.cid).await?;
+        // Bytes in the own tree were hashed on push; others are checked once before serving.
+        let own = self.options.writable && index == 0;
+        let verified = own || self.meta.is_verified(&data.cid)?;
         Ok(BlobInfo {
             digest: digest.clone(),
             size,
             cid: data.cid,
+            verified,
         })
     }
 
-    /// Streams `range` of a blob, one block at a time. A read error ends the stream early
-    /// (and is logged): the client sees a short body, never wrong bytes.
-    pub fn read_blob(&self, blob: &BlobInfo, range: Range<u64>) -> mpsc::Receiver<Bytes> {
+    /// Fetches every block of a blob that is not local and checks the whole against its digest;
+    /// remembers the outcome so it is done once per blob.
+    pub async fn verify_blob(&self, digest: &Digest, cid: &Cid) -> Result<(), RegistryError> {
+        fetch_dag(self.source(), *cid, FETCH_CONCURRENCY, |_| false, |_| {}).await?;
+        let size = file_size(self.source(), cid).await?;
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut hasher = Hasher::new(digest.algorithm());
+        let read = read_file_range(self.source(), cid, 0..size, tx);
+        let hash = async {
+            while let Some(chunk) = rx.recv().await {
+                hasher.update(&chunk);
+            }
+        };
+        let (result, ()) = tokio::join!(read, hash);
+        result?;
+        let actual = hasher.finish();
+        if &actual != digest {
+            return Err(RegistryError::ContentInvalid(format!(
+                "blob {digest} fetched from peers hashes to {actual}"
+            )));
+        }
+        self.meta.mark_verified(cid)?;
+        Ok(())
+    }
+
+    /// Streams `range` of a blob, one block at a time, verifying it first if it came from
+    /// another tree. A read error after the first byte ends the stream early (and is logged):
+    /// the client sees a short body, never wrong bytes.
+    pub async fn read_blob(
+        &self,
+        blob: &BlobInfo,
+        range: Range<u64>,
+    ) -> Result<mpsc::Receiver<Bytes>, RegistryError> {
+        if !blob.verified {
+            self.verify_blob(&blob.digest, &blob.cid).await?;
+        }
         let (tx, rx) = mpsc::channel(4);
-        let blocks: Arc<BlockStore> = self.tree().blocks().clone();
+        let blocks: Arc<dyn BlockSource> = self.source.clone();
         let cid = blob.cid;
         let digest = blob.digest.clone();
         tokio::spawn(async move {
@@ -60,14 +98,15 @@ impl Registry {
                 tracing::error!(%digest, error = %e, "reading blob failed");
             }
         });
-        rx
+        Ok(rx)
     }
 
     /// Removes the blob from `repo` (its bytes stay while any repository links them).
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
+        self.ensure_writable()?;
         let mut writer = self.tree().writer().await;
         let path = layout::layer_link(repo, digest);
-        if self.link_at(&writer.root(), &path).await?.is_none() {
+        if self.link_at(&[writer.root()], &path).await?.is_none() {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }
         writer
@@ -84,8 +123,9 @@ impl Registry {
         digest: &Digest,
         from: Option<&RepoName>,
     ) -> Result<bool, RegistryError> {
+        self.ensure_writable()?;
         let mut writer = self.tree().writer().await;
-        let root = writer.root();
+        let root = [writer.root()];
         if let Some(from) = from {
             if self
                 .link_at(&root, &layout::layer_link(from, digest))
@@ -144,6 +184,7 @@ impl Registry {
 
     /// Starts an upload session in `repo`; returns its id.
     pub async fn start_upload(&self, repo: &RepoName) -> Result<String, RegistryError> {
+        self.ensure_writable()?;
         self.uploads.start(repo).await
     }
 

@@ -30,7 +30,7 @@ pub struct CheckReport {
 impl Registry {
     /// Walks the whole tree and verifies it. Reads every block: as slow as reading the store.
     pub async fn check(&self) -> Result<CheckReport, RegistryError> {
-        let root = self.root();
+        let root = [self.root()];
         let mut report = CheckReport::default();
         let mut blobs_dir = layout::blob_data(&Digest::of(Algorithm::Sha256, b""));
         blobs_dir.truncate(4); // docker/registry/v2/blobs
@@ -75,7 +75,7 @@ impl Registry {
 
     async fn check_blob(
         &self,
-        root: &cid::Cid,
+        root: &[cid::Cid],
         digest: &Digest,
         report: &mut CheckReport,
     ) -> Result<(), RegistryError> {
@@ -83,7 +83,7 @@ impl Registry {
             report.problems.push(format!("blob {digest} has no data"));
             return Ok(());
         };
-        let size = match file_size(self.blocks(), &data.cid).await {
+        let size = match file_size(self.source(), &data.cid).await {
             Ok(size) => size,
             Err(e) => {
                 report.problems.push(format!("blob {digest}: {e}"));
@@ -93,7 +93,7 @@ impl Registry {
         let (tx, mut rx) = mpsc::channel(4);
         let mut hasher = Hasher::new(digest.algorithm());
         let mut hashed = 0u64;
-        let read = read_file_range(self.blocks(), &data.cid, 0..size, tx);
+        let read = read_file_range(self.source(), &data.cid, 0..size, tx);
         let hash = async {
             while let Some(chunk) = rx.recv().await {
                 hashed += chunk.len() as u64;
@@ -123,7 +123,7 @@ impl Registry {
 
     async fn check_repository(
         &self,
-        root: &cid::Cid,
+        root: &[cid::Cid],
         repo: &RepoName,
         report: &mut CheckReport,
     ) -> Result<(), RegistryError> {

@@ -43,7 +43,7 @@ impl Registry {
         n: Option<usize>,
         last: Option<&str>,
     ) -> Result<Page, RegistryError> {
-        let root = self.root();
+        let root = self.view();
         if !self.repository_exists(&root, repo).await? {
             return Err(RegistryError::NameUnknown(repo.to_string()));
         }
@@ -61,7 +61,7 @@ impl Registry {
         n: Option<usize>,
         last: Option<&str>,
     ) -> Result<Page, RegistryError> {
-        let root = self.root();
+        let root = self.view();
         let mut names = Vec::new();
         if let Some(dir) = self.link_at(&root, &layout::repositories()).await? {
             self.collect_repositories(dir.cid, String::new(), &mut names)
@@ -79,7 +79,7 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         let mut pending = vec![(dir, prefix)];
         while let Some((dir, prefix)) = pending.pop() {
-            let entries = read_directory(self.blocks(), &dir).await?;
+            let entries = read_directory(self.source(), &dir).await?;
             if entries.keys().any(|e| layout::is_repository_marker(e)) && !prefix.is_empty() {
                 names.push(prefix.clone());
             }
@@ -106,7 +106,7 @@ impl Registry {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Descriptor>, RegistryError> {
-        let root = self.root();
+        let root = self.view();
         let mut out = Vec::new();
         let dir = layout::referrers(repo, subject);
         for alg_name in self.list_at(&root, &dir).await?.into_iter().flatten() {

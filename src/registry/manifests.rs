@@ -35,7 +35,7 @@ pub struct PushedManifest {
 impl Registry {
     async fn resolve_manifest(
         &self,
-        root: &Cid,
+        root: &[Cid],
         repo: &RepoName,
         reference: &ManifestRef,
     ) -> Result<Digest, RegistryError> {
@@ -53,13 +53,21 @@ impl Registry {
         Ok(digest)
     }
 
-    async fn read_manifest(&self, root: &Cid, digest: &Digest) -> Result<Bytes, RegistryError> {
+    async fn read_manifest(&self, root: &[Cid], digest: &Digest) -> Result<Bytes, RegistryError> {
         let data = self
             .link_at(root, &layout::blob_data(digest))
             .await?
             .ok_or_else(|| RegistryError::ManifestUnknown(digest.to_string()))?;
         // Stored manifests passed the limit when pushed; a lowered limit must not hide them.
-        Ok(read_small_file(self.blocks(), &data.cid, u64::MAX).await?)
+        let bytes = read_small_file(self.source(), &data.cid, u64::MAX).await?;
+        // Cheap enough to do on every read, and it covers manifests from followed trees.
+        let actual = Digest::of(digest.algorithm(), &bytes);
+        if &actual != digest {
+            return Err(RegistryError::ContentInvalid(format!(
+                "manifest {digest} hashes to {actual}"
+            )));
+        }
+        Ok(bytes)
     }
 
     /// The manifest `reference` names in `repo`.
@@ -68,7 +76,7 @@ impl Registry {
         repo: &RepoName,
         reference: &ManifestRef,
     ) -> Result<StoredManifest, RegistryError> {
-        let root = self.root();
+        let root = self.view();
         let digest = self.resolve_manifest(&root, repo, reference).await?;
         let bytes = self.read_manifest(&root, &digest).await?;
         Ok(StoredManifest {
@@ -87,6 +95,7 @@ impl Registry {
         content_type: Option<&str>,
         bytes: Bytes,
     ) -> Result<PushedManifest, RegistryError> {
+        self.ensure_writable()?;
         let limit = self.options.max_manifest_bytes;
         if bytes.len() as u64 > limit {
             return Err(RegistryError::ManifestTooLarge {
@@ -117,7 +126,7 @@ impl Registry {
         };
 
         let mut writer = self.tree().writer().await;
-        let root = writer.root();
+        let root = [writer.root()];
         for blob in &parsed.blobs {
             if self
                 .link_at(&root, &layout::layer_link(repo, blob))
@@ -176,8 +185,9 @@ impl Registry {
         repo: &RepoName,
         reference: &ManifestRef,
     ) -> Result<(), RegistryError> {
+        self.ensure_writable()?;
         let mut writer = self.tree().writer().await;
-        let root = writer.root();
+        let root = [writer.root()];
         let unknown = || RegistryError::ManifestUnknown(reference.to_string());
         let changes = match reference {
             ManifestRef::Tag(tag) => {

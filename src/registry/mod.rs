@@ -13,8 +13,9 @@ mod manifests;
 mod reference;
 mod uploads;
 
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use cid::Cid;
 
@@ -28,9 +29,12 @@ pub use manifests::{PushedManifest, StoredManifest};
 pub use reference::{ManifestRef, RepoName, Tag};
 
 use crate::store::{BlockStore, MetaStore};
-use crate::tree::{read_directory, resolve, Link, Tree};
+use crate::tree::{read_directory, resolve, BlockSource, Link, Tree, TreeError};
 use content::read_link_file;
 use uploads::BlobUploads;
+
+/// Blocks fetched at once when pulling a DAG from peers.
+const FETCH_CONCURRENCY: usize = 32;
 
 /// Default largest manifest accepted: 4 MiB, as the reference registry.
 pub const DEFAULT_MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
@@ -40,35 +44,104 @@ pub const DEFAULT_MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 pub struct RegistryOptions {
     /// Largest manifest accepted on push.
     pub max_manifest_bytes: u64,
+    /// Whether this node accepts pushes into its own tree (a writer) or only serves followed
+    /// trees (a replica).
+    pub writable: bool,
 }
 
 impl Default for RegistryOptions {
     fn default() -> Self {
         RegistryOptions {
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+            writable: true,
         }
     }
 }
 
-/// One registry over one storage tree.
+/// The local stores of a data directory.
+#[derive(Clone)]
+pub struct Stores {
+    /// Blocks on disk.
+    pub blocks: Arc<BlockStore>,
+    /// Metadata in sled.
+    pub meta: MetaStore,
+}
+
+impl Stores {
+    /// Opens (creating if needed) the stores of `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, RegistryError> {
+        Ok(Stores {
+            blocks: Arc::new(BlockStore::open(data_dir.join("blocks"))?),
+            meta: MetaStore::open(&data_dir.join("meta"))?,
+        })
+    }
+}
+
+/// One registry: the node's own tree (searched first, if it is a writer) and the roots of the
+/// trees it follows, in order.
 pub struct Registry {
     tree: Tree,
     uploads: BlobUploads,
     options: RegistryOptions,
+    meta: MetaStore,
+    /// Where reads get blocks: the local store, and for a networked node, peers.
+    source: Arc<dyn BlockSource>,
+    followed: RwLock<Arc<Vec<Cid>>>,
 }
 
 impl Registry {
-    /// Opens the registry stored in `data_dir` (blocks, metadata and upload sessions).
+    /// Opens the registry of `data_dir` reading only local blocks.
     pub async fn open(data_dir: &Path, options: RegistryOptions) -> Result<Self, RegistryError> {
-        let blocks = Arc::new(BlockStore::open(data_dir.join("blocks"))?);
-        let meta = MetaStore::open(&data_dir.join("meta"))?;
-        let tree = Tree::open(blocks, meta.clone()).await?;
-        let uploads = BlobUploads::open(data_dir.join("uploads"), meta)?;
+        let stores = Stores::open(data_dir)?;
+        let source = stores.blocks.clone();
+        Self::new(&stores, data_dir, options, source).await
+    }
+
+    /// A registry over `stores` whose reads fetch blocks through `source`.
+    pub async fn new(
+        stores: &Stores,
+        data_dir: &Path,
+        options: RegistryOptions,
+        source: Arc<dyn BlockSource>,
+    ) -> Result<Self, RegistryError> {
+        let tree = Tree::open(stores.blocks.clone(), stores.meta.clone()).await?;
+        let uploads = BlobUploads::open(data_dir.join("uploads"), stores.meta.clone())?;
         Ok(Registry {
             tree,
             uploads,
             options,
+            meta: stores.meta.clone(),
+            source,
+            followed: RwLock::new(Arc::new(Vec::new())),
         })
+    }
+
+    /// Replaces the roots of the followed trees (in lookup order).
+    pub fn set_followed_roots(&self, roots: Vec<Cid>) {
+        *self.followed.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(roots);
+    }
+
+    /// The roots a read searches, in order: the own tree (writers), then the followed trees.
+    pub fn view(&self) -> Vec<Cid> {
+        let followed = self
+            .followed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let own = self.options.writable.then(|| self.tree.root());
+        own.into_iter().chain(followed.iter().copied()).collect()
+    }
+
+    /// Refuses writes on a replica.
+    fn ensure_writable(&self) -> Result<(), RegistryError> {
+        if self.options.writable {
+            Ok(())
+        } else {
+            Err(RegistryError::Unsupported(
+                "this node is a read-only replica: push to the writer of the names it follows"
+                    .into(),
+            ))
+        }
     }
 
     /// Largest manifest accepted on push.
@@ -86,43 +159,78 @@ impl Registry {
         self.tree.root()
     }
 
-    fn blocks(&self) -> &BlockStore {
-        self.tree.blocks()
+    /// Where reads get blocks from.
+    fn source(&self) -> &dyn BlockSource {
+        self.source.as_ref()
     }
 
-    async fn link_at(&self, root: &Cid, path: &[String]) -> Result<Option<Link>, RegistryError> {
-        Ok(resolve(self.blocks(), root, path).await?)
+    /// The first hit for `path` in `roots`, in order. A root whose blocks cannot be had is
+    /// skipped; if no later root has the path, that failure is the answer (not a false 404).
+    async fn link_at(&self, roots: &[Cid], path: &[String]) -> Result<Option<Link>, RegistryError> {
+        Ok(self.find(roots, path).await?.map(|(_, link)| link))
+    }
+
+    /// Like [`Self::link_at`], also telling which of `roots` held the path.
+    async fn find(
+        &self,
+        roots: &[Cid],
+        path: &[String],
+    ) -> Result<Option<(usize, Link)>, RegistryError> {
+        let mut failure = None;
+        for (i, root) in roots.iter().enumerate() {
+            match resolve(self.source(), root, path).await {
+                Ok(Some(link)) => return Ok(Some((i, link))),
+                Ok(None) => {}
+                Err(e @ TreeError::BlockMissing(_)) => {
+                    tracing::warn!(%root, error = %e, "skipping a root whose blocks are unavailable");
+                    failure.get_or_insert(e);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(None),
+        }
     }
 
     async fn digest_at(
         &self,
-        root: &Cid,
+        roots: &[Cid],
         path: &[String],
     ) -> Result<Option<Digest>, RegistryError> {
-        match self.link_at(root, path).await? {
-            Some(link) => Ok(Some(read_link_file(self.blocks(), &link).await?)),
+        match self.link_at(roots, path).await? {
+            Some(link) => Ok(Some(read_link_file(self.source(), &link).await?)),
             None => Ok(None),
         }
     }
 
+    /// The entry names of the directory at `path`, merged over all `roots` (sorted, unique);
+    /// `None` if no root has the directory.
     async fn list_at(
         &self,
-        root: &Cid,
+        roots: &[Cid],
         path: &[String],
     ) -> Result<Option<Vec<String>>, RegistryError> {
-        match self.link_at(root, path).await? {
-            Some(link) => Ok(Some(
-                read_directory(self.blocks(), &link.cid)
-                    .await?
-                    .into_keys()
-                    .collect(),
-            )),
-            None => Ok(None),
+        let mut merged: Option<BTreeSet<String>> = None;
+        for root in roots {
+            let Some(link) = resolve(self.source(), root, path).await? else {
+                continue;
+            };
+            let entries = read_directory(self.source(), &link.cid).await?;
+            merged
+                .get_or_insert_with(BTreeSet::new)
+                .extend(entries.into_keys());
         }
+        Ok(merged.map(|m| m.into_iter().collect()))
     }
 
-    async fn repository_exists(&self, root: &Cid, repo: &RepoName) -> Result<bool, RegistryError> {
-        let Some(entries) = self.list_at(root, &layout::repository(repo)).await? else {
+    async fn repository_exists(
+        &self,
+        roots: &[Cid],
+        repo: &RepoName,
+    ) -> Result<bool, RegistryError> {
+        let Some(entries) = self.list_at(roots, &layout::repository(repo)).await? else {
             return Ok(false);
         };
         Ok(entries.iter().any(|e| layout::is_repository_marker(e)))

@@ -17,6 +17,7 @@ pub struct MetaStore {
     db: sled::Db,
     roots: sled::Tree,
     uploads: sled::Tree,
+    verified: sled::Tree,
 }
 
 impl MetaStore {
@@ -25,7 +26,13 @@ impl MetaStore {
         let db = sled::open(dir)?;
         let roots = db.open_tree("roots")?;
         let uploads = db.open_tree("uploads")?;
-        Ok(MetaStore { db, roots, uploads })
+        let verified = db.open_tree("verified")?;
+        Ok(MetaStore {
+            db,
+            roots,
+            uploads,
+            verified,
+        })
     }
 
     /// The committed root of the node's own tree, if any was ever committed.
@@ -90,5 +97,17 @@ impl MetaStore {
             ids.push(String::from_utf8_lossy(&key?).into_owned());
         }
         Ok(ids)
+    }
+
+    /// Whether the file DAG at `cid` was checked against its digest.
+    pub fn is_verified(&self, cid: &Cid) -> Result<bool, StoreError> {
+        Ok(self.verified.contains_key(cid.to_bytes())?)
+    }
+
+    /// Records that the file DAG at `cid` matches its digest. Not flushed: losing it in a crash
+    /// only means checking again.
+    pub fn mark_verified(&self, cid: &Cid) -> Result<(), StoreError> {
+        self.verified.insert(cid.to_bytes(), &[])?;
+        Ok(())
     }
 }

@@ -14,6 +14,7 @@ mod hamt;
 mod protobuf;
 mod root;
 mod unixfs;
+mod walk;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,6 +27,7 @@ pub use edit::{apply_changes, Change};
 pub use file::{file_size, read_file_range, read_small_file, FileImporter, CHUNK_SIZE, MAX_LINKS};
 pub use root::{Tree, TreeWriter};
 pub use unixfs::{DataType, UnixfsData};
+pub use walk::fetch_dag;
 
 use crate::store::{BlockStore, StoreError};
 
