@@ -14,15 +14,18 @@ pub const CONFIG_FILE: &str = "config.toml";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Accepts pushes into its own tree.
+    /// Accepts pushes into its own tree and publishes its root under its IPNS name.
     #[default]
     Writer,
+    /// Serves only the trees of the names it follows; refuses pushes.
+    Replica,
 }
 
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Role::Writer => f.write_str("writer"),
+            Role::Replica => f.write_str("replica"),
         }
     }
 }
@@ -58,6 +61,139 @@ pub struct Config {
     pub http: HttpConfig,
     /// Registry limits.
     pub registry: RegistryConfig,
+    /// The IPNS names this node follows, searched in this order after its own tree.
+    pub follow: Vec<FollowConfig>,
+    /// The embedded IPFS node.
+    pub p2p: P2pConfig,
+    /// Publishing of the own root.
+    pub ipns: IpnsConfig,
+}
+
+/// One followed IPNS name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowConfig {
+    /// The name (base36 `k51…`, or a peer id).
+    pub name: String,
+    /// What to fetch ahead of requests.
+    #[serde(default)]
+    pub mirror: Mirror,
+}
+
+/// What a replica fetches of a followed tree before anyone asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Mirror {
+    /// Nothing: blocks are fetched when a pull needs them.
+    #[default]
+    None,
+    /// The whole tree, as soon as a new root arrives.
+    All,
+    /// These repositories (with all their blobs).
+    Repositories(Vec<String>),
+}
+
+impl std::str::FromStr for Mirror {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Mirror::None),
+            "all" => Ok(Mirror::All),
+            "" => Err("mirror is none, all, or a comma-separated list of repositories".into()),
+            list => Ok(Mirror::Repositories(
+                list.split(',').map(|r| r.trim().to_owned()).collect(),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mirror::None => f.write_str("none"),
+            Mirror::All => f.write_str("all"),
+            Mirror::Repositories(r) => f.write_str(&r.join(",")),
+        }
+    }
+}
+
+impl Serialize for Mirror {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Mirror::Repositories(r) => r.serialize(s),
+            other => s.collect_str(other),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Mirror {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            List(Vec<String>),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "none" || w == "all" => {
+                w.parse().map_err(serde::de::Error::custom)
+            }
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "mirror must be \"none\", \"all\" or a list of repositories, not {w:?}"
+            ))),
+            Raw::List(list) => Ok(Mirror::Repositories(list)),
+        }
+    }
+}
+
+/// The embedded IPFS node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct P2pConfig {
+    /// Multiaddrs to listen on (TCP and QUIC).
+    pub listen: Vec<String>,
+    /// Peers to connect to and stay connected with (multiaddrs, ideally ending in /p2p/<id>).
+    pub peers: Vec<String>,
+    /// Find peers on the local network with mDNS.
+    pub mdns: bool,
+    /// Seconds to wait for peers to provide a missing block.
+    pub fetch_timeout_secs: u64,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        P2pConfig {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/4011".into(),
+                "/ip4/0.0.0.0/udp/4011/quic-v1".into(),
+            ],
+            peers: Vec::new(),
+            mdns: true,
+            fetch_timeout_secs: 30,
+        }
+    }
+}
+
+/// Publishing of the own root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IpnsConfig {
+    /// How long a published record stays valid, in seconds (renewed while the node runs).
+    pub record_lifetime_secs: u64,
+    /// The TTL readers are told to cache a record for, in seconds.
+    pub record_ttl_secs: u64,
+    /// How often held records are sent to peers again, in seconds.
+    pub republish_interval_secs: u64,
+}
+
+impl Default for IpnsConfig {
+    fn default() -> Self {
+        IpnsConfig {
+            record_lifetime_secs: 48 * 3600,
+            record_ttl_secs: 60,
+            republish_interval_secs: 120,
+        }
+    }
 }
 
 /// The HTTP endpoint.
@@ -142,6 +278,20 @@ pub fn default_data_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirror_forms() {
+        let c = Config::parse(
+            "[[follow]]\nname = \"a\"\n[[follow]]\nname = \"b\"\nmirror = \"all\"\n[[follow]]\nname = \"c\"\nmirror = [\"x/y\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.follow[0].mirror, Mirror::None);
+        assert_eq!(c.follow[1].mirror, Mirror::All);
+        assert_eq!(c.follow[2].mirror, Mirror::Repositories(vec!["x/y".into()]));
+        assert!(Config::parse("[[follow]]\nname = \"a\"\nmirror = \"some\"\n").is_err());
+        let text = toml::to_string(&c).expect("serialise");
+        assert_eq!(Config::parse(&text).expect("round trip"), c);
+    }
 
     #[test]
     fn defaults_and_examples() {

@@ -62,15 +62,34 @@ fn query_map(query: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
+/// What a node reports about itself on `/_status` and `/_health` (the HTTP layer only serves it).
+#[async_trait::async_trait]
+pub trait NodeStatus: Send + Sync {
+    /// The status document.
+    async fn status(&self) -> serde_json::Value;
+    /// Why the node is unhealthy, if it is.
+    fn problem(&self) -> Option<String>;
+}
+
 /// The HTTP front of one registry.
 pub struct HttpApi {
     registry: Arc<Registry>,
+    status: Option<Arc<dyn NodeStatus>>,
 }
 
 impl HttpApi {
     /// Serves `registry`.
     pub fn new(registry: Arc<Registry>) -> Self {
-        HttpApi { registry }
+        HttpApi {
+            registry,
+            status: None,
+        }
+    }
+
+    /// Also serves `/_status` and `/_health` from `status`.
+    pub fn with_status(mut self, status: Arc<dyn NodeStatus>) -> Self {
+        self.status = Some(status);
+        self
     }
 
     /// Answers one request. Never fails: every error becomes an OCI error response.
@@ -85,6 +104,9 @@ impl HttpApi {
     async fn dispatch<B: IncomingBody>(&self, req: Request<B>) -> Result<Response<Body>, ApiError> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path();
+        if let (Some(status), "/_status" | "/_health") = (&self.status, path) {
+            return Ok(node_status(status.as_ref(), path).await);
+        }
         let route = route::parse(path)?.ok_or_else(|| ApiError::not_found(path))?;
         let query = query_map(parts.uri.query());
         let headers = &parts.headers;
@@ -124,6 +146,19 @@ impl HttpApi {
             },
             _ => Err(ApiError::method_not_allowed(m)),
         }
+    }
+}
+
+async fn node_status(status: &dyn NodeStatus, path: &str) -> Response<Body> {
+    if path == "/_status" {
+        return response::json(StatusCode::OK, &status.status().await);
+    }
+    match status.problem() {
+        None => response::json(StatusCode::OK, &serde_json::json!({ "healthy": true })),
+        Some(problem) => response::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "healthy": false, "problem": problem }),
+        ),
     }
 }
 

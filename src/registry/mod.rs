@@ -10,6 +10,7 @@ pub mod layout;
 mod listing;
 mod manifest;
 mod manifests;
+mod mirror;
 mod reference;
 mod uploads;
 
@@ -26,6 +27,7 @@ pub use error::RegistryError;
 pub use listing::Page;
 pub use manifest::{Descriptor, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 pub use manifests::{PushedManifest, StoredManifest};
+pub use mirror::{MirrorCounts, MirrorProgress};
 pub use reference::{ManifestRef, RepoName, Tag};
 
 use crate::store::{BlockStore, MetaStore};

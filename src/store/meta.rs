@@ -18,6 +18,7 @@ pub struct MetaStore {
     roots: sled::Tree,
     uploads: sled::Tree,
     verified: sled::Tree,
+    records: sled::Tree,
 }
 
 impl MetaStore {
@@ -27,11 +28,13 @@ impl MetaStore {
         let roots = db.open_tree("roots")?;
         let uploads = db.open_tree("uploads")?;
         let verified = db.open_tree("verified")?;
+        let records = db.open_tree("records")?;
         Ok(MetaStore {
             db,
             roots,
             uploads,
             verified,
+            records,
         })
     }
 
@@ -109,5 +112,18 @@ impl MetaStore {
     pub fn mark_verified(&self, cid: &Cid) -> Result<(), StoreError> {
         self.verified.insert(cid.to_bytes(), &[])?;
         Ok(())
+    }
+
+    /// Stores an IPNS record under `key` (a name, or `self` for the own record) and waits until
+    /// it is durable: a sequence number is never handed out twice.
+    pub async fn put_record(&self, key: &str, record: &[u8]) -> Result<(), StoreError> {
+        self.records.insert(key.as_bytes(), record)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The IPNS record stored under `key`.
+    pub fn record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.records.get(key.as_bytes())?.map(|v| v.to_vec()))
     }
 }
