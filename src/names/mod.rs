@@ -1,1 +1,19 @@
-//! IPNS: keys, names and records (create, sign, validate, order).
+//! IPNS: keys, names and records (create, sign, validate, order). Pure logic, no networking:
+//! `p2p` carries the bytes, this module decides what they mean.
+//!
+//! Follows the IPNS Record specification (<https://specs.ipfs.tech/ipns/ipns-record/>) and
+//! produces records byte-identical to boxo/kubo's, so kubo and Helia nodes accept ours and ours
+//! accept theirs.
+
+mod data;
+mod entry;
+pub mod keys;
+mod name;
+mod record;
+pub mod rfc3339;
+
+pub use entry::ProtobufError;
+pub use keys::KeyError;
+pub use name::{IpnsName, NameError, IPNS_PREFIX, LIBP2P_KEY_CODEC};
+pub use record::{IpnsRecord, RecordError, MAX_RECORD_SIZE};
+pub use rfc3339::TimestampError;
