@@ -1,1 +1,318 @@
 //! The embedded IPFS node on rust-libp2p: Bitswap, Kademlia, gossipsub, mDNS, record exchange.
+//!
+//! One task owns the libp2p swarm (TCP and QUIC, noise, yamux, identify, ping, Kademlia in server
+//! mode on `/ipfs/kad/1.0.0`, gossipsub, optional mDNS, the `/ipns-registry/record/1.0.0`
+//! request-response protocol and libp2p-stream for Bitswap); [`P2p`] is a cheap handle that
+//! talks to it over a channel. Bitswap runs beside the swarm task on its own streams, so block
+//! transfers never queue behind swarm events.
+//!
+//! This module moves bytes only: records are opaque here (the `names` module validates them),
+//! and it knows nothing of registries.
+
+mod behaviour;
+pub mod bitswap;
+mod record_codec;
+mod swarm;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cid::Cid;
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+pub use record_codec::{MAX_RECORD_SIZE, RECORD_PROTOCOL};
+
+use crate::store::{BlockStore, StoreError};
+use bitswap::Bitswap;
+use swarm::Command;
+
+/// How long `dial` waits for the connection.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of the embedded node.
+#[derive(Clone)]
+pub struct P2pConfig {
+    /// The node's identity.
+    pub keypair: Keypair,
+    /// Addresses to listen on, e.g. `/ip4/127.0.0.1/tcp/0` and `/ip4/127.0.0.1/udp/0/quic-v1`.
+    pub listen: Vec<Multiaddr>,
+    /// Configured peers (with or without `/p2p/<id>`): dialled at start and re-dialled every few
+    /// seconds while disconnected.
+    pub peers: Vec<Multiaddr>,
+    /// LAN discovery with mDNS; discovered peers are dialled.
+    pub mdns: bool,
+    /// How long `fetch_block` waits for any peer to deliver.
+    pub fetch_timeout: Duration,
+}
+
+impl std::fmt::Debug for P2pConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("P2pConfig")
+            .field("peer_id", &self.keypair.public().to_peer_id())
+            .field("listen", &self.listen)
+            .field("peers", &self.peers)
+            .field("mdns", &self.mdns)
+            .field("fetch_timeout", &self.fetch_timeout)
+            .finish()
+    }
+}
+
+/// The node's newest record for a routing key, used to answer peers that ask directly.
+pub trait RecordSource: Send + Sync + 'static {
+    /// The newest record held for `routing_key`, if any (called on a blocking thread).
+    fn newest(&self, routing_key: &[u8]) -> Option<Vec<u8>>;
+}
+
+/// What the node reports to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum P2pEvent {
+    /// A record arrived (pubsub, a direct answer or the DHT); not validated here.
+    Record {
+        /// The key it was published or asked under.
+        routing_key: Vec<u8>,
+        /// The record bytes, as received.
+        record: Vec<u8>,
+        /// The peer it came from (for pubsub, its original publisher); `None` for our own DHT
+        /// store.
+        from: Option<PeerId>,
+    },
+    /// The first connection to a peer opened.
+    PeerConnected(PeerId),
+    /// The last connection to a peer closed.
+    PeerDisconnected(PeerId),
+}
+
+/// Errors of the p2p layer.
+#[derive(Debug, thiserror::Error)]
+pub enum P2pError {
+    /// The swarm could not be built.
+    #[error("setting up the p2p node: {0}")]
+    Setup(String),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// A dial failed.
+    #[error("dialling {addr} failed: {reason}")]
+    Dial {
+        /// The address dialled.
+        addr: Multiaddr,
+        /// Why it failed.
+        reason: String,
+    },
+    /// No connected peer delivered the block in time.
+    #[error("block {cid} not received from any connected peer within {timeout:?}")]
+    FetchTimeout {
+        /// The block.
+        cid: Cid,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// The CID's hash function cannot be verified here.
+    #[error("block {cid}: unsupported multihash function 0x{code:x} (only sha2-256 and sha2-512)")]
+    UnsupportedHash {
+        /// The block.
+        cid: Cid,
+        /// Its multihash code.
+        code: u64,
+    },
+    /// A record exceeds [`MAX_RECORD_SIZE`].
+    #[error("record of {size} bytes exceeds the {limit}-byte limit")]
+    RecordTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Gossipsub refused an operation.
+    #[error("pubsub: {0}")]
+    Pubsub(String),
+    /// The local block store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The node has been shut down.
+    #[error("the p2p node has shut down")]
+    Shutdown,
+}
+
+/// Handle to the running node; clones share it. The node stops when [`P2p::shutdown`] is called
+/// or the last handle is dropped.
+#[derive(Clone)]
+pub struct P2p {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    peer_id: PeerId,
+    commands: mpsc::Sender<Command>,
+    bitswap: Arc<Bitswap>,
+    fetch_timeout: Duration,
+}
+
+impl std::fmt::Debug for P2p {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("P2p")
+            .field("peer_id", &self.inner.peer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl P2p {
+    /// Builds the swarm, binds every listen address (waiting until each has reported its real
+    /// address), dials the configured peers and starts the node.
+    pub async fn start(
+        config: P2pConfig,
+        blocks: Arc<BlockStore>,
+        records: Arc<dyn RecordSource>,
+    ) -> Result<(P2p, mpsc::Receiver<P2pEvent>), P2pError> {
+        let peer_id = config.keypair.public().to_peer_id();
+        let fetch_timeout = config.fetch_timeout;
+        let (commands, events, bitswap) = swarm::spawn(config, blocks, records).await?;
+        let p2p = P2p {
+            inner: Arc::new(Inner {
+                peer_id,
+                commands,
+                bitswap,
+                fetch_timeout,
+            }),
+        };
+        Ok((p2p, events))
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.peer_id
+    }
+
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, P2pError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(command(tx))
+            .await
+            .map_err(|_| P2pError::Shutdown)?;
+        rx.await.map_err(|_| P2pError::Shutdown)
+    }
+
+    /// The addresses actually bound (port 0 resolved), each ending in `/p2p/<id>`.
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.ask(Command::ListenAddrs).await.unwrap_or_default()
+    }
+
+    /// Peers with at least one open connection.
+    pub async fn connected_peers(&self) -> Vec<PeerId> {
+        self.ask(Command::ConnectedPeers).await.unwrap_or_default()
+    }
+
+    /// Connects to `addr` (with or without `/p2p/<id>`); returns once connected, at once if the
+    /// peer named in the address already is.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), P2pError> {
+        let dialled = addr.clone();
+        match tokio::time::timeout(DIAL_TIMEOUT, self.ask(|tx| Command::Dial(dialled, tx))).await {
+            Ok(result) => result?,
+            Err(_) => Err(P2pError::Dial {
+                addr,
+                reason: format!("no connection within {DIAL_TIMEOUT:?}"),
+            }),
+        }
+    }
+
+    /// Bitswap: the block from any connected peer, verified against the CID (sha2-256 or
+    /// sha2-512; other hash functions are an error), stored in the block store and returned.
+    /// A block already stored locally is returned at once. Concurrent calls for the same CID
+    /// share one want. Fails with [`P2pError::FetchTimeout`] after `fetch_timeout` if no peer
+    /// delivers; peers connecting meanwhile are asked too.
+    pub async fn fetch_block(&self, cid: &Cid) -> Result<Bytes, P2pError> {
+        self.inner
+            .bitswap
+            .fetch(*cid, self.inner.fetch_timeout)
+            .await
+    }
+
+    /// Joins the gossipsub topic so records published there arrive as [`P2pEvent::Record`] for
+    /// `routing_key`; also asks every connected peer (and each peer that connects later)
+    /// directly for its newest record, so a new subscriber does not wait for the next publish.
+    pub async fn subscribe(&self, topic: String, routing_key: Vec<u8>) -> Result<(), P2pError> {
+        self.ask(|tx| Command::Subscribe {
+            topic,
+            routing_key,
+            reply: tx,
+        })
+        .await?
+    }
+
+    /// Leaves the gossipsub topic.
+    pub async fn unsubscribe(&self, topic: String) -> Result<(), P2pError> {
+        self.ask(|tx| Command::Unsubscribe { topic, reply: tx })
+            .await?
+    }
+
+    /// Publishes a record on the gossipsub topic (IPNS over pubsub: the message data is the raw
+    /// record) and puts it in the DHT under `routing_key`. Both are best effort: having no
+    /// subscribed or DHT peers is not an error.
+    pub async fn publish(
+        &self,
+        topic: String,
+        routing_key: Vec<u8>,
+        record: Vec<u8>,
+    ) -> Result<(), P2pError> {
+        if record.len() > MAX_RECORD_SIZE {
+            return Err(P2pError::RecordTooLarge {
+                size: record.len(),
+                limit: MAX_RECORD_SIZE,
+            });
+        }
+        self.ask(|tx| Command::Publish {
+            topic,
+            routing_key,
+            record,
+            reply: tx,
+        })
+        .await?
+    }
+
+    /// Asks every connected peer directly (`/ipns-registry/record/1.0.0`) and the DHT for
+    /// records under `routing_key`. Each answer is also delivered as [`P2pEvent::Record`].
+    /// Returns the distinct records received within `timeout`, earlier once every peer and the
+    /// DHT query have answered.
+    pub async fn query_records(&self, routing_key: Vec<u8>, timeout: Duration) -> Vec<Vec<u8>> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        if self
+            .inner
+            .commands
+            .send(Command::Query {
+                routing_key,
+                answers: tx,
+            })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while let Ok(Some(record)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            if !records.contains(&record) {
+                records.push(record);
+            }
+        }
+        records
+    }
+
+    /// Stops the node: closes every connection and listener and fails pending fetches. Returns
+    /// once the swarm is gone (its ports are free again).
+    pub async fn shutdown(&self) {
+        let _ = self.ask(Command::Shutdown).await;
+        self.inner.bitswap.shutdown();
+    }
+}

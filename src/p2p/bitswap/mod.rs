@@ -1,0 +1,518 @@
+//! Bitswap: blocks by CID from connected peers, and our blocks to peers that want them.
+//!
+//! Bitswap 1.2.0 from the spec (<https://specs.ipfs.tech/bitswap-protocol/>), also answering
+//! 1.1.0, 1.0.0 and the bare `/ipfs/bitswap`, over libp2p-stream. As in kubo, each side sends on
+//! a stream it opened itself: wants go out on our stream to the peer, and the peer's blocks come
+//! back on a stream it opens to us. One [`session`] task per connected peer owns our outbound
+//! stream (wants, cancels, and the blocks and presences we serve); one reader task per inbound
+//! stream decodes what the peer sends.
+//!
+//! Client side: a want is sent as want-block with sendDontHave to every connected peer (and to
+//! peers that connect while it is pending); the first block whose data hashes to the CID is
+//! stored and shared with every caller waiting for it, and the other peers get a cancel. A block
+//! is never trusted: its CID is recomputed from the data, so a forged block names a different
+//! CID, which nobody wants.
+
+mod block;
+mod message;
+mod session;
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cid::Cid;
+use libp2p::futures::{
+    AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, StreamExt as _,
+};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::AbortHandle;
+use tracing::Instrument as _;
+
+pub use block::{is_supported, verify_block, CidPrefix, SHA2_256, SHA2_512};
+pub use message::{
+    BlockPresence, Entry, Message, PayloadBlock, Presence, Version, WantType, MAX_MESSAGE_SIZE,
+};
+
+pub(crate) use message::put_varint;
+
+use crate::store::BlockStore;
+use session::SessionCommand;
+
+use super::P2pError;
+
+/// Bitswap protocol ids, most preferred first: we open streams with the first the peer supports
+/// and accept all of them.
+pub const PROTOCOLS: [(StreamProtocol, Version); 4] = [
+    (StreamProtocol::new("/ipfs/bitswap/1.2.0"), Version::V120),
+    (StreamProtocol::new("/ipfs/bitswap/1.1.0"), Version::V110),
+    (StreamProtocol::new("/ipfs/bitswap/1.0.0"), Version::V100),
+    (StreamProtocol::new("/ipfs/bitswap"), Version::V100),
+];
+
+/// Received blocks being hashed and stored at once per inbound stream: bounds memory (each holds
+/// a block) while keeping disks and cores busy.
+const RECEIVE_CONCURRENCY: usize = 16;
+
+/// Errors of the Bitswap wire protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum BitswapError {
+    /// A message could not be decoded.
+    #[error("malformed bitswap message: {0}")]
+    Malformed(String),
+    /// A message exceeds [`MAX_MESSAGE_SIZE`].
+    #[error("bitswap message of {0} bytes exceeds the 4 MiB limit")]
+    TooLarge(u64),
+    /// Block data does not hash to its CID.
+    #[error("block data does not match CID {0}")]
+    HashMismatch(Cid),
+    /// The CID uses a hash function we cannot verify.
+    #[error("unsupported multihash function 0x{0:x}")]
+    UnsupportedHash(u64),
+    /// The stream failed.
+    #[error("bitswap stream: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads one length-prefixed message; `None` at a clean end of stream.
+pub async fn read_message<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<Option<Message>, BitswapError> {
+    let mut len: u64 = 0;
+    for i in 0..10 {
+        let mut byte = [0u8; 1];
+        let n = reader.read(&mut byte).await?;
+        if n == 0 {
+            if i == 0 {
+                return Ok(None);
+            }
+            return Err(BitswapError::Malformed(
+                "stream ended inside a length prefix".into(),
+            ));
+        }
+        len |= u64::from(byte[0] & 0x7f) << (7 * i);
+        if len > MAX_MESSAGE_SIZE as u64 {
+            return Err(BitswapError::TooLarge(len));
+        }
+        if byte[0] & 0x80 == 0 {
+            // Bounded by MAX_MESSAGE_SIZE just above, so it fits a usize.
+            let mut buf = vec![0u8; len as usize];
+            reader.read_exact(&mut buf).await?;
+            return Message::decode(Bytes::from(buf)).map(Some);
+        }
+    }
+    Err(BitswapError::Malformed("length prefix too long".into()))
+}
+
+/// Writes one length-prefixed message encoded for `version`, and flushes.
+pub async fn write_message<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    message: &Message,
+    version: Version,
+) -> Result<(), BitswapError> {
+    let framed = message.encode_framed(version);
+    let (len, prefix_len) = message::read_varint(&framed)?;
+    if len > MAX_MESSAGE_SIZE as u64 {
+        return Err(BitswapError::TooLarge(len));
+    }
+    debug_assert_eq!(framed.len(), prefix_len + len as usize);
+    writer.write_all(&framed).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+/// A block we are fetching: one per CID however many callers wait for it.
+struct Want {
+    /// Tells apart successive wants for the same CID.
+    id: u64,
+    /// Carries the verified block to every waiter.
+    block: watch::Sender<Option<Bytes>>,
+    /// Callers still waiting; the want is cancelled when this drops to zero.
+    waiters: usize,
+    /// Sent with the want, to every peer alike.
+    priority: i32,
+}
+
+struct SessionHandle {
+    commands: mpsc::UnboundedSender<SessionCommand>,
+    task: AbortHandle,
+}
+
+#[derive(Default)]
+struct State {
+    wants: HashMap<Cid, Want>,
+    sessions: HashMap<PeerId, SessionHandle>,
+    next_want_id: u64,
+    /// Decreasing, so that peers serving by priority serve older wants first.
+    next_priority: i32,
+    closed: bool,
+    accept_task: Option<AbortHandle>,
+}
+
+/// The Bitswap engine shared by the swarm task, the sessions and the callers of `fetch`.
+pub(crate) struct Bitswap {
+    blocks: Arc<BlockStore>,
+    control: libp2p_stream::Control,
+    state: Mutex<State>,
+}
+
+impl Bitswap {
+    /// Starts accepting Bitswap streams; `control` must come from the swarm's stream behaviour.
+    pub(crate) fn start(
+        blocks: Arc<BlockStore>,
+        mut control: libp2p_stream::Control,
+    ) -> Result<Arc<Self>, P2pError> {
+        let mut incoming = Vec::new();
+        for (protocol, _) in PROTOCOLS {
+            let streams = control
+                .accept(protocol.clone())
+                .map_err(|e| P2pError::Setup(format!("registering {protocol}: {e}")))?;
+            incoming.push(streams);
+        }
+        let engine = Arc::new(Bitswap {
+            blocks,
+            control,
+            state: Mutex::new(State {
+                next_priority: i32::MAX,
+                ..State::default()
+            }),
+        });
+        let accepting = engine.clone();
+        let task = tokio::spawn(async move {
+            let mut incoming = libp2p::futures::stream::select_all(incoming);
+            // libp2p-stream drops inbound streams while this loop is busy, so it only spawns.
+            while let Some((peer, stream)) = incoming.next().await {
+                let engine = accepting.clone();
+                tokio::spawn(
+                    engine
+                        .read_inbound(peer, stream)
+                        .instrument(tracing::debug_span!("bitswap_in", %peer)),
+                );
+            }
+        });
+        engine.lock().accept_task = Some(task.abort_handle());
+        Ok(engine)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain maps behind: still consistent enough.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the session with a newly connected peer and tells it every pending want.
+    pub(crate) fn peer_connected(self: &Arc<Self>, peer: PeerId) {
+        let mut state = self.lock();
+        if state.closed || state.sessions.contains_key(&peer) {
+            return;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending: Vec<(Cid, i32)> = state
+            .wants
+            .iter()
+            .map(|(cid, want)| (*cid, want.priority))
+            .collect();
+        if !pending.is_empty() {
+            let _ = tx.send(SessionCommand::Want(pending));
+        }
+        let task = tokio::spawn(
+            session::run(peer, self.control.clone(), self.blocks.clone(), rx)
+                .instrument(tracing::debug_span!("bitswap_session", %peer)),
+        );
+        state.sessions.insert(
+            peer,
+            SessionHandle {
+                commands: tx,
+                task: task.abort_handle(),
+            },
+        );
+    }
+
+    /// Ends the session with a peer that has no connection left.
+    pub(crate) fn peer_disconnected(&self, peer: &PeerId) {
+        if let Some(session) = self.lock().sessions.remove(peer) {
+            session.task.abort();
+        }
+    }
+
+    /// Stops everything: sessions, the accept loop, and pending fetches (which fail).
+    pub(crate) fn shutdown(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        for (_, session) in state.sessions.drain() {
+            session.task.abort();
+        }
+        if let Some(task) = state.accept_task.take() {
+            task.abort();
+        }
+        state.wants.clear();
+    }
+
+    /// The block from any connected peer, verified and stored; see [`super::P2p::fetch_block`].
+    pub(crate) async fn fetch(
+        self: &Arc<Self>,
+        cid: Cid,
+        timeout: Duration,
+    ) -> Result<Bytes, P2pError> {
+        if !is_supported(&cid) {
+            return Err(P2pError::UnsupportedHash {
+                cid,
+                code: cid.hash().code(),
+            });
+        }
+        if let Some(data) = self.blocks.get(&cid).await? {
+            return Ok(data);
+        }
+        let (mut block, guard) = self.register(cid)?;
+        // A concurrent fetch may have stored the block between the look above and registering.
+        if let Some(data) = self.blocks.get(&cid).await? {
+            return Ok(data);
+        }
+        let wait = async {
+            loop {
+                if let Some(data) = block.borrow_and_update().clone() {
+                    return Ok(data);
+                }
+                if block.changed().await.is_err() {
+                    // The engine shut down, unless the block arrived just before.
+                    return block.borrow().clone().ok_or(P2pError::Shutdown);
+                }
+            }
+        };
+        let result = match tokio::time::timeout(timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(P2pError::FetchTimeout { cid, timeout }),
+        };
+        drop(guard);
+        result
+    }
+
+    /// Joins (or creates and announces) the want for `cid`.
+    fn register(
+        self: &Arc<Self>,
+        cid: Cid,
+    ) -> Result<(watch::Receiver<Option<Bytes>>, WantGuard), P2pError> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(P2pError::Shutdown);
+        }
+        if let Some(want) = state.wants.get_mut(&cid) {
+            want.waiters += 1;
+            let guard = WantGuard {
+                engine: self.clone(),
+                cid,
+                id: want.id,
+            };
+            return Ok((want.block.subscribe(), guard));
+        }
+        let id = state.next_want_id;
+        state.next_want_id += 1;
+        let priority = state.next_priority;
+        state.next_priority = state.next_priority.saturating_sub(1).max(1);
+        let (tx, rx) = watch::channel(None);
+        state.wants.insert(
+            cid,
+            Want {
+                id,
+                block: tx,
+                waiters: 1,
+                priority,
+            },
+        );
+        for session in state.sessions.values() {
+            let _ = session
+                .commands
+                .send(SessionCommand::Want(vec![(cid, priority)]));
+        }
+        tracing::trace!(%cid, peers = state.sessions.len(), "want");
+        let guard = WantGuard {
+            engine: self.clone(),
+            cid,
+            id,
+        };
+        Ok((rx, guard))
+    }
+
+    /// A caller stopped waiting: cancel the want at every peer once nobody waits.
+    fn unregister(&self, cid: &Cid, id: u64) {
+        let mut state = self.lock();
+        let Some(want) = state.wants.get_mut(cid) else {
+            return;
+        };
+        if want.id != id {
+            return;
+        }
+        want.waiters = want.waiters.saturating_sub(1);
+        if want.waiters > 0 {
+            return;
+        }
+        state.wants.remove(cid);
+        for session in state.sessions.values() {
+            let _ = session.commands.send(SessionCommand::Cancel(vec![*cid]));
+        }
+    }
+
+    fn is_wanted(&self, cid: &Cid) -> bool {
+        self.lock().wants.contains_key(cid)
+    }
+
+    /// A verified block is stored: wake its waiters, cancel it elsewhere, serve peers wanting it.
+    fn complete(&self, cid: Cid, data: Bytes, from: PeerId) {
+        let mut state = self.lock();
+        if let Some(want) = state.wants.remove(&cid) {
+            want.block.send_replace(Some(data.clone()));
+        }
+        for (peer, session) in &state.sessions {
+            let _ = session.commands.send(SessionCommand::Received {
+                cid,
+                data: data.clone(),
+                from_this_peer: *peer == from,
+            });
+        }
+    }
+
+    fn session_commands(&self, peer: &PeerId) -> Option<mpsc::UnboundedSender<SessionCommand>> {
+        self.lock()
+            .sessions
+            .get(peer)
+            .map(|session| session.commands.clone())
+    }
+
+    /// Reads what a peer sends on a stream it opened: its wants (for our session with it to
+    /// serve) and blocks and presences answering ours.
+    async fn read_inbound(self: Arc<Self>, peer: PeerId, mut stream: Stream) {
+        let receiving = Arc::new(Semaphore::new(RECEIVE_CONCURRENCY));
+        loop {
+            let message = match read_message(&mut stream).await {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "inbound bitswap stream ended");
+                    break;
+                }
+            };
+            tracing::trace!(
+                entries = message.entries.len(),
+                blocks = message.payload.len() + message.raw_blocks.len(),
+                presences = message.presences.len(),
+                "bitswap message"
+            );
+            if !message.entries.is_empty() || message.full {
+                self.forward_wants(&peer, message.entries, message.full)
+                    .await;
+            }
+            for presence in &message.presences {
+                // We keep waiting after a DONT_HAVE: the peer may still get the block and, as
+                // kubo does, serve our standing want then; the timeout bounds the wait.
+                tracing::trace!(cid = %presence.cid, presence = ?presence.presence, "presence");
+            }
+            let blocks = message
+                .payload
+                .into_iter()
+                .map(|b| (Some(b.prefix), b.data))
+                .chain(message.raw_blocks.into_iter().map(|data| (None, data)));
+            for (prefix, data) in blocks {
+                let Ok(permit) = receiving.clone().acquire_owned().await else {
+                    return;
+                };
+                let engine = self.clone();
+                tokio::spawn(
+                    async move {
+                        engine.receive_block(peer, prefix, data).await;
+                        drop(permit);
+                    }
+                    .in_current_span(),
+                );
+            }
+        }
+    }
+
+    /// Hands a peer's wants to our session with it. The session may not exist yet when the
+    /// stream raced ahead of the swarm reporting the connection: wait a little for it.
+    async fn forward_wants(&self, peer: &PeerId, entries: Vec<Entry>, full: bool) {
+        for _ in 0..50 {
+            if let Some(commands) = self.session_commands(peer) {
+                let _ = commands.send(SessionCommand::Serve { entries, full });
+                return;
+            }
+            if self.lock().closed {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::debug!("dropping wants from a peer without a session");
+    }
+
+    /// Hashes a received block, stores it if it is wanted, and completes the want. The hash
+    /// decides the CID, so data that does not match the CID it claims is simply not wanted.
+    async fn receive_block(self: Arc<Self>, peer: PeerId, prefix: Option<CidPrefix>, data: Bytes) {
+        let engine = self.clone();
+        let stored =
+            tokio::task::spawn_blocking(move || -> Result<Option<(Cid, Bytes)>, P2pError> {
+                let Some(cid) = engine.wanted_cid(prefix, &data) else {
+                    return Ok(None);
+                };
+                engine.blocks.put_blocking(&cid, &data)?;
+                Ok(Some((cid, data)))
+            })
+            .await;
+        match stored {
+            Ok(Ok(Some((cid, data)))) => {
+                tracing::trace!(%cid, size = data.len(), "received block");
+                self.complete(cid, data, peer);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "dropping a received block"),
+            Err(e) => tracing::warn!(error = %e, "block verification task failed"),
+        }
+    }
+
+    /// The wanted CID `data` hashes to, if any (runs on a blocking thread: it hashes).
+    fn wanted_cid(&self, prefix: Option<CidPrefix>, data: &[u8]) -> Option<Cid> {
+        let candidates = match prefix {
+            Some(prefix) => match prefix.to_cid(data) {
+                Ok(cid) => vec![cid],
+                Err(e) => {
+                    tracing::debug!(error = %e, "unverifiable block");
+                    return None;
+                }
+            },
+            // A 1.0.0 block carries no prefix: it is a CIDv0, but a peer may answer a CIDv1 want
+            // that way too, so try the sha2-256 CIDs of both codecs we use.
+            None => {
+                let Ok(cid) = CidPrefix::v0().to_cid(data) else {
+                    return None;
+                };
+                let hash = *cid.hash();
+                vec![
+                    cid,
+                    Cid::new_v1(crate::tree::DAG_PB, hash),
+                    Cid::new_v1(crate::tree::RAW, hash),
+                ]
+            }
+        };
+        let wanted = candidates.into_iter().find(|cid| self.is_wanted(cid));
+        if wanted.is_none() {
+            tracing::debug!(
+                size = data.len(),
+                "ignoring a block nobody wants (late duplicate, or data not matching any want)"
+            );
+        }
+        wanted
+    }
+}
+
+/// Unregisters a caller from a want when its fetch ends, however it ends (even if dropped).
+struct WantGuard {
+    engine: Arc<Bitswap>,
+    cid: Cid,
+    id: u64,
+}
+
+impl Drop for WantGuard {
+    fn drop(&mut self) {
+        self.engine.unregister(&self.cid, self.id);
+    }
+}

@@ -1,0 +1,496 @@
+//! One Bitswap session per connected peer: owns our outbound stream to it, sends our wants and
+//! cancels, and serves its wants from the block store.
+//!
+//! Everything the session sends goes through one loop, so wants, cancels, presences and blocks
+//! to a peer are ordered and batched into messages of at most 4 MiB. The loop never waits on
+//! another peer: it only awaits its own stream and block-store reads, so two peers serving each
+//! other cannot deadlock.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cid::Cid;
+use libp2p::futures::stream::FuturesUnordered;
+use libp2p::futures::{FutureExt as _, StreamExt as _};
+use libp2p::{PeerId, Stream};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::message::{
+    BlockPresence, Entry, Message, PayloadBlock, Presence, Version, WantType, MAX_MESSAGE_SIZE,
+};
+use super::{write_message, CidPrefix, PROTOCOLS};
+use crate::store::{BlockStore, StoreError};
+
+/// Block-store reads in flight per peer.
+const READ_AHEAD: usize = 8;
+/// Block bytes read and queued for the peer before reads pause.
+const QUEUED_BYTES: usize = 8 << 20;
+/// Room kept in each message for wantlist entries, presences and framing.
+const MESSAGE_HEADROOM: usize = 64 << 10;
+/// Entries or presences per message.
+const MAX_ITEMS: usize = 1024;
+/// Wants of one peer we track at most (a misbehaving peer cannot grow it without bound).
+const MAX_PEER_WANTS: usize = 65_536;
+/// Pause before opening a stream again after a failure.
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+/// Consecutive failures to send before pending output is dropped.
+const MAX_SEND_FAILURES: u32 = 3;
+
+/// What the engine tells a session.
+pub(super) enum SessionCommand {
+    /// We want these blocks (CID, priority).
+    Want(Vec<(Cid, i32)>),
+    /// We no longer want these blocks.
+    Cancel(Vec<Cid>),
+    /// The peer's wantlist update, to serve.
+    Serve {
+        /// Wants and cancels.
+        entries: Vec<Entry>,
+        /// The entries replace the peer's whole wantlist.
+        full: bool,
+    },
+    /// We stored this block (from `from_this_peer` or another one).
+    Received {
+        /// The block.
+        cid: Cid,
+        /// Its data.
+        data: Bytes,
+        /// Whether this session's peer sent it.
+        from_this_peer: bool,
+    },
+}
+
+/// Where a want of the peer stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for a store read.
+    Queued,
+    /// Being read.
+    Reading,
+    /// We do not have the block; served if we get it while the want stands.
+    Waiting,
+}
+
+#[derive(Clone, Copy)]
+struct PeerWant {
+    want_type: WantType,
+    send_dont_have: bool,
+    stage: Stage,
+}
+
+enum Lookup {
+    Block(Bytes),
+    Have,
+    Missing,
+}
+
+type Read = JoinHandle<(Cid, Result<Lookup, StoreError>)>;
+
+struct Session {
+    peer: PeerId,
+    control: libp2p_stream::Control,
+    blocks: Arc<BlockStore>,
+    stream: Option<(Stream, Version)>,
+    /// The peer speaks no Bitswap version: nothing is ever sent.
+    unsupported: bool,
+    retry_at: Option<Instant>,
+    send_failures: u32,
+
+    /// Our wants the peer knows of (or will with the next message).
+    our_wants: HashMap<Cid, i32>,
+    /// Wants and cancels not sent yet.
+    out_entries: Vec<Entry>,
+    /// The next message carries our whole wantlist (a fresh stream starts from scratch).
+    send_full: bool,
+
+    /// The peer's wantlist.
+    peer_wants: HashMap<Cid, PeerWant>,
+    queue: VecDeque<Cid>,
+    reads: FuturesUnordered<Read>,
+    out_blocks: VecDeque<(Cid, Bytes)>,
+    out_bytes: usize,
+    out_presences: Vec<BlockPresence>,
+}
+
+/// Runs the session until the engine drops it (the peer disconnected or the node stopped).
+pub(super) async fn run(
+    peer: PeerId,
+    control: libp2p_stream::Control,
+    blocks: Arc<BlockStore>,
+    mut commands: mpsc::UnboundedReceiver<SessionCommand>,
+) {
+    tracing::debug!("bitswap session started");
+    let mut session = Session {
+        peer,
+        control,
+        blocks,
+        stream: None,
+        unsupported: false,
+        retry_at: None,
+        send_failures: 0,
+        our_wants: HashMap::new(),
+        out_entries: Vec::new(),
+        send_full: false,
+        peer_wants: HashMap::new(),
+        queue: VecDeque::new(),
+        reads: FuturesUnordered::new(),
+        out_blocks: VecDeque::new(),
+        out_bytes: 0,
+        out_presences: Vec::new(),
+    };
+    loop {
+        // Take in everything already there, so it is batched into the next message.
+        loop {
+            match commands.try_recv() {
+                Ok(command) => session.handle(command),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        while let Some(Some(read)) = session.reads.next().now_or_never() {
+            session.finish_read(read);
+        }
+        session.start_reads();
+
+        let backing_off = session.retry_at.is_some_and(|at| at > Instant::now());
+        if session.has_output() && !backing_off {
+            session.send_one().await;
+            continue;
+        }
+        let retry_at = session.retry_at;
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(command) => session.handle(command),
+                None => return,
+            },
+            Some(read) = session.reads.next(), if !session.reads.is_empty() => {
+                session.finish_read(read);
+            }
+            _ = sleep_until(retry_at), if backing_off && session.has_output() => {
+                session.retry_at = None;
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Session {
+    fn handle(&mut self, command: SessionCommand) {
+        if self.unsupported {
+            return;
+        }
+        match command {
+            SessionCommand::Want(wants) => {
+                for (cid, priority) in wants {
+                    if self.our_wants.insert(cid, priority).is_none() {
+                        self.out_entries.push(Entry::want_block(cid, priority));
+                    }
+                }
+            }
+            SessionCommand::Cancel(cids) => {
+                for cid in cids {
+                    self.cancel_ours(cid, true);
+                }
+            }
+            SessionCommand::Serve { entries, full } => self.serve(entries, full),
+            SessionCommand::Received {
+                cid,
+                data,
+                from_this_peer,
+            } => {
+                // The peer that sent the block already dropped our want; others get a cancel.
+                self.cancel_ours(cid, !from_this_peer);
+                if let Some(want) = self.peer_wants.get(&cid).copied() {
+                    if want.stage == Stage::Waiting {
+                        self.answer(cid, want, Lookup::Block(data));
+                    }
+                }
+            }
+        }
+    }
+
+    fn cancel_ours(&mut self, cid: Cid, tell_peer: bool) {
+        if self.our_wants.remove(&cid).is_none() {
+            return;
+        }
+        let before = self.out_entries.len();
+        self.out_entries.retain(|e| e.cid != cid || e.cancel);
+        let was_sent = self.out_entries.len() == before;
+        if tell_peer && was_sent && !self.send_full {
+            self.out_entries.push(Entry::cancel(cid));
+        }
+    }
+
+    fn serve(&mut self, entries: Vec<Entry>, full: bool) {
+        if full {
+            // The stale queue entries are skipped when popped.
+            self.peer_wants.clear();
+        }
+        let mut wants: Vec<Entry> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if entry.cancel {
+                self.peer_wants.remove(&entry.cid);
+            } else {
+                wants.push(entry);
+            }
+        }
+        // Higher priority first, as the spec asks; the sort is stable, so ties keep their order.
+        wants.sort_by_key(|e| std::cmp::Reverse(e.priority));
+        for entry in wants {
+            if self.peer_wants.len() >= MAX_PEER_WANTS {
+                tracing::debug!("peer wantlist full, ignoring further wants");
+                break;
+            }
+            let stage = self.peer_wants.get(&entry.cid).map(|w| w.stage);
+            match stage {
+                // Already being looked at: just take the newer want type (block beats have).
+                Some(Stage::Queued) | Some(Stage::Reading) => {
+                    if let Some(want) = self.peer_wants.get_mut(&entry.cid) {
+                        if entry.want_type == WantType::Block {
+                            want.want_type = WantType::Block;
+                        }
+                        want.send_dont_have |= entry.send_dont_have;
+                    }
+                }
+                // Asked again: look again (we may have the block by now).
+                Some(Stage::Waiting) | None => {
+                    self.peer_wants.insert(
+                        entry.cid,
+                        PeerWant {
+                            want_type: entry.want_type,
+                            send_dont_have: entry.send_dont_have,
+                            stage: Stage::Queued,
+                        },
+                    );
+                    self.queue.push_back(entry.cid);
+                }
+            }
+        }
+    }
+
+    fn start_reads(&mut self) {
+        while self.reads.len() < READ_AHEAD && self.out_bytes < QUEUED_BYTES {
+            let Some(cid) = self.queue.pop_front() else {
+                return;
+            };
+            let Some(want) = self.peer_wants.get_mut(&cid) else {
+                continue;
+            };
+            if want.stage != Stage::Queued {
+                continue;
+            }
+            want.stage = Stage::Reading;
+            let blocks = self.blocks.clone();
+            let want_type = want.want_type;
+            self.reads.push(tokio::task::spawn_blocking(move || {
+                let lookup = match want_type {
+                    WantType::Block => blocks.get_blocking(&cid).map(|found| match found {
+                        Some(data) => Lookup::Block(data),
+                        None => Lookup::Missing,
+                    }),
+                    WantType::Have => Ok(if blocks.has_blocking(&cid) {
+                        Lookup::Have
+                    } else {
+                        Lookup::Missing
+                    }),
+                };
+                (cid, lookup)
+            }));
+        }
+    }
+
+    fn finish_read(
+        &mut self,
+        read: Result<(Cid, Result<Lookup, StoreError>), tokio::task::JoinError>,
+    ) {
+        let (cid, lookup) = match read {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::warn!(error = %e, "block read task failed");
+                return;
+            }
+        };
+        let lookup = lookup.unwrap_or_else(|e| {
+            tracing::warn!(%cid, error = %e, "reading a block to serve");
+            Lookup::Missing
+        });
+        // The want may have been cancelled (or replaced by a full wantlist) meanwhile.
+        if let Some(want) = self.peer_wants.get(&cid).copied() {
+            self.answer(cid, want, lookup);
+        }
+    }
+
+    fn answer(&mut self, cid: Cid, want: PeerWant, lookup: Lookup) {
+        match (lookup, want.want_type) {
+            (Lookup::Block(data), WantType::Block) => {
+                self.peer_wants.remove(&cid);
+                self.out_bytes += data.len();
+                self.out_blocks.push_back((cid, data));
+            }
+            (Lookup::Block(_) | Lookup::Have, _) => {
+                self.peer_wants.remove(&cid);
+                self.out_presences.push(BlockPresence {
+                    cid,
+                    presence: Presence::Have,
+                });
+            }
+            (Lookup::Missing, _) => {
+                if want.send_dont_have && want.stage != Stage::Waiting {
+                    self.out_presences.push(BlockPresence {
+                        cid,
+                        presence: Presence::DontHave,
+                    });
+                }
+                if let Some(w) = self.peer_wants.get_mut(&cid) {
+                    w.stage = Stage::Waiting;
+                }
+            }
+        }
+    }
+
+    fn has_output(&self) -> bool {
+        !self.out_entries.is_empty()
+            || (self.send_full && !self.our_wants.is_empty())
+            || !self.out_blocks.is_empty()
+            || !self.out_presences.is_empty()
+    }
+
+    /// Opens our stream to the peer with the newest Bitswap version it speaks.
+    async fn open_stream(&mut self) -> Option<()> {
+        for (protocol, version) in PROTOCOLS {
+            match self.control.open_stream(self.peer, protocol.clone()).await {
+                Ok(stream) => {
+                    tracing::debug!(%protocol, "opened bitswap stream");
+                    self.stream = Some((stream, version));
+                    // Whatever the peer knew of our wants went with the old stream, if any.
+                    self.send_full = true;
+                    return Some(());
+                }
+                Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "opening a bitswap stream failed");
+                    self.failed();
+                    return None;
+                }
+            }
+        }
+        tracing::debug!("peer speaks no bitswap version");
+        self.unsupported = true;
+        self.our_wants.clear();
+        self.out_entries.clear();
+        self.out_blocks.clear();
+        self.out_bytes = 0;
+        self.out_presences.clear();
+        self.peer_wants.clear();
+        None
+    }
+
+    fn failed(&mut self) {
+        self.stream = None;
+        self.send_failures += 1;
+        self.retry_at = Some(Instant::now() + RETRY_DELAY);
+        if self.send_failures >= MAX_SEND_FAILURES {
+            tracing::debug!("giving up on pending output after repeated failures");
+            self.out_blocks.clear();
+            self.out_bytes = 0;
+            self.out_presences.clear();
+            self.send_failures = 0;
+        }
+    }
+
+    fn next_message(&mut self) -> (Message, Vec<(Cid, Bytes)>) {
+        let mut message = Message::default();
+        if self.send_full {
+            self.send_full = false;
+            message.full = true;
+            message.entries = self
+                .our_wants
+                .iter()
+                .map(|(cid, priority)| Entry::want_block(*cid, *priority))
+                .collect();
+            // A full wantlist supersedes pending wants and cancels alike.
+            self.out_entries.clear();
+        } else {
+            let n = self.out_entries.len().min(MAX_ITEMS);
+            message.entries = self.out_entries.drain(..n).collect();
+        }
+        let n = self.out_presences.len().min(MAX_ITEMS);
+        message.presences = self.out_presences.drain(..n).collect();
+
+        let mut size = 0;
+        let mut sent = Vec::new();
+        while let Some((_, data)) = self.out_blocks.front() {
+            let len = data.len();
+            if len + MESSAGE_HEADROOM > MAX_MESSAGE_SIZE {
+                if let Some((cid, _)) = self.out_blocks.pop_front() {
+                    tracing::warn!(%cid, len, "block too large for a bitswap message, not sent");
+                }
+                self.out_bytes -= len;
+                continue;
+            }
+            if size + len + MESSAGE_HEADROOM > MAX_MESSAGE_SIZE {
+                break;
+            }
+            let Some((cid, data)) = self.out_blocks.pop_front() else {
+                break;
+            };
+            size += len;
+            self.out_bytes -= len;
+            message.payload.push(PayloadBlock {
+                prefix: CidPrefix::of(&cid),
+                data: data.clone(),
+            });
+            sent.push((cid, data));
+        }
+        message.pending_bytes = i32::try_from(self.out_bytes).unwrap_or(i32::MAX);
+        (message, sent)
+    }
+
+    async fn send_one(&mut self) {
+        if self.stream.is_none() && self.open_stream().await.is_none() {
+            return;
+        }
+        let (message, sent) = self.next_message();
+        if message.is_empty() {
+            return;
+        }
+        let Some((stream, version)) = self.stream.as_mut() else {
+            return;
+        };
+        match write_message(stream, &message, *version).await {
+            Ok(()) => {
+                self.send_failures = 0;
+                tracing::trace!(
+                    entries = message.entries.len(),
+                    blocks = sent.len(),
+                    presences = message.presences.len(),
+                    "sent bitswap message"
+                );
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "writing to the bitswap stream failed");
+                // Put the message back: blocks and presences first in line again; the wantlist
+                // is resent in full on the next stream.
+                for (cid, data) in sent.into_iter().rev() {
+                    self.out_bytes += data.len();
+                    self.out_blocks.push_front((cid, data));
+                }
+                let mut presences = message.presences;
+                presences.append(&mut self.out_presences);
+                self.out_presences = presences;
+                self.failed();
+            }
+        }
+    }
+}

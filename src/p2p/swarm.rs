@@ -1,0 +1,731 @@
+//! The task that owns the swarm: runs commands from [`super::P2p`] handles, reacts to swarm
+//! events (connections, identify, DHT, pubsub, mDNS, record requests) and re-dials configured
+//! peers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::futures::StreamExt as _;
+use libp2p::gossipsub::{self, IdentTopic, TopicHash};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{identify, kad, mdns, Multiaddr, PeerId, Swarm};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
+
+use super::behaviour::{build_swarm, NodeBehaviour, NodeBehaviourEvent, KAD_PROTOCOL};
+use super::bitswap::Bitswap;
+use super::record_codec::MAX_RECORD_SIZE;
+use super::{P2pConfig, P2pError, P2pEvent, RecordSource};
+use crate::store::BlockStore;
+
+/// How often configured peers that are not connected are dialled again.
+const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
+/// How long start-up waits for the listeners to report their addresses.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events buffered for the owner before new ones are dropped.
+const EVENT_QUEUE: usize = 1024;
+/// Commands buffered from handles.
+const COMMAND_QUEUE: usize = 256;
+
+type Reply<T> = oneshot::Sender<T>;
+
+/// Requests from [`super::P2p`] handles.
+pub(super) enum Command {
+    /// The bound listen addresses.
+    ListenAddrs(Reply<Vec<Multiaddr>>),
+    /// Peers with an open connection.
+    ConnectedPeers(Reply<Vec<PeerId>>),
+    /// Connect; the reply comes once connected or failed.
+    Dial(Multiaddr, Reply<Result<(), P2pError>>),
+    /// Join a gossipsub topic carrying records for a routing key.
+    Subscribe {
+        topic: String,
+        routing_key: Vec<u8>,
+        reply: Reply<Result<(), P2pError>>,
+    },
+    /// Leave a gossipsub topic.
+    Unsubscribe {
+        topic: String,
+        reply: Reply<Result<(), P2pError>>,
+    },
+    /// Gossip a record and put it in the DHT.
+    Publish {
+        topic: String,
+        routing_key: Vec<u8>,
+        record: Vec<u8>,
+        reply: Reply<Result<(), P2pError>>,
+    },
+    /// Ask peers and the DHT; answers stream into `answers`, which closes when all are in.
+    Query {
+        routing_key: Vec<u8>,
+        answers: mpsc::UnboundedSender<Vec<u8>>,
+    },
+    /// Stop; the reply comes once the swarm is dropped.
+    Shutdown(Reply<()>),
+}
+
+/// Work finished off the swarm task that needs the swarm to complete.
+enum Internal {
+    Respond(ResponseChannel<Option<Vec<u8>>>, Option<Vec<u8>>),
+}
+
+/// A peer from the configuration, kept connected.
+struct ConfiguredPeer {
+    addr: Multiaddr,
+    /// The id named in the address, if any.
+    named: Option<PeerId>,
+    /// The id of whoever answered at the address last.
+    learned: Option<PeerId>,
+    dialing: Option<ConnectionId>,
+    failures: u32,
+}
+
+/// A running `query_records`.
+struct Query {
+    answers: mpsc::UnboundedSender<Vec<u8>>,
+    /// Direct requests and the DHT query not finished yet.
+    outstanding: usize,
+    kad: Option<kad::QueryId>,
+}
+
+/// Why we sent a record request.
+struct RecordRequest {
+    routing_key: Vec<u8>,
+    query: Option<u64>,
+}
+
+struct SwarmTask {
+    swarm: Swarm<NodeBehaviour>,
+    bitswap: Arc<Bitswap>,
+    records: Arc<dyn RecordSource>,
+    events: mpsc::Sender<P2pEvent>,
+    internal: mpsc::UnboundedSender<Internal>,
+    configured: Vec<ConfiguredPeer>,
+    dials: HashMap<ConnectionId, (Multiaddr, Reply<Result<(), P2pError>>)>,
+    subscriptions: HashMap<TopicHash, Vec<u8>>,
+    requests: HashMap<OutboundRequestId, RecordRequest>,
+    queries: HashMap<u64, Query>,
+    kad_queries: HashMap<kad::QueryId, (u64, Vec<u8>)>,
+    next_query: u64,
+}
+
+/// Builds the swarm, binds the listeners and spawns the task.
+pub(super) async fn spawn(
+    config: P2pConfig,
+    blocks: Arc<BlockStore>,
+    records: Arc<dyn RecordSource>,
+) -> Result<
+    (
+        mpsc::Sender<Command>,
+        mpsc::Receiver<P2pEvent>,
+        Arc<Bitswap>,
+    ),
+    P2pError,
+> {
+    let local = config.keypair.public().to_peer_id();
+    let mut swarm = build_swarm(config.keypair.clone(), config.mdns)?;
+    // Registered before any connection exists, so every connection offers Bitswap.
+    let bitswap = Bitswap::start(blocks, swarm.behaviour().stream.new_control())?;
+
+    let mut listening = HashMap::new();
+    for addr in &config.listen {
+        match swarm.listen_on(addr.clone()) {
+            Ok(id) => {
+                listening.insert(id, addr.clone());
+            }
+            Err(e) => {
+                bitswap.shutdown();
+                return Err(P2pError::Listen {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+    let mut task = SwarmTask {
+        swarm,
+        bitswap: bitswap.clone(),
+        records,
+        events: events_tx,
+        internal: internal_tx,
+        configured: config
+            .peers
+            .iter()
+            .map(|addr| ConfiguredPeer {
+                addr: addr.clone(),
+                named: peer_of(addr),
+                learned: None,
+                dialing: None,
+                failures: 0,
+            })
+            .collect(),
+        dials: HashMap::new(),
+        subscriptions: HashMap::new(),
+        requests: HashMap::new(),
+        queries: HashMap::new(),
+        kad_queries: HashMap::new(),
+        next_query: 0,
+    };
+
+    // Wait for the real addresses (port 0 resolved), so `listen_addrs` is right from the start.
+    let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
+    while !listening.is_empty() {
+        let event = match tokio::time::timeout_at(deadline, task.swarm.select_next_some()).await {
+            Ok(event) => event,
+            Err(_) => {
+                bitswap.shutdown();
+                let addr = listening
+                    .into_values()
+                    .next()
+                    .unwrap_or_else(Multiaddr::empty);
+                return Err(P2pError::Listen {
+                    addr,
+                    reason: "no address reported in time".into(),
+                });
+            }
+        };
+        match event {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                tracing::info!(%address, "listening");
+                listening.remove(&listener_id);
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } if listening.contains_key(&listener_id) => {
+                bitswap.shutdown();
+                return Err(P2pError::Listen {
+                    addr: listening
+                        .remove(&listener_id)
+                        .unwrap_or_else(Multiaddr::empty),
+                    reason: format!("{reason:?}"),
+                });
+            }
+            SwarmEvent::ListenerError { listener_id, error }
+                if listening.contains_key(&listener_id) =>
+            {
+                bitswap.shutdown();
+                return Err(P2pError::Listen {
+                    addr: listening
+                        .remove(&listener_id)
+                        .unwrap_or_else(Multiaddr::empty),
+                    reason: error.to_string(),
+                });
+            }
+            other => task.on_swarm_event(other),
+        }
+    }
+
+    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    tokio::spawn(
+        task.run(commands_rx, internal_rx)
+            .instrument(tracing::info_span!("p2p", peer = %local)),
+    );
+    Ok((commands_tx, events_rx, bitswap))
+}
+
+/// The peer id an address ends with, if any.
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Some(peer),
+        _ => None,
+    }
+}
+
+impl SwarmTask {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+    ) {
+        let mut redial = tokio::time::interval(REDIAL_INTERVAL);
+        redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Shutdown(ack)) => {
+                        self.bitswap.shutdown();
+                        // Dropping the swarm closes every listener and connection.
+                        drop(self);
+                        tracing::info!("p2p node stopped");
+                        let _ = ack.send(());
+                        return;
+                    }
+                    Some(command) => self.on_command(command),
+                    // Every handle is gone.
+                    None => break,
+                },
+                Some(work) = internal.recv() => self.on_internal(work),
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = redial.tick() => {
+                    self.redial();
+                    self.drop_abandoned_queries();
+                }
+            }
+        }
+        self.bitswap.shutdown();
+        tracing::info!("p2p node stopped");
+    }
+
+    fn emit(&self, event: P2pEvent) {
+        match self.events.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                tracing::warn!(?event, "event queue full, dropping event");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::ListenAddrs(reply) => {
+                let local = *self.swarm.local_peer_id();
+                let addrs = self
+                    .swarm
+                    .listeners()
+                    .map(|addr| addr.clone().with(Protocol::P2p(local)))
+                    .collect();
+                let _ = reply.send(addrs);
+            }
+            Command::ConnectedPeers(reply) => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::Dial(addr, reply) => self.dial(addr, reply),
+            Command::Subscribe {
+                topic,
+                routing_key,
+                reply,
+            } => {
+                let topic = IdentTopic::new(topic);
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .subscribe(&topic)
+                    .map(|_| ())
+                    .map_err(|e| P2pError::Pubsub(format!("subscribing to {topic}: {e}")));
+                if result.is_ok() {
+                    tracing::debug!(%topic, "subscribed");
+                    self.subscriptions.insert(topic.hash(), routing_key.clone());
+                    // Ask the peers we already have for the newest record.
+                    let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                    for peer in peers {
+                        self.request_record(peer, routing_key.clone(), None);
+                    }
+                }
+                let _ = reply.send(result);
+            }
+            Command::Unsubscribe { topic, reply } => {
+                let topic = IdentTopic::new(topic);
+                self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
+                self.subscriptions.remove(&topic.hash());
+                let _ = reply.send(Ok(()));
+            }
+            Command::Publish {
+                topic,
+                routing_key,
+                record,
+                reply,
+            } => {
+                let _ = reply.send(self.publish(topic, routing_key, record));
+            }
+            Command::Query {
+                routing_key,
+                answers,
+            } => self.query(routing_key, answers),
+            // Handled by the loop itself.
+            Command::Shutdown(ack) => {
+                let _ = ack.send(());
+            }
+        }
+    }
+
+    fn dial(&mut self, addr: Multiaddr, reply: Reply<Result<(), P2pError>>) {
+        let opts = match peer_of(&addr) {
+            Some(peer) if self.swarm.is_connected(&peer) => {
+                let _ = reply.send(Ok(()));
+                return;
+            }
+            Some(peer) => DialOpts::peer_id(peer)
+                .addresses(vec![addr.clone()])
+                .build(),
+            None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+        };
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dials.insert(id, (addr, reply));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(P2pError::Dial {
+                    addr,
+                    reason: e.to_string(),
+                }));
+            }
+        }
+    }
+
+    fn publish(
+        &mut self,
+        topic: String,
+        routing_key: Vec<u8>,
+        record: Vec<u8>,
+    ) -> Result<(), P2pError> {
+        let topic = IdentTopic::new(topic);
+        let behaviour = self.swarm.behaviour_mut();
+        match behaviour.gossipsub.publish(topic.clone(), record.clone()) {
+            Ok(_) => tracing::debug!(%topic, size = record.len(), "published on pubsub"),
+            // Best effort: nobody listening yet, or the very same record went out moments ago.
+            Err(
+                e @ (gossipsub::PublishError::NoPeersSubscribedToTopic
+                | gossipsub::PublishError::Duplicate
+                | gossipsub::PublishError::AllQueuesFull(_)),
+            ) => tracing::debug!(%topic, error = %e, "record not sent on pubsub"),
+            Err(e) => return Err(P2pError::Pubsub(format!("publishing on {topic}: {e}"))),
+        }
+        let record = kad::Record::new(kad::RecordKey::new(&routing_key), record);
+        if let Err(e) = behaviour.kad.put_record(record, kad::Quorum::One) {
+            tracing::warn!(error = ?e, "storing the record in the DHT failed");
+        }
+        Ok(())
+    }
+
+    fn request_record(&mut self, peer: PeerId, routing_key: Vec<u8>, query: Option<u64>) {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .records
+            .send_request(&peer, routing_key.clone());
+        self.requests
+            .insert(id, RecordRequest { routing_key, query });
+    }
+
+    fn query(&mut self, routing_key: Vec<u8>, answers: mpsc::UnboundedSender<Vec<u8>>) {
+        let id = self.next_query;
+        self.next_query += 1;
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in &peers {
+            self.request_record(*peer, routing_key.clone(), Some(id));
+        }
+        let kad_id = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .get_record(kad::RecordKey::new(&routing_key));
+        self.kad_queries.insert(kad_id, (id, routing_key));
+        self.queries.insert(
+            id,
+            Query {
+                answers,
+                outstanding: peers.len() + 1,
+                kad: Some(kad_id),
+            },
+        );
+    }
+
+    /// One source of a query is done; the query ends (its caller returns) when all are.
+    fn query_part_done(&mut self, id: u64) {
+        if let Some(query) = self.queries.get_mut(&id) {
+            query.outstanding = query.outstanding.saturating_sub(1);
+            if query.outstanding == 0 {
+                self.queries.remove(&id);
+            }
+        }
+    }
+
+    /// Queries whose caller stopped waiting: stop their DHT lookups too.
+    fn drop_abandoned_queries(&mut self) {
+        let abandoned: Vec<u64> = self
+            .queries
+            .iter()
+            .filter(|(_, q)| q.answers.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in abandoned {
+            if let Some(kad_id) = self.queries.remove(&id).and_then(|q| q.kad) {
+                self.kad_queries.remove(&kad_id);
+                if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&kad_id) {
+                    query.finish();
+                }
+            }
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        routing_key: Vec<u8>,
+        record: Vec<u8>,
+        from: Option<PeerId>,
+        query: Option<u64>,
+    ) {
+        if record.is_empty() || record.len() > MAX_RECORD_SIZE {
+            return;
+        }
+        if let Some(query) = query.and_then(|id| self.queries.get(&id)) {
+            let _ = query.answers.send(record.clone());
+        }
+        self.emit(P2pEvent::Record {
+            routing_key,
+            record,
+            from,
+        });
+    }
+
+    fn on_internal(&mut self, work: Internal) {
+        match work {
+            Internal::Respond(channel, record) => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .records
+                    .send_response(channel, record)
+                    .is_err()
+                {
+                    tracing::debug!("record request went away before the answer");
+                }
+            }
+        }
+    }
+
+    fn redial(&mut self) {
+        for i in 0..self.configured.len() {
+            let configured = &self.configured[i];
+            if configured.dialing.is_some() {
+                continue;
+            }
+            if let Some(peer) = configured.named.or(configured.learned) {
+                if self.swarm.is_connected(&peer) {
+                    continue;
+                }
+            }
+            let opts = match configured.named {
+                Some(peer) => DialOpts::peer_id(peer)
+                    .addresses(vec![configured.addr.clone()])
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build(),
+                None => DialOpts::unknown_peer_id()
+                    .address(configured.addr.clone())
+                    .build(),
+            };
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => self.configured[i].dialing = Some(id),
+                Err(e) => {
+                    tracing::debug!(addr = %self.configured[i].addr, error = %e, "not dialling configured peer")
+                }
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<NodeBehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                if let Some((_, reply)) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(()));
+                }
+                for configured in &mut self.configured {
+                    if configured.dialing == Some(connection_id) {
+                        configured.dialing = None;
+                        configured.learned = Some(peer_id);
+                        configured.failures = 0;
+                    }
+                }
+                if num_established.get() == 1 {
+                    tracing::info!(peer = %peer_id, address = %endpoint.get_remote_address(), "peer connected");
+                    self.bitswap.peer_connected(peer_id);
+                    self.emit(P2pEvent::PeerConnected(peer_id));
+                    // A peer new to us may hold newer records for what we follow.
+                    let keys: HashSet<Vec<u8>> = self.subscriptions.values().cloned().collect();
+                    for key in keys {
+                        self.request_record(peer_id, key, None);
+                    }
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                cause,
+                ..
+            } => {
+                tracing::info!(peer = %peer_id, cause = ?cause, "peer disconnected");
+                self.bitswap.peer_disconnected(&peer_id);
+                self.emit(P2pEvent::PeerDisconnected(peer_id));
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
+                if let Some((addr, reply)) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Err(P2pError::Dial {
+                        addr,
+                        reason: error.to_string(),
+                    }));
+                }
+                for configured in &mut self.configured {
+                    if configured.dialing == Some(connection_id) {
+                        configured.dialing = None;
+                        configured.failures += 1;
+                        // Loud once, then quiet while the peer stays away.
+                        if configured.failures == 1 {
+                            tracing::warn!(addr = %configured.addr, error = %error, "configured peer unreachable, retrying");
+                        } else {
+                            tracing::debug!(addr = %configured.addr, error = %error, "configured peer still unreachable");
+                        }
+                    }
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: NodeBehaviourEvent) {
+        match event {
+            NodeBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified");
+                if info.protocols.contains(&KAD_PROTOCOL) {
+                    let kad = &mut self.swarm.behaviour_mut().kad;
+                    for addr in info.listen_addrs {
+                        kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            NodeBehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                step,
+                ..
+            }) => self.on_kad_progress(id, result, step.last),
+            NodeBehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message,
+                ..
+            }) => {
+                if let Some(routing_key) = self.subscriptions.get(&message.topic).cloned() {
+                    let from = message.source.or(Some(propagation_source));
+                    self.deliver(routing_key, message.data, from, None);
+                }
+            }
+            NodeBehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+                for (peer, addr) in found {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    by_peer.entry(peer).or_default().push(addr);
+                }
+                for (peer, addrs) in by_peer {
+                    if self.swarm.is_connected(&peer) {
+                        continue;
+                    }
+                    tracing::debug!(%peer, "discovered on the LAN, dialling");
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(addrs)
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!(%peer, error = %e, "not dialling discovered peer");
+                    }
+                }
+            }
+            NodeBehaviourEvent::Records(event) => self.on_record_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_kad_progress(&mut self, id: kad::QueryId, result: kad::QueryResult, last: bool) {
+        match result {
+            kad::QueryResult::GetRecord(result) => {
+                let Some((query, routing_key)) = self.kad_queries.get(&id).cloned() else {
+                    return;
+                };
+                if let Ok(kad::GetRecordOk::FoundRecord(found)) = result {
+                    self.deliver(routing_key, found.record.value, found.peer, Some(query));
+                }
+                if last {
+                    self.kad_queries.remove(&id);
+                    if let Some(q) = self.queries.get_mut(&query) {
+                        q.kad = None;
+                    }
+                    self.query_part_done(query);
+                }
+            }
+            kad::QueryResult::PutRecord(result) => match result {
+                Ok(_) => tracing::debug!("record stored in the DHT"),
+                Err(e) => tracing::debug!(error = %e, "DHT put reached no peers"),
+            },
+            _ => {}
+        }
+    }
+
+    fn on_record_event(&mut self, event: request_response::Event<Vec<u8>, Option<Vec<u8>>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    // The record source may read the metadata store: off the swarm task.
+                    let records = self.records.clone();
+                    let internal = self.internal.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let record = records
+                            .newest(&request)
+                            .filter(|r| !r.is_empty() && r.len() <= MAX_RECORD_SIZE);
+                        let _ = internal.send(Internal::Respond(channel, record));
+                    });
+                    tracing::trace!(%peer, "record request");
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    let Some(request) = self.requests.remove(&request_id) else {
+                        return;
+                    };
+                    if let Some(record) = response {
+                        self.deliver(request.routing_key, record, Some(peer), request.query);
+                    }
+                    if let Some(query) = request.query {
+                        self.query_part_done(query);
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, %error, "record request failed");
+                if let Some(query) = self.requests.remove(&request_id).and_then(|r| r.query) {
+                    self.query_part_done(query);
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "answering a record request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Harness for the p2p tests: in-process nodes on 127.0.0.1, each with its own temporary block
+//! store and an in-memory record source.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cid::Cid;
+use ipns_registry::p2p::{P2p, P2pConfig, P2pEvent, RecordSource};
+use ipns_registry::store::BlockStore;
+use ipns_registry::tree::{cid_of, RAW};
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::mpsc;
+
+/// Records held in memory, keyed by routing key.
+#[derive(Default)]
+pub struct MemoryRecords(Mutex<HashMap<Vec<u8>, Vec<u8>>>);
+
+impl MemoryRecords {
+    /// Sets the newest record for a key.
+    pub fn set(&self, key: &[u8], record: &[u8]) {
+        self.0.lock().unwrap().insert(key.to_vec(), record.to_vec());
+    }
+}
+
+impl RecordSource for MemoryRecords {
+    fn newest(&self, routing_key: &[u8]) -> Option<Vec<u8>> {
+        self.0.lock().unwrap().get(routing_key).cloned()
+    }
+}
+
+/// One in-process node.
+pub struct TestNode {
+    pub p2p: P2p,
+    pub events: mpsc::Receiver<P2pEvent>,
+    pub blocks: Arc<BlockStore>,
+    pub records: Arc<MemoryRecords>,
+    pub keypair: Keypair,
+    _dir: tempfile::TempDir,
+}
+
+/// Logs to stderr with `RUST_LOG` (off by default).
+pub fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A config for a loopback node (TCP and QUIC on ephemeral ports, no mDNS).
+pub fn loopback_config(
+    keypair: Keypair,
+    peers: Vec<Multiaddr>,
+    fetch_timeout: Duration,
+) -> P2pConfig {
+    P2pConfig {
+        keypair,
+        listen: vec![
+            "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+            "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+        ],
+        peers,
+        mdns: false,
+        fetch_timeout,
+    }
+}
+
+impl TestNode {
+    /// Starts a loopback node with a new identity.
+    pub async fn start(peers: Vec<Multiaddr>, fetch_timeout: Duration) -> TestNode {
+        Self::start_with(loopback_config(
+            Keypair::generate_ed25519(),
+            peers,
+            fetch_timeout,
+        ))
+        .await
+    }
+
+    /// Starts a node from a config, with a fresh store.
+    pub async fn start_with(config: P2pConfig) -> TestNode {
+        init_tracing();
+        let dir = tempfile::tempdir().unwrap();
+        let blocks = Arc::new(BlockStore::open(dir.path().join("blocks")).unwrap());
+        let records = Arc::new(MemoryRecords::default());
+        let keypair = config.keypair.clone();
+        let (p2p, events) = P2p::start(config, blocks.clone(), records.clone())
+            .await
+            .unwrap();
+        TestNode {
+            p2p,
+            events,
+            blocks,
+            records,
+            keypair,
+            _dir: dir,
+        }
+    }
+
+    /// Its TCP listen address, with `/p2p/<id>`.
+    pub async fn tcp_addr(&self) -> Multiaddr {
+        self.p2p
+            .listen_addrs()
+            .await
+            .into_iter()
+            .find(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))))
+            .expect("a TCP listen address")
+    }
+
+    /// Its QUIC listen address, with `/p2p/<id>`.
+    pub async fn quic_addr(&self) -> Multiaddr {
+        self.p2p
+            .listen_addrs()
+            .await
+            .into_iter()
+            .find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)))
+            .expect("a QUIC listen address")
+    }
+
+    /// Stores a raw block and returns its CID.
+    pub fn put_block(&self, data: &[u8]) -> Cid {
+        let cid = cid_of(RAW, data);
+        self.blocks.put_blocking(&cid, data).unwrap();
+        cid
+    }
+
+    /// Connects to `other` over TCP and waits until both sides see the connection.
+    pub async fn connect(&self, other: &TestNode) {
+        self.p2p.dial(other.tcp_addr().await).await.unwrap();
+        let me = self.p2p.peer_id();
+        wait_until(Duration::from_secs(5), || async {
+            other.p2p.connected_peers().await.contains(&me)
+        })
+        .await
+        .expect("the other side sees the connection");
+    }
+
+    /// The next record event, skipping others, within `timeout`.
+    pub async fn next_record(
+        &mut self,
+        timeout: Duration,
+    ) -> Option<(Vec<u8>, Vec<u8>, Option<PeerId>)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(P2pEvent::Record {
+                    routing_key,
+                    record,
+                    from,
+                })) => return Some((routing_key, record, from)),
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it holds; the time it took, or `None` after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Deterministic pseudo-random bytes (xorshift), distinct per seed.
+pub fn block_data(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A bare libp2p peer (TCP, noise, yamux, libp2p-stream; no identify, no DHT) that speaks only
+/// Bitswap 1.2.0 with a fixed answer per CID: the data it sends for a want-block, forged if it
+/// does not hash to the CID. Nobody can discover it; it is reached only by dialling it.
+pub struct RawBitswapPeer {
+    pub peer_id: PeerId,
+    pub addr: Multiaddr,
+    /// Want-block entries received so far.
+    pub wants_seen: Arc<std::sync::atomic::AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for RawBitswapPeer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl RawBitswapPeer {
+    /// Starts the peer on 127.0.0.1 with the answers it gives.
+    pub async fn start(answers: HashMap<Cid, Vec<u8>>) -> RawBitswapPeer {
+        use ipns_registry::p2p::bitswap::{
+            read_message, write_message, CidPrefix, Message, PayloadBlock, Version, WantType,
+        };
+        use libp2p::futures::StreamExt as _;
+        use libp2p::swarm::SwarmEvent;
+        use libp2p::StreamProtocol;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        init_tracing();
+        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        let peer_id = *swarm.local_peer_id();
+        let protocol = StreamProtocol::new("/ipfs/bitswap/1.2.0");
+        let mut control = swarm.behaviour().new_control();
+        let mut incoming = control.accept(protocol.clone()).unwrap();
+        swarm
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                break address.with(Protocol::P2p(peer_id));
+            }
+        };
+        let driver = tokio::spawn(async move {
+            loop {
+                swarm.select_next_some().await;
+            }
+        });
+        let wants_seen = Arc::new(AtomicUsize::new(0));
+        let seen = wants_seen.clone();
+        let answers = Arc::new(answers);
+        let server = tokio::spawn(async move {
+            while let Some((peer, mut inbound)) = incoming.next().await {
+                let mut control = control.clone();
+                let answers = answers.clone();
+                let seen = seen.clone();
+                let protocol = protocol.clone();
+                tokio::spawn(async move {
+                    let mut outbound = None;
+                    while let Ok(Some(message)) = read_message(&mut inbound).await {
+                        let mut reply = Message::default();
+                        for entry in message.entries {
+                            if entry.cancel || entry.want_type != WantType::Block {
+                                continue;
+                            }
+                            seen.fetch_add(1, Ordering::SeqCst);
+                            if let Some(data) = answers.get(&entry.cid) {
+                                reply.payload.push(PayloadBlock {
+                                    prefix: CidPrefix::of(&entry.cid),
+                                    data: Bytes::from(data.clone()),
+                                });
+                            }
+                        }
+                        if reply.is_empty() {
+                            continue;
+                        }
+                        if outbound.is_none() {
+                            outbound = control.open_stream(peer, protocol.clone()).await.ok();
+                        }
+                        if let Some(stream) = outbound.as_mut() {
+                            let _ = write_message(stream, &reply, Version::V120).await;
+                        }
+                    }
+                });
+            }
+        });
+        RawBitswapPeer {
+            peer_id,
+            addr,
+            wants_seen,
+            tasks: vec![driver, server],
+        }
+    }
+}
