@@ -8,14 +8,17 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
-use ipns_registry::config::{default_data_dir, Config, Role, CONFIG_FILE};
-use ipns_registry::node::Node;
+use ipns_registry::config::{default_data_dir, Config, FollowConfig, Mirror, Role, CONFIG_FILE};
+use ipns_registry::names::{keys, IpnsName};
+use ipns_registry::node::{key_path, Node};
 use ipns_registry::registry::{Registry, RegistryOptions};
 
 /// A peer-to-peer replicated OCI container registry node.
 ///
 /// The registry's state is an IPFS UnixFS tree kept in the data directory; `serve` answers
 /// the OCI Distribution API (docker, podman, skopeo, oras) on 127.0.0.1:5000 by default.
+/// A writer publishes its tree's root under its IPNS name (`id` prints it); replicas follow
+/// IPNS names and fetch blocks from any peer.
 #[derive(Parser)]
 #[command(name = "ipns-registry", version, propagate_version = true)]
 struct Cli {
@@ -38,20 +41,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create the data directory and its config.toml.
+    /// Create the data directory, its config.toml and the node's key.
     Init {
-        /// What the node does: `writer` accepts pushes into its own tree.
+        /// `writer` accepts pushes and publishes its root under its IPNS name; `replica` only
+        /// serves the names it follows.
         #[arg(long, value_enum, default_value = "writer")]
         role: RoleArg,
     },
-    /// Run the node: serve the OCI Distribution API. Initialises the data directory on first use.
-    Serve {
-        /// Address of the OCI API (config: http.listen).
+    /// Run the node: serve the OCI Distribution API, publish (writer) and follow names.
+    /// Initialises the data directory as a writer on first use.
+    Serve(ServeArgs),
+    /// Print the node's peer id and IPNS name (creating its key if needed).
+    Id {
+        /// Print JSON: {"peer_id", "ipns_name", "role", "p2p_listen"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage the IPNS names this node follows (stored in config.toml; restart to apply).
+    Follow {
+        #[command(subcommand)]
+        action: FollowAction,
+    },
+    /// Ask the running node for its peers, own record, followed names and mirror progress.
+    Status {
+        /// Print the node's JSON status document.
+        #[arg(long)]
+        json: bool,
+        /// The node's HTTP address, if not the configured http.listen.
         #[arg(long, env = "IPNS_REGISTRY_LISTEN", value_name = "ADDR")]
         listen: Option<SocketAddr>,
-        /// Largest manifest accepted on push, in bytes (config: registry.max_manifest_bytes).
-        #[arg(long, env = "IPNS_REGISTRY_MAX_MANIFEST_BYTES", value_name = "BYTES")]
-        max_manifest_bytes: Option<u64>,
     },
     /// Verify the stored tree (the node must be stopped): every block present, every blob
     /// matching its digest, every tag and link pointing at existing content. Exits 1 on problems.
@@ -62,15 +80,68 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address of the OCI API (config: http.listen).
+    #[arg(long, env = "IPNS_REGISTRY_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Largest manifest accepted on push, in bytes (config: registry.max_manifest_bytes).
+    #[arg(long, env = "IPNS_REGISTRY_MAX_MANIFEST_BYTES", value_name = "BYTES")]
+    max_manifest_bytes: Option<u64>,
+    /// libp2p listen multiaddr, repeatable (config: p2p.listen), e.g. /ip4/0.0.0.0/tcp/4011.
+    #[arg(long = "p2p-listen", value_name = "MULTIADDR")]
+    p2p_listen: Vec<String>,
+    /// Peer to connect to and keep connected, repeatable (config: p2p.peers),
+    /// e.g. /ip4/192.0.2.7/tcp/4011/p2p/12D3KooW...
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    peers: Vec<String>,
+    /// IPNS name to follow, repeatable, in lookup order; replaces the config's list for this
+    /// run (config: [[follow]] name).
+    #[arg(long = "follow", value_name = "NAME")]
+    follow: Vec<String>,
+    /// What to fetch ahead of requests for the --follow names: none, all, or a comma-separated
+    /// list of repositories (config: [[follow]] mirror).
+    #[arg(long, value_name = "none|all|REPOS", requires = "follow")]
+    mirror: Option<Mirror>,
+    /// Do not discover peers on the local network (config: p2p.mdns = false).
+    #[arg(long)]
+    no_mdns: bool,
+}
+
+#[derive(Subcommand)]
+enum FollowAction {
+    /// Follow a name (appended last in lookup order).
+    Add {
+        /// The IPNS name (k51… or a peer id).
+        name: String,
+        /// What to fetch ahead of requests: none, all, or a comma-separated list of repositories.
+        #[arg(long, default_value = "none")]
+        mirror: Mirror,
+    },
+    /// Stop following a name.
+    Remove {
+        /// The IPNS name.
+        name: String,
+    },
+    /// List the followed names in lookup order.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum RoleArg {
     Writer,
+    Replica,
 }
 
 impl From<RoleArg> for Role {
     fn from(r: RoleArg) -> Self {
         match r {
             RoleArg::Writer => Role::Writer,
+            RoleArg::Replica => Role::Replica,
         }
     }
 }
@@ -127,22 +198,51 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init(&paths, role.into())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve {
-            listen,
-            max_manifest_bytes,
-        } => {
+        Command::Serve(args) => {
             let mut config = load_or_init(&paths)?;
-            if let Some(listen) = listen {
-                config.http.listen = listen;
-            }
-            if let Some(max) = max_manifest_bytes {
-                config.registry.max_manifest_bytes = max;
-            }
+            apply_serve_args(&mut config, args)?;
             serve(&paths, config).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { json } => check(&paths, json).await,
+        Command::Id { json } => id(&paths, json),
+        Command::Follow { action } => follow(&paths, action),
+        Command::Status { json, listen } => status(&paths, json, listen).await,
     }
+}
+
+fn apply_serve_args(config: &mut Config, args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(listen) = args.listen {
+        config.http.listen = listen;
+    }
+    if let Some(max) = args.max_manifest_bytes {
+        config.registry.max_manifest_bytes = max;
+    }
+    if !args.p2p_listen.is_empty() {
+        config.p2p.listen = args.p2p_listen;
+    }
+    if !args.peers.is_empty() {
+        config.p2p.peers = args.peers;
+    }
+    if args.no_mdns {
+        config.p2p.mdns = false;
+    }
+    if !args.follow.is_empty() {
+        let mirror = args.mirror.unwrap_or_default();
+        config.follow = args
+            .follow
+            .into_iter()
+            .map(|name| {
+                IpnsName::parse(&name)
+                    .map(|n| FollowConfig {
+                        name: n.to_string(),
+                        mirror: mirror.clone(),
+                    })
+                    .map_err(|e| anyhow::anyhow!("--follow {name}: {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+    }
+    Ok(())
 }
 
 fn init(paths: &Paths, role: Role) -> anyhow::Result<()> {
@@ -167,13 +267,155 @@ fn init(paths: &Paths, role: Role) -> anyhow::Result<()> {
         role,
         ..Config::default()
     };
+    let keypair = keys::load_or_create(&key_path(&paths.data_dir))?;
     config.save(&paths.config)?;
+    let name = IpnsName::from_peer_id(keypair.public().to_peer_id());
     println!(
         "initialised a {role} node in {} (config: {})",
         paths.data_dir.display(),
         paths.config.display()
     );
+    if role == Role::Writer {
+        println!("its IPNS name: {name}");
+    }
     Ok(())
+}
+
+fn load_config(paths: &Paths) -> anyhow::Result<Config> {
+    if paths.config.exists() {
+        Ok(Config::load(&paths.config)?)
+    } else {
+        Ok(Config::default())
+    }
+}
+
+fn id(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
+    let config = load_config(paths)?;
+    std::fs::create_dir_all(&paths.data_dir)
+        .with_context(|| format!("creating {}", paths.data_dir.display()))?;
+    let keypair = keys::load_or_create(&key_path(&paths.data_dir))?;
+    let peer_id = keypair.public().to_peer_id();
+    let name = IpnsName::from_peer_id(peer_id);
+    if json {
+        let doc = serde_json::json!({
+            "peer_id": peer_id.to_string(),
+            "ipns_name": name.to_string(),
+            "role": config.role.to_string(),
+            "p2p_listen": config.p2p.listen,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("peer id:   {peer_id}");
+        println!("IPNS name: {name}");
+        println!("role:      {}", config.role);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn follow(paths: &Paths, action: FollowAction) -> anyhow::Result<ExitCode> {
+    let mut config = load_config(paths)?;
+    match action {
+        FollowAction::Add { name, mirror } => {
+            let name = IpnsName::parse(&name).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            let text = name.to_string();
+            if let Some(existing) = config.follow.iter_mut().find(|f| f.name == text) {
+                existing.mirror = mirror;
+            } else {
+                config.follow.push(FollowConfig {
+                    name: text.clone(),
+                    mirror,
+                });
+            }
+            std::fs::create_dir_all(&paths.data_dir)
+                .with_context(|| format!("creating {}", paths.data_dir.display()))?;
+            config.save(&paths.config)?;
+            println!("following {text} (restart the node to apply)");
+        }
+        FollowAction::Remove { name } => {
+            let text = IpnsName::parse(&name)
+                .map(|n| n.to_string())
+                .unwrap_or(name.clone());
+            let before = config.follow.len();
+            config.follow.retain(|f| f.name != text && f.name != name);
+            if config.follow.len() == before {
+                bail!("{name} is not followed");
+            }
+            config.save(&paths.config)?;
+            println!("no longer following {text} (restart the node to apply)");
+        }
+        FollowAction::List { json } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&config.follow)?);
+            } else if config.follow.is_empty() {
+                println!("no followed names");
+            } else {
+                for (i, f) in config.follow.iter().enumerate() {
+                    println!("{}. {} (mirror: {})", i + 1, f.name, f.mirror);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fetches `/_status` from the node configured in this data directory, over plain HTTP/1.0.
+async fn status(paths: &Paths, json: bool, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = match listen {
+        Some(addr) => addr,
+        None => load_config(paths)?.http.listen,
+    };
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to the node at {addr} (is it running?)"))?;
+    stream
+        .write_all(b"GET /_status HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .context("malformed answer from the node")?;
+    let doc: serde_json::Value =
+        serde_json::from_str(body).context("the node's status is not JSON")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    println!("role:      {}", s(&doc["role"]));
+    println!("peer id:   {}", s(&doc["peer_id"]));
+    println!("IPNS name: {}", s(&doc["ipns_name"]));
+    let peers = doc["peers"].as_array().cloned().unwrap_or_default();
+    println!("peers:     {}", peers.len());
+    for p in &peers {
+        println!("  {}", s(p));
+    }
+    if doc["own"].is_object() {
+        println!(
+            "own tree:  root {} sequence {}",
+            s(&doc["own"]["root"]),
+            doc["own"]["sequence"]
+        );
+    }
+    for f in doc["followed"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "follows:   {} sequence {} root {} age {}s mirror {} {}",
+            s(&f["name"]),
+            f["sequence"],
+            s(&f["root"]),
+            f["age_secs"],
+            s(&f["mirror"]),
+            f["mirror_progress"]
+        );
+    }
+    if let Some(problem) = doc["problem"].as_str() {
+        println!("PROBLEM:   {problem}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_or_init(paths: &Paths) -> anyhow::Result<Config> {
@@ -188,6 +430,10 @@ async fn serve(paths: &Paths, config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&paths.data_dir)
         .with_context(|| format!("creating {}", paths.data_dir.display()))?;
     let node = Node::open(&paths.data_dir, config).await?;
+    // Scripts and tests read the p2p addresses (ports may be ephemeral) from these lines.
+    for addr in node.p2p().listen_addrs().await {
+        println!("p2p listening on {addr}");
+    }
     let listener = node.bind().await?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, data_dir = %paths.data_dir.display(), root = %node.registry().root(), "serving the OCI API");

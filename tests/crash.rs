@@ -6,49 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{pseudo_random, sha256, TestNode};
-
-/// Pushes one small single-layer image tagged `tag`; returns its manifest digest once the
-/// registry has answered 201 for the manifest.
-async fn push_image(
-    client: &reqwest::Client,
-    base: &str,
-    repo: &str,
-    tag: &str,
-    seed: u64,
-) -> Option<String> {
-    let layer = pseudo_random(4096 + seed as usize % 1000, seed);
-    let layer_digest = sha256(&layer);
-    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).into_bytes();
-    let config_digest = sha256(&config);
-    for (digest, body) in [
-        (&layer_digest, layer.clone()),
-        (&config_digest, config.clone()),
-    ] {
-        let resp = client
-            .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
-            .body(body)
-            .send()
-            .await
-            .ok()?;
-        if resp.status() != 201 {
-            return None;
-        }
-    }
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
-        config.len(),
-        layer.len()
-    );
-    let resp = client
-        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
-        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.clone())
-        .send()
-        .await
-        .ok()?;
-    (resp.status() == 201).then(|| sha256(manifest.as_bytes()))
-}
+use common::{pseudo_random, push_image, sha256, TestNode};
 
 /// Starts a chunked upload and streams a large body into it slowly, so a kill lands mid-write.
 async fn slow_upload(client: reqwest::Client, base: String) {
@@ -96,7 +54,10 @@ async fn acknowledged_pushes_survive_sigkill() {
                 let repo = format!("crash/repo{}", w % 2);
                 for i in 0.. {
                     let tag = format!("r{round}-w{w}-{i}");
-                    match push_image(&client, &base, &repo, &tag, first_seed + i).await {
+                    match push_image(&client, &base, &repo, &tag, first_seed + i)
+                        .await
+                        .map(|p| p.manifest)
+                    {
                         Some(digest) => {
                             acked
                                 .lock()

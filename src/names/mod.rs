@@ -7,13 +7,17 @@
 
 mod data;
 mod entry;
+mod follow;
 pub mod keys;
 mod name;
+mod publish;
 mod record;
 pub mod rfc3339;
 
 pub use entry::ProtobufError;
+pub use follow::{FollowError, FollowedName, Follower, HeldRecord, Offer};
 pub use keys::KeyError;
 pub use name::{IpnsName, NameError, IPNS_PREFIX, LIBP2P_KEY_CODEC};
+pub use publish::{PublishError, Publisher};
 pub use record::{IpnsRecord, RecordError, MAX_RECORD_SIZE};
 pub use rfc3339::TimestampError;

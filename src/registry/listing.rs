@@ -61,13 +61,16 @@ impl Registry {
         n: Option<usize>,
         last: Option<&str>,
     ) -> Result<Page, RegistryError> {
-        let root = self.view();
+        // Merged over every root of the view: a replica lists what any followed name holds.
         let mut names = Vec::new();
-        if let Some(dir) = self.link_at(&root, &layout::repositories()).await? {
-            self.collect_repositories(dir.cid, String::new(), &mut names)
-                .await?;
+        for root in self.view() {
+            if let Some(dir) = self.link_at(&[root], &layout::repositories()).await? {
+                self.collect_repositories(dir.cid, String::new(), &mut names)
+                    .await?;
+            }
         }
         names.sort();
+        names.dedup();
         Ok(paginate(names, n, last))
     }
 

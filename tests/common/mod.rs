@@ -20,6 +20,8 @@ pub struct TestNode {
     _tmp: Option<tempfile::TempDir>,
     /// `host:port` of its HTTP API.
     pub addr: String,
+    /// Its libp2p listen addresses (with /p2p/<id>), as printed at start.
+    pub p2p_addrs: Vec<String>,
     extra_args: Vec<String>,
 }
 
@@ -31,17 +33,75 @@ impl TestNode {
 
     /// Starts a writer on a fresh data directory with extra `serve` flags.
     pub fn start_with(args: &[&str]) -> Self {
+        let mut node = Self::init("writer");
+        node.serve(args);
+        node
+    }
+
+    /// Creates a fresh data directory with `init --role <role>`, without starting the node.
+    pub fn init(role: &str) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = tmp.path().join("data");
-        let mut node = TestNode {
+        let out = Command::new(binary())
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["init", "--role", role])
+            .output()
+            .expect("run init");
+        assert!(out.status.success(), "init failed: {out:?}");
+        TestNode {
             child: None,
             data_dir,
             _tmp: Some(tmp),
             addr: String::new(),
-            extra_args: args.iter().map(|s| s.to_string()).collect(),
-        };
-        node.spawn();
-        node
+            p2p_addrs: Vec::new(),
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// Starts (or restarts) the node with these `serve` flags, on loopback ports chosen by the
+    /// system, without mDNS.
+    pub fn serve(&mut self, args: &[&str]) {
+        self.kill();
+        self.extra_args = args.iter().map(|s| s.to_string()).collect();
+        self.spawn();
+    }
+
+    /// `id --json` of the node: its peer id and IPNS name.
+    pub fn id(&self) -> (String, String) {
+        let out = Command::new(binary())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["id", "--json"])
+            .output()
+            .expect("run id");
+        assert!(out.status.success(), "id failed: {out:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("id JSON");
+        (
+            doc["peer_id"].as_str().expect("peer_id").to_owned(),
+            doc["ipns_name"].as_str().expect("ipns_name").to_owned(),
+        )
+    }
+
+    /// Runs another `ipns-registry` command on this data directory; returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(binary())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .output()
+            .expect("run ipns-registry");
+        assert!(out.status.success(), "{args:?} failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The node's TCP libp2p address, for other nodes' `--peer`.
+    pub fn p2p_addr(&self) -> String {
+        self.p2p_addrs
+            .iter()
+            .find(|a| a.contains("/tcp/"))
+            .cloned()
+            .expect("node printed a TCP p2p address")
     }
 
     /// The data directory.
@@ -61,6 +121,7 @@ impl TestNode {
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .args(["--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
             .args(&self.extra_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -70,10 +131,14 @@ impl TestNode {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(60);
+        self.p2p_addrs.clear();
         let addr = loop {
             assert!(Instant::now() < deadline, "node did not report its address");
             match lines.next() {
                 Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("p2p listening on ") {
+                        self.p2p_addrs.push(addr.trim().to_owned());
+                    }
                     if let Some(url) = line.strip_prefix("listening on http://") {
                         break url.trim().to_owned();
                     }
@@ -124,6 +189,66 @@ impl Drop for TestNode {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// An image pushed by [`push_image`].
+#[derive(Debug, Clone)]
+pub struct PushedImage {
+    /// Repository.
+    pub repo: String,
+    /// Tag.
+    pub tag: String,
+    /// Manifest digest.
+    pub manifest: String,
+    /// Config and layer digests.
+    pub blobs: Vec<String>,
+}
+
+/// Pushes a small single-layer image tagged `tag` with raw HTTP (single-request blob uploads);
+/// returns it once the registry has answered 201 for the manifest, `None` on any failure.
+pub async fn push_image(
+    client: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    seed: u64,
+) -> Option<PushedImage> {
+    let layer = pseudo_random(4096 + seed as usize % 1000, seed);
+    let layer_digest = sha256(&layer);
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).into_bytes();
+    let config_digest = sha256(&config);
+    for (digest, body) in [
+        (&layer_digest, layer.clone()),
+        (&config_digest, config.clone()),
+    ] {
+        let resp = client
+            .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
+            .body(body)
+            .send()
+            .await
+            .ok()?;
+        if resp.status() != 201 {
+            return None;
+        }
+    }
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    );
+    let resp = client
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .await
+        .ok()?;
+    (resp.status() == 201).then(|| PushedImage {
+        repo: repo.to_owned(),
+        tag: tag.to_owned(),
+        manifest: sha256(manifest.as_bytes()),
+        blobs: vec![config_digest, layer_digest],
+    })
 }
 
 /// `sha256:<hex>` of `data`.

@@ -1,0 +1,162 @@
+//! Publishing the own root: signing IPNS records with a sequence number that never goes back,
+//! and noticing a second writer that signs with the same key.
+
+use std::sync::RwLock;
+use std::time::{Duration, SystemTime};
+
+use cid::Cid;
+use libp2p::identity::Keypair;
+
+use super::{IpnsName, IpnsRecord, RecordError};
+use crate::store::{MetaStore, StoreError};
+
+const STORE_KEY: &str = "self";
+
+/// Errors of publishing.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Another writer publishes under this node's name: this node stopped publishing.
+    #[error("another writer publishes under {name}: {detail}")]
+    Conflict {
+        /// The name.
+        name: IpnsName,
+        /// What was seen.
+        detail: String,
+    },
+    /// Signing failed.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// Persisting failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Signs and remembers the own records.
+pub struct Publisher {
+    keypair: Keypair,
+    name: IpnsName,
+    meta: MetaStore,
+    lifetime: Duration,
+    ttl: Duration,
+    current: RwLock<Option<IpnsRecord>>,
+    /// The highest sequence seen for the own name from earlier runs (a restored backup).
+    floor: RwLock<u64>,
+    conflict: RwLock<Option<String>>,
+}
+
+impl Publisher {
+    /// A publisher for `keypair`'s name, continuing from the record persisted in `meta`.
+    pub fn load(
+        keypair: Keypair,
+        meta: MetaStore,
+        lifetime: Duration,
+        ttl: Duration,
+    ) -> Result<Self, PublishError> {
+        let name = IpnsName::from_peer_id(keypair.public().to_peer_id());
+        let current = match meta.record(STORE_KEY)? {
+            Some(bytes) => Some(IpnsRecord::verify(&name, &bytes)?),
+            None => None,
+        };
+        Ok(Publisher {
+            keypair,
+            name,
+            meta,
+            lifetime,
+            ttl,
+            current: RwLock::new(current),
+            floor: RwLock::new(0),
+            conflict: RwLock::new(None),
+        })
+    }
+
+    /// The own name.
+    pub fn name(&self) -> &IpnsName {
+        &self.name
+    }
+
+    /// The newest own record.
+    pub fn current(&self) -> Option<IpnsRecord> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Why publishing stopped, if it did.
+    pub fn conflict(&self) -> Option<String> {
+        self.conflict
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Signs a record for `root` with the next sequence number, persisted before it is returned.
+    pub async fn publish_root(&self, root: &Cid) -> Result<IpnsRecord, PublishError> {
+        if let Some(detail) = self.conflict() {
+            return Err(PublishError::Conflict {
+                name: self.name,
+                detail,
+            });
+        }
+        let last = self.current().map_or(0, |r| r.sequence());
+        let floor = *self.floor.read().unwrap_or_else(|p| p.into_inner());
+        let sequence = last.max(floor) + 1;
+        let record = IpnsRecord::sign(
+            &self.keypair,
+            &format!("/ipfs/{root}"),
+            sequence,
+            self.lifetime,
+            self.ttl,
+        )?;
+        self.meta.put_record(STORE_KEY, record.to_bytes()).await?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(record.clone());
+        Ok(record)
+    }
+
+    /// Whether the current record should be renewed (less than half its lifetime left).
+    pub fn needs_renewal(&self) -> bool {
+        match self.current() {
+            None => true,
+            Some(r) => r
+                .validity()
+                .duration_since(SystemTime::now())
+                .map_or(true, |left| left < self.lifetime / 2),
+        }
+    }
+
+    /// Takes note of a record for the own name found on the network before publishing starts
+    /// (a data directory restored from backup lags behind what it published): the next
+    /// sequence number goes above it.
+    pub fn adopt_floor(&self, bytes: &[u8]) {
+        if let Ok(record) = IpnsRecord::validate(&self.name, bytes, SystemTime::now()) {
+            let mut floor = self.floor.write().unwrap_or_else(|p| p.into_inner());
+            *floor = (*floor).max(record.sequence());
+        }
+    }
+
+    /// Checks a record for the own name received while publishing. A valid one this node did
+    /// not sign, at or above its own sequence, means a second writer: publishing stops.
+    /// Returns whether a conflict is (now) recorded.
+    pub fn observe(&self, bytes: &[u8]) -> bool {
+        let Ok(record) = IpnsRecord::verify(&self.name, bytes) else {
+            return self.conflict().is_some();
+        };
+        let current = self.current();
+        let ours = current
+            .as_ref()
+            .is_some_and(|c| c.to_bytes() == record.to_bytes());
+        let older = current
+            .as_ref()
+            .is_some_and(|c| record.sequence() < c.sequence());
+        if !ours && !older && self.conflict().is_none() {
+            let detail = format!(
+                "a record with sequence {} naming {} that this node did not sign",
+                record.sequence(),
+                record.value()
+            );
+            tracing::error!(name = %self.name, %detail, "second writer detected: publishing stopped");
+            *self.conflict.write().unwrap_or_else(|p| p.into_inner()) = Some(detail);
+        }
+        self.conflict().is_some()
+    }
+}

@@ -1,0 +1,565 @@
+//! Replication between real nodes on loopback: a writer publishes its root over IPNS, replicas
+//! follow names in order, fetch blocks from any peer, keep serving offline, and reject bad
+//! records.
+
+mod common;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{push_image, sha256, PushedImage, TestNode};
+use ipns_registry::names::{IpnsName, IpnsRecord};
+use ipns_registry::p2p::{P2p, P2pConfig, RecordSource};
+use ipns_registry::store::BlockStore;
+use libp2p::identity::Keypair;
+
+const WAIT: Duration = Duration::from_secs(45);
+const ACCEPT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The digest of the manifest `reference` served by the node at `base`, if it serves it.
+async fn served_manifest(
+    client: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    reference: &str,
+) -> Option<String> {
+    let resp = client
+        .get(format!("{base}/v2/{repo}/manifests/{reference}"))
+        .header("Accept", ACCEPT_MANIFEST)
+        .send()
+        .await
+        .ok()?;
+    if resp.status() != 200 {
+        return None;
+    }
+    Some(sha256(&resp.bytes().await.ok()?))
+}
+
+async fn status(client: &reqwest::Client, base: &str) -> serde_json::Value {
+    client
+        .get(format!("{base}/_status"))
+        .send()
+        .await
+        .expect("status request")
+        .json()
+        .await
+        .expect("status JSON")
+}
+
+/// Pulls every blob of `image` from `base` and checks it against its digest.
+async fn pull_all(client: &reqwest::Client, base: &str, image: &PushedImage) {
+    assert_eq!(
+        served_manifest(client, base, &image.repo, &image.tag)
+            .await
+            .as_deref(),
+        Some(image.manifest.as_str()),
+        "{}:{} manifest",
+        image.repo,
+        image.tag
+    );
+    for blob in &image.blobs {
+        let resp = client
+            .get(format!("{base}/v2/{}/blobs/{blob}", image.repo))
+            .send()
+            .await
+            .expect("blob request");
+        assert_eq!(resp.status(), 200, "blob {blob} of {}", image.repo);
+        assert_eq!(&sha256(&resp.bytes().await.expect("blob body")), blob);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_serves_what_the_writer_pushes() {
+    let mut writer = TestNode::init("writer");
+    writer.serve(&[]);
+    let (_, name) = writer.id();
+    let mut replica = TestNode::init("replica");
+    replica.serve(&["--follow", &name, "--peer", &writer.p2p_addr()]);
+    let client = reqwest::Client::new();
+
+    // A real client pushes to the writer.
+    let oci = oci_client::Client::new(oci_client::client::ClientConfig {
+        protocol: oci_client::client::ClientProtocol::Http,
+        ..Default::default()
+    });
+    let layers = vec![
+        oci_client::client::ImageLayer::oci_v1(common::pseudo_random(3 << 20, 1), None),
+        oci_client::client::ImageLayer::oci_v1(b"small layer".to_vec(), None),
+    ];
+    let config = oci_client::client::Config::oci_v1(br#"{"os":"linux"}"#.to_vec(), None);
+    let manifest = oci_client::manifest::OciImageManifest::build(&layers, &config, None);
+    let reference: oci_client::Reference = format!("{}/team/app:v1", writer.addr)
+        .parse()
+        .expect("reference");
+    oci.push(
+        &reference,
+        &layers,
+        config,
+        &oci_client::secrets::RegistryAuth::Anonymous,
+        Some(manifest),
+    )
+    .await
+    .expect("push to the writer");
+    let pushed = served_manifest(&client, &writer.url(), "team/app", "v1")
+        .await
+        .expect("writer serves its push");
+
+    // The replica serves the same manifest, and a real client pulls identical layers from it.
+    let base = replica.url();
+    wait_for("the replica to serve team/app:v1", || {
+        let (client, base, pushed) = (&client, &base, &pushed);
+        async move {
+            (served_manifest(client, base, "team/app", "v1")
+                .await
+                .as_ref()
+                == Some(pushed))
+            .then_some(())
+        }
+    })
+    .await;
+    let from_replica: oci_client::Reference = format!("{}/team/app:v1", replica.addr)
+        .parse()
+        .expect("reference");
+    let image = oci
+        .pull(
+            &from_replica,
+            &oci_client::secrets::RegistryAuth::Anonymous,
+            vec![oci_client::manifest::IMAGE_LAYER_MEDIA_TYPE],
+        )
+        .await
+        .expect("pull from the replica");
+    // oci-client returns layers in the order their downloads finish: compare by digest.
+    let mut pulled: Vec<String> = image.layers.iter().map(|l| sha256(&l.data)).collect();
+    let mut expected: Vec<String> = layers.iter().map(|l| sha256(&l.data)).collect();
+    pulled.sort();
+    expected.sort();
+    assert_eq!(pulled, expected);
+
+    // A new tag reaches the running replica.
+    let second = push_image(&client, &writer.url(), "team/app", "v2", 2)
+        .await
+        .expect("second push");
+    let acknowledged = Instant::now();
+    wait_for("the replica to serve team/app:v2", || {
+        let (client, base, digest) = (&client, &base, &second.manifest);
+        async move {
+            (served_manifest(client, base, "team/app", "v2")
+                .await
+                .as_ref()
+                == Some(digest))
+            .then_some(())
+        }
+    })
+    .await;
+    println!(
+        "propagation: {} ms from the writer's 201 to the replica serving the new tag",
+        acknowledged.elapsed().as_millis()
+    );
+    pull_all(&client, &base, &second).await;
+
+    // Tags list on the replica, and pushes refused with UNSUPPORTED.
+    let tags: serde_json::Value = client
+        .get(format!("{base}/v2/team/app/tags/list"))
+        .send()
+        .await
+        .expect("tags")
+        .json()
+        .await
+        .expect("tags JSON");
+    assert_eq!(tags["tags"], serde_json::json!(["v1", "v2"]));
+    let resp = client
+        .post(format!("{base}/v2/team/app/blobs/uploads/"))
+        .send()
+        .await
+        .expect("push attempt");
+    assert_eq!(resp.status(), 405);
+    let body: serde_json::Value = resp.json().await.expect("error JSON");
+    assert_eq!(body["errors"][0]["code"], "UNSUPPORTED");
+    let resp = client
+        .put(format!("{base}/v2/team/app/manifests/v3"))
+        .header("Content-Type", ACCEPT_MANIFEST)
+        .body("{}")
+        .send()
+        .await
+        .expect("manifest push attempt");
+    assert_eq!(resp.status(), 405);
+
+    let doc = status(&client, &base).await;
+    assert_eq!(doc["role"], "replica");
+    assert_eq!(doc["followed"][0]["name"], name.as_str());
+    assert!(doc["followed"][0]["sequence"].as_u64().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_follow_first_hit_wins() {
+    let client = reqwest::Client::new();
+    let mut a = TestNode::init("writer");
+    a.serve(&[]);
+    let mut b = TestNode::init("writer");
+    b.serve(&[]);
+    let (_, name_a) = a.id();
+    let (_, name_b) = b.id();
+    let x_a = push_image(&client, &a.url(), "shared/app", "x", 10)
+        .await
+        .expect("push A");
+    let x_b = push_image(&client, &b.url(), "shared/app", "x", 20)
+        .await
+        .expect("push B");
+    push_image(&client, &a.url(), "shared/app", "only-a", 11)
+        .await
+        .expect("push A");
+    push_image(&client, &b.url(), "other/app", "only-b", 21)
+        .await
+        .expect("push B");
+    assert_ne!(x_a.manifest, x_b.manifest);
+
+    // Follow A then B, persisted with `follow add`.
+    let mut replica = TestNode::init("replica");
+    for name in [&name_a, &name_b] {
+        replica.cli(&["follow", "add", name]);
+    }
+    let list: serde_json::Value =
+        serde_json::from_str(&replica.cli(&["follow", "list", "--json"])).expect("list JSON");
+    assert_eq!(list[0]["name"], name_a.as_str());
+    assert_eq!(list[1]["name"], name_b.as_str());
+    replica.serve(&["--peer", &a.p2p_addr(), "--peer", &b.p2p_addr()]);
+    let base = replica.url();
+    wait_for("both followed names to resolve", || {
+        let (client, base) = (&client, &base);
+        async move {
+            let doc = status(client, base).await;
+            let followed = doc["followed"].as_array()?;
+            followed.iter().all(|f| f["root"].is_string()).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        served_manifest(&client, &base, "shared/app", "x").await,
+        Some(x_a.manifest.clone())
+    );
+    pull_all(&client, &base, &x_a).await;
+    let tags: serde_json::Value = client
+        .get(format!("{base}/v2/shared/app/tags/list"))
+        .send()
+        .await
+        .expect("tags")
+        .json()
+        .await
+        .expect("tags JSON");
+    assert_eq!(tags["tags"], serde_json::json!(["only-a", "x"]));
+    let catalog: serde_json::Value = client
+        .get(format!("{base}/v2/_catalog"))
+        .send()
+        .await
+        .expect("catalog")
+        .json()
+        .await
+        .expect("catalog JSON");
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["other/app", "shared/app"])
+    );
+
+    // Remove A: B's x is served.
+    replica.kill();
+    replica.cli(&["follow", "remove", &name_a]);
+    replica.serve(&["--peer", &b.p2p_addr()]);
+    let base = replica.url();
+    wait_for("B's x after removing A", || {
+        let (client, base, digest) = (&client, &base, &x_b.manifest);
+        async move {
+            (served_manifest(client, base, "shared/app", "x")
+                .await
+                .as_ref()
+                == Some(digest))
+            .then_some(())
+        }
+    })
+    .await;
+    pull_all(&client, &base, &x_b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_serve_each_other_and_offline() {
+    let client = reqwest::Client::new();
+    let mut writer = TestNode::init("writer");
+    writer.serve(&[]);
+    let (_, name) = writer.id();
+    let mut images = Vec::new();
+    for (i, repo) in ["fleet/api", "fleet/web", "tools/debug"].iter().enumerate() {
+        images.push(
+            push_image(&client, &writer.url(), repo, "v1", 100 + i as u64)
+                .await
+                .expect("push"),
+        );
+    }
+    let root: String = status(&client, &writer.url()).await["own"]["root"]
+        .as_str()
+        .expect("own root")
+        .to_owned();
+
+    let mut r1 = TestNode::init("replica");
+    r1.serve(&[
+        "--follow",
+        &name,
+        "--mirror",
+        "all",
+        "--peer",
+        &writer.p2p_addr(),
+    ]);
+    let r1_base = r1.url();
+    wait_for("R1 to mirror the whole tree", || {
+        let (client, base, root) = (&client, &r1_base, &root);
+        async move {
+            let doc = status(client, base).await;
+            let progress = &doc["followed"][0]["mirror_progress"];
+            (progress["root"] == root.as_str() && progress["state"] == "complete").then_some(())
+        }
+    })
+    .await;
+
+    let mut r2 = TestNode::init("replica");
+    r2.serve(&["--follow", &name, "--peer", &r1.p2p_addr()]);
+    writer.kill();
+    let r2_base = r2.url();
+    wait_for("R2 to resolve the writer's name from R1", || {
+        let (client, base) = (&client, &r2_base);
+        async move {
+            status(client, base).await["followed"][0]["root"]
+                .as_str()
+                .map(str::to_owned)
+        }
+    })
+    .await;
+    for image in &images {
+        pull_all(&client, &r2_base, image).await;
+    }
+
+    // R1 restarted with no peers at all still serves every image.
+    r1.serve(&["--follow", &name, "--mirror", "all"]);
+    let r1_base = r1.url();
+    assert!(status(&client, &r1_base).await["peers"]
+        .as_array()
+        .is_some_and(|p| p.is_empty()));
+    for image in &images {
+        pull_all(&client, &r1_base, image).await;
+    }
+    // And so does R2 for everything it pulled.
+    r2.serve(&["--follow", &name]);
+    let r2_base = r2.url();
+    for image in &images {
+        pull_all(&client, &r2_base, image).await;
+    }
+}
+
+/// Records handed out by the in-process "attacker" peer.
+#[derive(Default)]
+struct Records(Mutex<HashMap<Vec<u8>, Vec<u8>>>);
+
+impl RecordSource for Records {
+    fn newest(&self, routing_key: &[u8]) -> Option<Vec<u8>> {
+        self.0.lock().expect("lock").get(routing_key).cloned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_are_rejected() {
+    let client = reqwest::Client::new();
+    let owner = Keypair::generate_ed25519();
+    let name = IpnsName::from_peer_id(owner.public().to_peer_id());
+    let records = Arc::new(Records::default());
+    let tmp = tempfile::tempdir().expect("tmp");
+    let blocks = Arc::new(BlockStore::open(tmp.path()).expect("block store"));
+    let (peer, _events) = P2p::start(
+        P2pConfig {
+            keypair: Keypair::generate_ed25519(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
+            peers: Vec::new(),
+            mdns: false,
+            fetch_timeout: Duration::from_secs(5),
+        },
+        blocks,
+        records.clone(),
+    )
+    .await
+    .expect("start the test peer");
+    let peer_addr = peer.listen_addrs().await[0].to_string();
+
+    let mut replica = TestNode::init("replica");
+    replica.serve(&["--follow", &name.to_string(), "--peer", &peer_addr]);
+    let base = replica.url();
+    let empty_dir = "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354";
+
+    // Hands a record to the replica both ways a peer can: direct answers and pubsub.
+    let offer = |key: &IpnsName, bytes: Vec<u8>| {
+        let (records, peer, key) = (records.clone(), peer.clone(), *key);
+        async move {
+            records
+                .0
+                .lock()
+                .expect("lock")
+                .insert(key.routing_key(), bytes.clone());
+            let _ = peer
+                .publish(key.pubsub_topic(), key.routing_key(), bytes)
+                .await;
+        }
+    };
+    let sequence_of = |doc: &serde_json::Value, i: usize| doc["followed"][i]["sequence"].as_u64();
+
+    let good = IpnsRecord::sign(
+        &owner,
+        &format!("/ipfs/{empty_dir}"),
+        5,
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    )
+    .expect("sign");
+    wait_for("the valid record to be accepted", || {
+        let (client, base, offer, good, name) = (&client, &base, &offer, &good, &name);
+        async move {
+            offer(name, good.to_bytes().to_vec()).await;
+            (sequence_of(&status(client, base).await, 0) == Some(5)).then_some(())
+        }
+    })
+    .await;
+
+    let other_root = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e";
+    let forged = IpnsRecord::sign(
+        &Keypair::generate_ed25519(),
+        &format!("/ipfs/{other_root}"),
+        9,
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    )
+    .expect("sign");
+    let replayed = IpnsRecord::sign(
+        &owner,
+        &format!("/ipfs/{other_root}"),
+        3,
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    )
+    .expect("sign");
+    let same_sequence = IpnsRecord::sign(
+        &owner,
+        &format!("/ipfs/{other_root}"),
+        5,
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    )
+    .expect("sign");
+    for (what, bytes) in [
+        ("forged (wrong key)", forged.to_bytes().to_vec()),
+        ("replayed (older sequence)", replayed.to_bytes().to_vec()),
+        (
+            "same sequence, other value",
+            same_sequence.to_bytes().to_vec(),
+        ),
+    ] {
+        offer(&name, bytes).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let doc = status(&client, &base).await;
+        assert_eq!(sequence_of(&doc, 0), Some(5), "{what} record was accepted");
+        assert_eq!(
+            doc["followed"][0]["root"], empty_dir,
+            "{what} changed the served root"
+        );
+    }
+
+    let expired = IpnsRecord::sign_with_eol(
+        &owner,
+        &format!("/ipfs/{other_root}"),
+        10,
+        SystemTime::now() - Duration::from_secs(60),
+        Duration::from_secs(60),
+    )
+    .expect("sign");
+    offer(&name, expired.to_bytes().to_vec()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let doc = status(&client, &base).await;
+    assert_eq!(
+        sequence_of(&doc, 0),
+        Some(5),
+        "an expired record was accepted"
+    );
+    assert_eq!(doc["followed"][0]["root"], empty_dir);
+
+    // A newer valid record still gets through: the rejections above were about the records.
+    let newer = IpnsRecord::sign(
+        &owner,
+        &format!("/ipfs/{other_root}"),
+        6,
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    )
+    .expect("sign");
+    wait_for("the newer valid record to be accepted", || {
+        let (client, base, offer, newer, name) = (&client, &base, &offer, &newer, &name);
+        async move {
+            offer(name, newer.to_bytes().to_vec()).await;
+            (sequence_of(&status(client, base).await, 0) == Some(6)).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_with_the_same_key_is_detected() {
+    let client = reqwest::Client::new();
+    let mut first = TestNode::init("writer");
+    first.serve(&[]);
+    let (_, name) = first.id();
+    // Two nodes with one key have one peer id and libp2p never connects a peer to itself, so
+    // they meet through a replica that follows the name.
+    let mut replica = TestNode::init("replica");
+    replica.serve(&["--follow", &name, "--peer", &first.p2p_addr()]);
+    let mut second = TestNode::init("writer");
+    std::fs::copy(
+        first.data_dir().join("keys/self.key"),
+        second.data_dir().join("keys/self.key"),
+    )
+    .expect("copy the key");
+    assert_eq!(first.id(), second.id());
+    second.serve(&["--peer", &replica.p2p_addr()]);
+    push_image(&client, &second.url(), "dup/app", "v1", 7)
+        .await
+        .expect("push to the second writer");
+    // Whichever of the two sees the other's record at or above its own sequence stops: the
+    // second one if it published before hearing of the first, else the first.
+    let bases = [first.url(), second.url()];
+    let base = wait_for("one writer to report the other", || {
+        let (client, bases) = (&client, &bases);
+        async move {
+            for base in bases {
+                let resp = client.get(format!("{base}/_health")).send().await.ok()?;
+                if resp.status() == 503 {
+                    return Some(base.clone());
+                }
+            }
+            None
+        }
+    })
+    .await;
+    let doc = status(&client, &base).await;
+    assert!(doc["own"]["conflict"].is_string(), "{doc}");
+    assert!(doc["problem"]
+        .as_str()
+        .is_some_and(|p| p.contains("second writer")));
+}
