@@ -25,7 +25,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 start_node() {
   rm -f "$work/node.out"
-  "$bin" --data-dir "$work/data" serve --listen 127.0.0.1:0 >"$work/node.out" 2>"$work/node.err" &
+  "$bin" --data-dir "$work/data" serve --listen 127.0.0.1:0 --p2p-listen /ip4/127.0.0.1/tcp/0 --no-mdns >"$work/node.out" 2>"$work/node.err" &
   node_pid=$!
   for _ in $(seq 1 100); do
     addr=$(sed -n 's|^listening on http://||p' "$work/node.out" 2>/dev/null || true)

@@ -401,15 +401,36 @@ async fn status(paths: &Paths, json: bool, listen: Option<SocketAddr>) -> anyhow
         );
     }
     for f in doc["followed"].as_array().cloned().unwrap_or_default() {
-        println!(
-            "follows:   {} sequence {} root {} age {}s mirror {} {}",
-            s(&f["name"]),
-            f["sequence"],
-            s(&f["root"]),
-            f["age_secs"],
-            s(&f["mirror"]),
-            f["mirror_progress"]
-        );
+        println!("follows:   {}", s(&f["name"]));
+        if f["root"].is_string() {
+            let age = f["age_secs"]
+                .as_u64()
+                .map_or("since before the last start".to_owned(), |a| {
+                    format!("{a}s ago")
+                });
+            println!(
+                "  sequence {}, root {}, accepted {age}",
+                f["sequence"],
+                s(&f["root"])
+            );
+        } else {
+            println!("  not resolved yet");
+        }
+        let progress = &f["mirror_progress"];
+        if progress.is_object() {
+            let counts = &progress["progress"];
+            println!(
+                "  mirror {}: {}, {}/{} blobs, {} blocks, {} bytes",
+                s(&f["mirror"]),
+                s(&progress["state"]),
+                counts["blobs_verified"],
+                counts["blobs_total"],
+                counts["blocks"],
+                counts["bytes"]
+            );
+        } else {
+            println!("  mirror {}", s(&f["mirror"]));
+        }
     }
     if let Some(problem) = doc["problem"].as_str() {
         println!("PROBLEM:   {problem}");
