@@ -563,3 +563,157 @@ async fn a_second_writer_with_the_same_key_is_detected() {
         .as_str()
         .is_some_and(|p| p.contains("second writer")));
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
+async fn own_sequence(client: &reqwest::Client, base: &str) -> Option<u64> {
+    status(client, base).await["own"]["sequence"].as_u64()
+}
+
+async fn followed_sequence(client: &reqwest::Client, base: &str) -> Option<u64> {
+    status(client, base).await["followed"][0]["sequence"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_numbers_never_go_back() {
+    let client = reqwest::Client::new();
+    let mut writer = TestNode::init("writer");
+    writer.serve(&[]);
+    let (_, name) = writer.id();
+    let mut replica = TestNode::init("replica");
+    replica.serve(&["--follow", &name, "--peer", &writer.p2p_addr()]);
+    let v1 = push_image(&client, &writer.url(), "seq/app", "v1", 30)
+        .await
+        .expect("push v1");
+    let base = replica.url();
+    wait_for("the replica to serve v1", || {
+        let (client, base, digest) = (&client, &base, &v1.manifest);
+        async move {
+            (served_manifest(client, base, "seq/app", "v1")
+                .await
+                .as_ref()
+                == Some(digest))
+            .then_some(())
+        }
+    })
+    .await;
+    let writer_base = writer.url();
+    let first = wait_for("the writer's sequence", || {
+        own_sequence(&client, &writer_base)
+    })
+    .await;
+
+    // A backup of the writer taken now, while it is stopped.
+    writer.kill();
+    let backup = tempfile::tempdir().expect("temp dir");
+    copy_dir(writer.data_dir(), backup.path());
+
+    // Restarted, the writer continues above its last sequence.
+    writer.serve(&["--peer", &replica.p2p_addr()]);
+    let v2 = push_image(&client, &writer.url(), "seq/app", "v2", 31)
+        .await
+        .expect("push v2");
+    wait_for("the replica to serve v2", || {
+        let (client, base, digest) = (&client, &base, &v2.manifest);
+        async move {
+            (served_manifest(client, base, "seq/app", "v2")
+                .await
+                .as_ref()
+                == Some(digest))
+            .then_some(())
+        }
+    })
+    .await;
+    let second = followed_sequence(&client, &base)
+        .await
+        .expect("replica holds a record");
+    assert!(
+        second > first,
+        "sequence {second} after a restart is not above {first}"
+    );
+
+    // Restored from the backup, it learns the newest sequence from its peer and goes above it:
+    // the replica follows it back to the restored tree instead of ignoring it.
+    writer.kill();
+    std::fs::remove_dir_all(writer.data_dir()).expect("remove data dir");
+    copy_dir(backup.path(), writer.data_dir());
+    writer.serve(&["--peer", &replica.p2p_addr()]);
+    let third = wait_for("the replica to take the restored writer's record", || {
+        let (client, base) = (&client, &base);
+        async move {
+            followed_sequence(client, base)
+                .await
+                .filter(|s| *s > second)
+        }
+    })
+    .await;
+    assert_eq!(own_sequence(&client, &writer.url()).await, Some(third));
+    assert_eq!(served_manifest(&client, &base, "seq/app", "v2").await, None);
+    assert_eq!(
+        served_manifest(&client, &base, "seq/app", "v1").await,
+        Some(v1.manifest.clone())
+    );
+    let health = client
+        .get(format!("{}/_health", writer.url()))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(
+        health.status(),
+        200,
+        "a restored writer is not a second writer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_renewed_before_they_lapse() {
+    let client = reqwest::Client::new();
+    let mut writer = TestNode::init("writer");
+    // Records valid for 4 s, checked every second: renewed at half their lifetime.
+    let config = writer.data_dir().join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text
+        .replace("record_lifetime_secs = 172800", "record_lifetime_secs = 4")
+        .replace(
+            "republish_interval_secs = 120",
+            "republish_interval_secs = 1",
+        );
+    std::fs::write(&config, text).expect("write config");
+    writer.serve(&[]);
+    let (_, name) = writer.id();
+    let mut replica = TestNode::init("replica");
+    replica.serve(&["--follow", &name, "--peer", &writer.p2p_addr()]);
+    let v1 = push_image(&client, &writer.url(), "renew/app", "v1", 40)
+        .await
+        .expect("push");
+    let base = replica.url();
+    let first = wait_for("the replica to hold a record", || {
+        followed_sequence(&client, &base)
+    })
+    .await;
+    // Well past the first record's lifetime, with no pushes: the replica holds a newer record
+    // of the same root and still accepts its renewals, so nothing lapsed.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let later = followed_sequence(&client, &base)
+        .await
+        .expect("still a record");
+    assert!(
+        later >= first + 2,
+        "sequence {first} -> {later}: not renewed"
+    );
+    assert_eq!(
+        served_manifest(&client, &base, "renew/app", "v1").await,
+        Some(v1.manifest)
+    );
+}

@@ -1,6 +1,7 @@
 //! Publishing the own root: signing IPNS records with a sequence number that never goes back,
 //! and noticing a second writer that signs with the same key.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime};
 
@@ -42,6 +43,9 @@ pub struct Publisher {
     /// The highest sequence seen for the own name from earlier runs (a restored backup).
     floor: RwLock<u64>,
     conflict: RwLock<Option<String>>,
+    /// Until the network has been asked for the own name's newest record, records seen for it
+    /// raise the floor instead of counting as a second writer.
+    starting: AtomicBool,
 }
 
 impl Publisher {
@@ -66,6 +70,7 @@ impl Publisher {
             current: RwLock::new(current),
             floor: RwLock::new(0),
             conflict: RwLock::new(None),
+            starting: AtomicBool::new(true),
         })
     }
 
@@ -134,10 +139,27 @@ impl Publisher {
         }
     }
 
+    /// Ends the start-up phase: from now on, records of the own name that this node did not
+    /// sign are a second writer.
+    pub fn end_startup(&self) {
+        self.starting.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether peers hold a record of the own name at or above the own sequence (a data
+    /// directory restored from a backup): the next record must go above it.
+    pub fn behind_network(&self) -> bool {
+        let floor = *self.floor.read().unwrap_or_else(|p| p.into_inner());
+        floor > 0 && floor >= self.current().map_or(0, |r| r.sequence())
+    }
+
     /// Checks a record for the own name received while publishing. A valid one this node did
     /// not sign, at or above its own sequence, means a second writer: publishing stops.
     /// Returns whether a conflict is (now) recorded.
     pub fn observe(&self, bytes: &[u8]) -> bool {
+        if self.starting.load(Ordering::SeqCst) {
+            self.adopt_floor(bytes);
+            return false;
+        }
         let Ok(record) = IpnsRecord::verify(&self.name, bytes) else {
             return self.conflict().is_some();
         };

@@ -25,6 +25,9 @@ const COALESCE: Duration = Duration::from_millis(5);
 /// delivers a message signed by the own peer id, so a second writer using the same key shows up
 /// only in these answers (and in the DHT).
 const OWN_RECORD_CHECK: Duration = Duration::from_secs(10);
+/// How long a starting writer waits for a first peer before it asks for its own name's newest
+/// record and publishes.
+const STARTUP_PEER_WAIT: Duration = Duration::from_secs(5);
 
 /// The records a node can hand to peers that ask: its own and those it follows.
 pub struct HeldRecords {
@@ -235,6 +238,11 @@ impl Replication {
         }
         // A data directory restored from a backup may lag behind what it published before:
         // look at what peers hold, so the next sequence number goes above it.
+        // Peers configured or on the LAN connect within moments of the start; ask them.
+        let waiting = tokio::time::Instant::now();
+        while self.p2p.connected_peers().await.is_empty() && waiting.elapsed() < STARTUP_PEER_WAIT {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         for record in self
             .p2p
             .query_records(name.routing_key(), QUERY_TIMEOUT)
@@ -242,12 +250,16 @@ impl Replication {
         {
             publisher.adopt_floor(&record);
         }
+        publisher.end_startup();
         let mut roots = self.registry.tree().subscribe();
         let mut republish = tokio::time::interval(Duration::from_secs(
             self.ipns.republish_interval_secs.max(1),
         ));
         let current_root = publisher.current().and_then(|r| r.root().ok());
-        if current_root != Some(self.registry.root()) || publisher.needs_renewal() {
+        if current_root != Some(self.registry.root())
+            || publisher.needs_renewal()
+            || publisher.behind_network()
+        {
             self.publish(&publisher).await;
         }
         republish.tick().await;
