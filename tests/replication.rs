@@ -717,3 +717,45 @@ async fn records_are_renewed_before_they_lapse() {
         Some(v1.manifest)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirroring_a_list_of_repositories_keeps_them_offline() {
+    let client = reqwest::Client::new();
+    let mut writer = TestNode::init("writer");
+    writer.serve(&[]);
+    let (_, name) = writer.id();
+    let wanted = push_image(&client, &writer.url(), "lab/wanted", "v1", 50)
+        .await
+        .expect("push");
+    push_image(&client, &writer.url(), "lab/other", "v1", 51)
+        .await
+        .expect("push");
+    let root: String = status(&client, &writer.url()).await["own"]["root"]
+        .as_str()
+        .expect("own root")
+        .to_owned();
+
+    let mut replica = TestNode::init("replica");
+    replica.cli(&["follow", "add", &name, "--mirror", "lab/wanted"]);
+    replica.serve(&["--peer", &writer.p2p_addr()]);
+    let base = replica.url();
+    let progress = wait_for("the replica to mirror lab/wanted", || {
+        let (client, base, root) = (&client, &base, &root);
+        async move {
+            let doc = status(client, base).await;
+            let progress = doc["followed"][0]["mirror_progress"].clone();
+            (progress["root"] == root.as_str() && progress["state"] == "complete")
+                .then_some(progress)
+        }
+    })
+    .await;
+    // Only the chosen repository's blobs: its manifest, config and layer (lab/other has three
+    // more).
+    assert_eq!(progress["progress"]["blobs_total"], 3, "{progress}");
+    assert_eq!(progress["progress"]["blobs_verified"], 3, "{progress}");
+
+    writer.kill();
+    replica.serve(&[]);
+    let base = replica.url();
+    pull_all(&client, &base, &wanted).await;
+}
