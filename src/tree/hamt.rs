@@ -1,46 +1,274 @@
-//! HAMT-sharded UnixFS directories (murmur3-x64-64, fanout 256), as go-unixfs and Helia write them.
+//! HAMT-sharded UnixFS directories, as boxo (kubo) and Helia write them: murmur3-x64-64 of the
+//! entry name (the first 64 bits of murmur3 x64 128, seed 0, big-endian), fanout 256, so each
+//! level of the trie consumes one byte of the hash. A slot holds one entry, named by the slot's
+//! two-digit uppercase hex index followed by the entry name, or a child shard, named by the index
+//! alone. The shard's UnixFS `Data` is the bitfield of occupied slots as a minimal big-endian
+//! integer. Building from the set of entries gives the canonical trie (the one boxo keeps after
+//! inserts and removals), so the same entries always get the same CID.
 
 use std::collections::BTreeMap;
+use std::io::Cursor;
 
 use bytes::Bytes;
 use cid::Cid;
 
-use super::dagpb::PbNode;
+use super::dagpb::{PbLink, PbNode, DAG_PB};
 use super::directory::SHARD_THRESHOLD;
-use super::unixfs::UnixfsData;
-use super::{BlockSource, Link, TreeError};
+use super::unixfs::{DataType, UnixfsData};
+use super::{pb_block, BlockSource, Link, TreeError};
 
-/// Whether a basic directory node is too large and must be sharded.
+/// Multicodec of murmur3-x64-64, the only HAMT hash in use.
+pub const MURMUR3_X64_64: u64 = 0x22;
+/// Slots per shard written by this node.
+const FANOUT: u64 = 256;
+/// The hash gives 64 bits: eight levels of 256 slots. Two names that agree on all 64 bits would
+/// need a ninth level, which boxo cannot read either.
+const HASH_BYTES: usize = 8;
+
+/// Whether a basic directory node is too large and must be sharded: its encoded block is larger
+/// than 256 KiB. This is the `block-bytes` estimate of the IPIP-499 `unixfs-v1-2025` profile
+/// (Helia's `shardSplitStrategy: 'block-bytes'`, kubo's `UnixFSHAMTDirectorySizeEstimation =
+/// "block"`), not the older sum of name and CID lengths.
 pub fn exceeds_threshold(node: &PbNode) -> bool {
     node.encode().len() > SHARD_THRESHOLD
 }
 
-/// Encodes `entries` as a HAMT; returns the root link and all blocks.
-pub fn encode(_entries: &BTreeMap<String, Link>) -> Result<(Link, Vec<(Cid, Bytes)>), TreeError> {
-    Err(TreeError::Decode(
-        "HAMT directories are not written yet".into(),
-    ))
+/// The 64-bit HAMT hash of `name`, big-endian.
+pub fn hash_name(name: &str) -> [u8; HASH_BYTES] {
+    let mut input = Cursor::new(name.as_bytes());
+    // Reading from memory cannot fail.
+    let full = murmur3::murmur3_x64_128(&mut input, 0).unwrap_or_default();
+    // The crate packs h1 into the low 64 bits; the HAMT uses h1.
+    (full as u64).to_be_bytes()
+}
+
+enum Slot<'a> {
+    Entry(&'a str, Link),
+    Shard(Shard<'a>),
+}
+
+#[derive(Default)]
+struct Shard<'a> {
+    slots: BTreeMap<u8, Slot<'a>>,
+}
+
+impl<'a> Shard<'a> {
+    fn insert(&mut self, depth: usize, name: &'a str, link: Link) -> Result<(), TreeError> {
+        let hash = hash_name(name);
+        let index = *hash.get(depth).ok_or_else(|| {
+            TreeError::Decode(format!("HAMT: 64-bit hash collision for {name:?}"))
+        })?;
+        match self.slots.remove(&index) {
+            None => {
+                self.slots.insert(index, Slot::Entry(name, link));
+            }
+            Some(Slot::Entry(other, other_link)) => {
+                let mut shard = Shard::default();
+                shard.insert(depth + 1, other, other_link)?;
+                shard.insert(depth + 1, name, link)?;
+                self.slots.insert(index, Slot::Shard(shard));
+            }
+            Some(Slot::Shard(mut shard)) => {
+                shard.insert(depth + 1, name, link)?;
+                self.slots.insert(index, Slot::Shard(shard));
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes this shard and its children; returns its link and pushes every block.
+    fn encode(&self, blocks: &mut Vec<(Cid, Bytes)>) -> Link {
+        let mut bitfield = [0u8; (FANOUT / 8) as usize];
+        let mut links = Vec::with_capacity(self.slots.len());
+        // BTreeMap order is index order, which is also the byte order of the hex prefixes.
+        for (index, slot) in &self.slots {
+            let last = bitfield.len() - 1;
+            bitfield[last - usize::from(*index) / 8] |= 1 << (index % 8);
+            let prefix = format!("{index:02X}");
+            links.push(match slot {
+                Slot::Entry(name, link) => PbLink {
+                    cid: link.cid,
+                    name: format!("{prefix}{name}"),
+                    tsize: link.tsize,
+                },
+                Slot::Shard(shard) => {
+                    let child = shard.encode(blocks);
+                    PbLink {
+                        cid: child.cid,
+                        name: prefix,
+                        tsize: child.tsize,
+                    }
+                }
+            });
+        }
+        let first_set = bitfield
+            .iter()
+            .position(|b| *b != 0)
+            .unwrap_or(bitfield.len());
+        let mut data = UnixfsData::new(DataType::HamtShard);
+        data.data = Some(bitfield[first_set..].to_vec());
+        data.hash_type = Some(MURMUR3_X64_64);
+        data.fanout = Some(FANOUT);
+        let node = PbNode {
+            links,
+            data: Some(data.encode()),
+        };
+        let (link, bytes) = pb_block(&node);
+        blocks.push((link.cid, bytes));
+        link
+    }
+}
+
+/// Encodes `entries` as a HAMT; returns the root link and all blocks (children first).
+pub fn encode(entries: &BTreeMap<String, Link>) -> Result<(Link, Vec<(Cid, Bytes)>), TreeError> {
+    let mut root = Shard::default();
+    for (name, link) in entries {
+        root.insert(0, name, *link)?;
+    }
+    let mut blocks = Vec::new();
+    let link = root.encode(&mut blocks);
+    Ok((link, blocks))
+}
+
+/// How a shard names its slots: the width of the hex prefix and bits of hash per level.
+struct Geometry {
+    prefix_len: usize,
+    bits: u32,
+}
+
+fn geometry(data: &UnixfsData) -> Result<Geometry, TreeError> {
+    if data.hash_type != Some(MURMUR3_X64_64) {
+        return Err(TreeError::Decode(format!(
+            "HAMT hash function {:?} is not supported (only murmur3-x64-64)",
+            data.hash_type
+        )));
+    }
+    let fanout = data
+        .fanout
+        .ok_or_else(|| TreeError::Decode("HAMT shard without fanout".into()))?;
+    if !fanout.is_power_of_two() || !(2..=1 << 16).contains(&fanout) {
+        return Err(TreeError::Decode(format!(
+            "HAMT fanout {fanout} is invalid"
+        )));
+    }
+    Ok(Geometry {
+        prefix_len: format!("{:X}", fanout - 1).len(),
+        bits: fanout.trailing_zeros(),
+    })
+}
+
+fn decode_shard(cid: &Cid, block: &[u8]) -> Result<(PbNode, UnixfsData), TreeError> {
+    if cid.codec() != DAG_PB {
+        return Err(TreeError::Decode(format!("HAMT child {cid} is not dag-pb")));
+    }
+    let node = PbNode::decode(block)?;
+    let data = UnixfsData::decode(node.data.as_deref().unwrap_or_default())?;
+    if data.kind != DataType::HamtShard {
+        return Err(TreeError::Decode(format!(
+            "HAMT child {cid} is not a shard"
+        )));
+    }
+    Ok((node, data))
 }
 
 /// Every entry under the HAMT whose root node is given.
 pub async fn read_all(
-    _source: &dyn BlockSource,
-    _root: PbNode,
-    _data: UnixfsData,
+    source: &dyn BlockSource,
+    root: PbNode,
+    data: UnixfsData,
 ) -> Result<BTreeMap<String, Link>, TreeError> {
-    Err(TreeError::Decode(
-        "HAMT directories are not read yet".into(),
-    ))
+    let mut entries = BTreeMap::new();
+    let mut pending = vec![(root, data)];
+    while let Some((node, data)) = pending.pop() {
+        let geometry = geometry(&data)?;
+        for link in node.links {
+            let target = Link {
+                cid: link.cid,
+                tsize: link.tsize,
+            };
+            match link.name.get(geometry.prefix_len..) {
+                Some("") => {
+                    let block = source.block(&link.cid).await?;
+                    pending.push(decode_shard(&link.cid, &block)?);
+                }
+                Some(name) => {
+                    entries.insert(name.to_owned(), target);
+                }
+                None => {
+                    return Err(TreeError::Decode(format!(
+                        "HAMT link name {:?} is shorter than its prefix",
+                        link.name
+                    )))
+                }
+            }
+        }
+    }
+    Ok(entries)
 }
 
-/// One entry of the HAMT whose root node is given.
+/// Reads `bits` bits of `hash` starting at bit `offset`, most significant first.
+fn hash_bits(hash: &[u8; HASH_BYTES], offset: u32, bits: u32) -> Option<u64> {
+    if offset + bits > (HASH_BYTES as u32) * 8 {
+        return None;
+    }
+    let whole = u64::from_be_bytes(*hash);
+    Some((whole << offset) >> (64 - bits))
+}
+
+/// One entry of the HAMT whose root node is given, following only the shards on its hash path.
 pub async fn lookup(
-    _source: &dyn BlockSource,
-    _root: PbNode,
-    _data: UnixfsData,
-    _name: &str,
+    source: &dyn BlockSource,
+    root: PbNode,
+    data: UnixfsData,
+    name: &str,
 ) -> Result<Option<Link>, TreeError> {
-    Err(TreeError::Decode(
-        "HAMT directories are not read yet".into(),
-    ))
+    let hash = hash_name(name);
+    let (mut node, mut data) = (root, data);
+    let mut offset = 0;
+    loop {
+        let geometry = geometry(&data)?;
+        let Some(index) = hash_bits(&hash, offset, geometry.bits) else {
+            return Err(TreeError::Decode("HAMT deeper than its 64-bit hash".into()));
+        };
+        offset += geometry.bits;
+        let prefix = format!("{index:0width$X}", width = geometry.prefix_len);
+        let Some(link) = node.links.into_iter().find(|l| l.name.starts_with(&prefix)) else {
+            return Ok(None);
+        };
+        let rest = &link.name[prefix.len()..];
+        if rest.is_empty() {
+            let block = source.block(&link.cid).await?;
+            (node, data) = decode_shard(&link.cid, &block)?;
+        } else if rest == name {
+            return Ok(Some(Link {
+                cid: link.cid,
+                tsize: link.tsize,
+            }));
+        } else {
+            return Ok(None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_the_first_half_of_murmur3_x64_128() {
+        // murmur3 x64 128 of "hello" with seed 0 is cbd8a7b341bd9b02 5b1e906a48ae1d19.
+        assert_eq!(hash_name("hello"), 0xcbd8_a7b3_41bd_9b02u64.to_be_bytes());
+        assert_eq!(hash_name(""), [0; 8]);
+    }
+
+    #[test]
+    fn bits_are_taken_most_significant_first() {
+        let hash = 0xcbd8_a7b3_41bd_9b02u64.to_be_bytes();
+        assert_eq!(hash_bits(&hash, 0, 8), Some(0xcb));
+        assert_eq!(hash_bits(&hash, 8, 8), Some(0xd8));
+        assert_eq!(hash_bits(&hash, 0, 4), Some(0xc));
+        assert_eq!(hash_bits(&hash, 4, 4), Some(0xb));
+        assert_eq!(hash_bits(&hash, 56, 8), Some(0x02));
+        assert_eq!(hash_bits(&hash, 60, 8), None);
+    }
 }
