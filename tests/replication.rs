@@ -369,6 +369,18 @@ async fn replicas_serve_each_other_and_offline() {
     }
 }
 
+/// A record for `/ipfs/<root>` valid for an hour.
+fn sign(key: &Keypair, root: &str, sequence: u64) -> IpnsRecord {
+    IpnsRecord::sign(
+        key,
+        &format!("/ipfs/{root}"),
+        sequence,
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    )
+    .expect("sign")
+}
+
 /// Records handed out by the in-process "attacker" peer.
 #[derive(Default)]
 struct Records(Mutex<HashMap<Vec<u8>, Vec<u8>>>);
@@ -423,14 +435,7 @@ async fn bad_records_are_rejected() {
     };
     let sequence_of = |doc: &serde_json::Value, i: usize| doc["followed"][i]["sequence"].as_u64();
 
-    let good = IpnsRecord::sign(
-        &owner,
-        &format!("/ipfs/{empty_dir}"),
-        5,
-        Duration::from_secs(3600),
-        Duration::from_secs(60),
-    )
-    .expect("sign");
+    let good = sign(&owner, empty_dir, 5);
     wait_for("the valid record to be accepted", || {
         let (client, base, offer, good, name) = (&client, &base, &offer, &good, &name);
         async move {
@@ -441,30 +446,9 @@ async fn bad_records_are_rejected() {
     .await;
 
     let other_root = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e";
-    let forged = IpnsRecord::sign(
-        &Keypair::generate_ed25519(),
-        &format!("/ipfs/{other_root}"),
-        9,
-        Duration::from_secs(3600),
-        Duration::from_secs(60),
-    )
-    .expect("sign");
-    let replayed = IpnsRecord::sign(
-        &owner,
-        &format!("/ipfs/{other_root}"),
-        3,
-        Duration::from_secs(3600),
-        Duration::from_secs(60),
-    )
-    .expect("sign");
-    let same_sequence = IpnsRecord::sign(
-        &owner,
-        &format!("/ipfs/{other_root}"),
-        5,
-        Duration::from_secs(3600),
-        Duration::from_secs(60),
-    )
-    .expect("sign");
+    let forged = sign(&Keypair::generate_ed25519(), other_root, 9);
+    let replayed = sign(&owner, other_root, 3);
+    let same_sequence = sign(&owner, other_root, 5);
     for (what, bytes) in [
         ("forged (wrong key)", forged.to_bytes().to_vec()),
         ("replayed (older sequence)", replayed.to_bytes().to_vec()),
@@ -502,14 +486,7 @@ async fn bad_records_are_rejected() {
     assert_eq!(doc["followed"][0]["root"], empty_dir);
 
     // A newer valid record still gets through: the rejections above were about the records.
-    let newer = IpnsRecord::sign(
-        &owner,
-        &format!("/ipfs/{other_root}"),
-        6,
-        Duration::from_secs(3600),
-        Duration::from_secs(60),
-    )
-    .expect("sign");
+    let newer = sign(&owner, other_root, 6);
     wait_for("the newer valid record to be accepted", || {
         let (client, base, offer, newer, name) = (&client, &base, &offer, &newer, &name);
         async move {
