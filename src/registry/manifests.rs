@@ -77,7 +77,15 @@ impl Registry {
         reference: &ManifestRef,
     ) -> Result<StoredManifest, RegistryError> {
         let root = self.view();
-        let digest = self.resolve_manifest(&root, repo, reference).await?;
+        let digest = match self.resolve_manifest(&root, repo, reference).await {
+            Err(RegistryError::ManifestUnknown(_))
+                if !self.repository_exists(&root, repo).await? =>
+            {
+                // Tells a client with a mistyped repository name what is wrong.
+                return Err(RegistryError::NameUnknown(repo.to_string()));
+            }
+            other => other?,
+        };
         let bytes = self.read_manifest(&root, &digest).await?;
         Ok(StoredManifest {
             media_type: stored_media_type(&bytes),
