@@ -132,16 +132,11 @@ impl Follower {
             return Ok(Offer::NotFollowed);
         };
         let name = followed.name;
-        let record = IpnsRecord::validate(&name, bytes, SystemTime::now()).map_err(|source| {
-            FollowError::Rejected {
-                name,
-                source,
-            }
-        })?;
-        let root = record.root().map_err(|source| FollowError::Rejected {
-            name,
-            source,
-        })?;
+        let record = IpnsRecord::validate(&name, bytes, SystemTime::now())
+            .map_err(|source| FollowError::Rejected { name, source })?;
+        let root = record
+            .root()
+            .map_err(|source| FollowError::Rejected { name, source })?;
         if let Some(held) = self.held(&name) {
             if !record.supersedes(&held.record) {
                 return Ok(Offer::Stale);
