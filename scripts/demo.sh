@@ -42,10 +42,12 @@ say "starting both"
 "$bin" --data-dir "$work/writer" serve --listen "127.0.0.1:$w_http" \
   --p2p-listen "/ip4/127.0.0.1/tcp/$w_p2p" --no-mdns >"$work/writer.log" 2>&1 &
 pids+=($!)
+disown "$!"  # killed at exit without a job notice
 "$bin" --data-dir "$work/replica" serve --listen "127.0.0.1:$r_http" \
   --p2p-listen "/ip4/127.0.0.1/tcp/$r_p2p" --no-mdns \
   --peer "/ip4/127.0.0.1/tcp/$w_p2p/p2p/$peer" --follow "$name" --mirror all >"$work/replica.log" 2>&1 &
 pids+=($!)
+disown "$!"  # killed at exit without a job notice
 wait_http "$w_http"
 wait_http "$r_http"
 
