@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, Role};
 use crate::http::{serve, HttpApi};
-use crate::names::{keys, FollowedName, Follower, IpnsName, Publisher};
+use crate::names::{keys, FollowError, FollowedName, Follower, IpnsName, PublishError, Publisher};
 use crate::p2p::{P2p, P2pConfig};
 use crate::registry::{Registry, RegistryError, RegistryOptions, Stores};
 
@@ -35,9 +35,12 @@ pub enum NodeError {
     /// The configuration is not usable.
     #[error("configuration: {0}")]
     Config(String),
-    /// Following or publishing state could not be loaded.
-    #[error("IPNS state: {0}")]
-    Names(String),
+    /// The records of followed names could not be loaded.
+    #[error("followed names: {0}")]
+    Follow(#[from] FollowError),
+    /// The own published record could not be loaded.
+    #[error("publishing state: {0}")]
+    Publish(#[from] PublishError),
     /// The embedded IPFS node failed to start.
     #[error("p2p: {0}")]
     P2p(#[from] crate::p2p::P2pError),
@@ -94,21 +97,18 @@ impl Node {
     pub async fn open(data_dir: &Path, config: Config) -> Result<Self, NodeError> {
         let stores = Stores::open(data_dir)?;
         let keypair = keys::load_or_create(&key_path(data_dir))?;
-        let follower = Arc::new(
-            Follower::load(followed_names(&config)?, stores.meta.clone())
-                .map_err(|e| NodeError::Names(e.to_string()))?,
-        );
+        let follower = Arc::new(Follower::load(
+            followed_names(&config)?,
+            stores.meta.clone(),
+        )?);
         let writable = config.role == Role::Writer;
         let publisher = if writable {
-            Some(Arc::new(
-                Publisher::load(
-                    keypair.clone(),
-                    stores.meta.clone(),
-                    Duration::from_secs(config.ipns.record_lifetime_secs),
-                    Duration::from_secs(config.ipns.record_ttl_secs),
-                )
-                .map_err(|e| NodeError::Names(e.to_string()))?,
-            ))
+            Some(Arc::new(Publisher::load(
+                keypair.clone(),
+                stores.meta.clone(),
+                Duration::from_secs(config.ipns.record_lifetime_secs),
+                Duration::from_secs(config.ipns.record_ttl_secs),
+            )?))
         } else {
             None
         };
