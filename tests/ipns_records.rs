@@ -9,9 +9,9 @@ use cid::multibase::Base;
 use ipns_registry::names::{keys, rfc3339, IpnsName, IpnsRecord, NameError, RecordError};
 use libp2p::identity::Keypair;
 
-/// The shared fixtures, which CI checks out beside this repository.
+/// The IPNS record fixtures (a copy of the project's shared test data, see its README).
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/ipns-records")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ipns-records")
 }
 
 /// The name a fixture file is for: its file name up to the first `_` or `.ipns-record`.

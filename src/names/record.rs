@@ -518,7 +518,7 @@ mod tests {
     fn protobuf_encoding_matches_boxo() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/ipns-records/fixtures_ipns_records/",
+            "/tests/fixtures/ipns-records/fixtures_ipns_records/",
             "k51qzi5uqu5dlkw8pxuw9qmqayfdeh4kfebhmreauqdc6a7c3y7d5i9fi8mk9w_v1-v2.ipns-record"
         );
         let bytes = std::fs::read(path).unwrap();
