@@ -1,10 +1,10 @@
-//! A real client written by others, the `oci-client` crate, pushing to and pulling from a node:
-//! chunked and monolithic pushes, streamed blobs, mounts, indexes, referrers, tags, catalog and
-//! partial blob reads.
+//! A real client written by others, the `oci-client` crate, pushing to and pulling from a
+//! registry served in-process: chunked and monolithic pushes, streamed blobs, mounts, indexes,
+//! referrers, tags, catalog and partial blob reads, and pulls after a restart.
 
-mod common;
+mod api_support;
 
-use common::{pseudo_random, sha256, TestNode};
+use api_support::{pseudo_random, sha256, TestRegistry};
 use futures_util::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::manifest::{
@@ -22,13 +22,8 @@ fn client(monolithic: bool) -> Client {
     })
 }
 
-fn reference(node: &TestNode, name: &str) -> Reference {
-    format!("{}/{name}", node.addr).parse().expect("reference")
-}
-
-fn check(mut node: TestNode) {
-    let (ok, report) = node.check();
-    assert!(ok, "{report}");
+fn reference(reg: &TestRegistry, name: &str) -> Reference {
+    format!("{}/{name}", reg.addr()).parse().expect("reference")
 }
 
 async fn collect(stream: oci_client::client::SizedStream) -> Vec<u8> {
@@ -42,11 +37,12 @@ async fn collect(stream: oci_client::client::SizedStream) -> Vec<u8> {
 
 #[tokio::test]
 async fn push_and_pull_images_chunked_and_monolithic() {
-    let node = TestNode::start();
+    let mut reg = TestRegistry::start().await;
     let auth = RegistryAuth::Anonymous;
+    let mut pushed = Vec::new();
     for (monolithic, name) in [(false, "team/chunked:v1"), (true, "team/monolithic:v1")] {
         let oci = client(monolithic);
-        let image = reference(&node, name);
+        let image = reference(&reg, name);
         // Larger than the client's 4 MiB chunk, so the chunked push takes several PATCHes.
         let layers = vec![
             ImageLayer::oci_v1(pseudo_random(9 << 20, 1), None),
@@ -88,7 +84,7 @@ async fn push_and_pull_images_chunked_and_monolithic() {
             digest
         );
         let by_digest = reference(
-            &node,
+            &reg,
             &format!("{}@{digest}", name.split(':').next().unwrap_or(name)),
         );
         let (raw, _) = oci
@@ -96,15 +92,31 @@ async fn push_and_pull_images_chunked_and_monolithic() {
             .await
             .expect("by digest");
         assert_eq!(sha256(&raw), digest);
+        pushed.push((name, digest, want));
     }
-    check(node);
+    reg.assert_consistent().await;
+
+    // Reopened on the same data directory, both images pull as pushed.
+    reg.restart().await;
+    let oci = client(false);
+    for (name, digest, want) in pushed {
+        let image = reference(&reg, name);
+        let pulled = oci
+            .pull(&image, &auth, vec![IMAGE_LAYER_MEDIA_TYPE])
+            .await
+            .expect("pull after restart");
+        assert_eq!(pulled.digest.as_deref(), Some(digest.as_str()), "{name}");
+        let mut got: Vec<String> = pulled.layers.iter().map(|l| sha256(&l.data)).collect();
+        got.sort();
+        assert_eq!(got, want, "{name}");
+    }
 }
 
 #[tokio::test]
 async fn streamed_blobs_mounts_and_partial_reads() {
-    let node = TestNode::start();
+    let reg = TestRegistry::start().await;
     let oci = client(false);
-    let image = reference(&node, "stream/app:v1");
+    let image = reference(&reg, "stream/app:v1");
     let data = pseudo_random(6 << 20, 2);
     let chunks: Vec<oci_client::errors::Result<bytes::Bytes>> = data
         .chunks(700_000)
@@ -122,7 +134,7 @@ async fn streamed_blobs_mounts_and_partial_reads() {
         .expect("HEAD"));
 
     // Mount into another repository, then read part of it there.
-    let other = reference(&node, "mounted/app:v1");
+    let other = reference(&reg, "mounted/app:v1");
     assert!(!oci
         .blob_exists(&other, &pushed.blob_digest)
         .await
@@ -155,17 +167,17 @@ async fn streamed_blobs_mounts_and_partial_reads() {
         .await
         .expect("pull blob");
     assert_eq!(whole, data);
-    check(node);
+    reg.assert_consistent().await;
 }
 
 #[tokio::test]
 async fn indexes_referrers_tags_and_catalog() {
-    let node = TestNode::start();
+    let reg = TestRegistry::start().await;
     let oci = client(false);
     let auth = RegistryAuth::Anonymous;
     let mut entries = Vec::new();
     for arch in ["amd64", "arm64"] {
-        let image = reference(&node, &format!("multi/app:{arch}"));
+        let image = reference(&reg, &format!("multi/app:{arch}"));
         let layers = vec![ImageLayer::oci_v1(
             format!("layer for {arch}").into_bytes(),
             None,
@@ -198,7 +210,7 @@ async fn indexes_referrers_tags_and_catalog() {
         artifact_type: None,
         annotations: None,
     };
-    let latest = reference(&node, "multi/app:latest");
+    let latest = reference(&reg, "multi/app:latest");
     oci.push_manifest_list(&latest, &auth, index)
         .await
         .expect("push index");
@@ -223,7 +235,7 @@ async fn indexes_referrers_tags_and_catalog() {
 
     // An artifact about the amd64 image, found through the referrers API.
     let subject = &entries[0];
-    let sbom = reference(&node, "multi/app:sbom");
+    let sbom = reference(&reg, "multi/app:sbom");
     let layers = vec![ImageLayer::new(
         b"{\"sbom\":true}".to_vec(),
         "application/spdx+json".into(),
@@ -241,7 +253,7 @@ async fn indexes_referrers_tags_and_catalog() {
     oci.push(&sbom, &layers, config, &auth, Some(manifest))
         .await
         .expect("push artifact");
-    let amd64 = reference(&node, &format!("multi/app@{}", subject.digest));
+    let amd64 = reference(&reg, &format!("multi/app@{}", subject.digest));
     let referrers = oci.pull_referrers(&amd64, None).await.expect("referrers");
     assert_eq!(referrers.manifests.len(), 1);
     assert_eq!(
@@ -269,5 +281,5 @@ async fn indexes_referrers_tags_and_catalog() {
         .await
         .expect("catalog");
     assert_eq!(catalog.repositories, ["multi/app"]);
-    check(node);
+    reg.assert_consistent().await;
 }

@@ -70,13 +70,16 @@ impl ApiError {
             .detail(json!({ "path": path }))
     }
 
-    /// The endpoint exists but not with this method.
-    pub fn method_not_allowed(method: &http::Method) -> Self {
-        Self::new(
+    /// The endpoint exists but not with this method; `allow` lists the methods it has
+    /// (RFC 9110 requires the `Allow` header on a 405).
+    pub fn method_not_allowed(method: &http::Method, allow: &'static str) -> Self {
+        let mut err = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "UNSUPPORTED",
             format!("method {method} is not supported on this endpoint"),
-        )
+        );
+        err.headers.push(("Allow", HeaderValue::from_static(allow)));
+        err
     }
 
     /// A malformed query parameter.

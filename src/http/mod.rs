@@ -114,7 +114,9 @@ impl HttpApi {
         let m = &parts.method;
         let head = m == Method::HEAD;
         let get = m == Method::GET || head;
-        match route {
+        let allow = route.allowed_methods();
+        let read_only_allow = route.read_methods();
+        let result = match route {
             Route::Base if get => Ok(response::json(StatusCode::OK, &serde_json::json!({}))),
             Route::Catalog if get => listing::catalog(r, &query).await,
             Route::Tags(repo) if get => listing::tags(r, &repo, &query).await,
@@ -127,25 +129,38 @@ impl HttpApi {
                     manifests::put(r, &repo, &reference, headers, request_body(body)).await
                 }
                 Method::DELETE => manifests::delete(r, &repo, &reference).await,
-                _ => Err(ApiError::method_not_allowed(m)),
+                _ => Err(ApiError::method_not_allowed(m, allow)),
             },
             Route::Blob(repo, digest) => match *m {
                 Method::GET | Method::HEAD => blobs::get(r, &repo, &digest, headers, head).await,
                 Method::DELETE => blobs::delete(r, &repo, &digest).await,
-                _ => Err(ApiError::method_not_allowed(m)),
+                _ => Err(ApiError::method_not_allowed(m, allow)),
             },
             Route::UploadStart(repo) if m == Method::POST => {
                 uploads::start(r, &repo, &query, request_body(body)).await
             }
             Route::Upload(repo, id) => match *m {
-                Method::GET => uploads::status(r, &repo, &id).await,
+                Method::GET | Method::HEAD => uploads::status(r, &repo, &id).await,
                 Method::PATCH => uploads::patch(r, &repo, &id, headers, request_body(body)).await,
-                Method::PUT => uploads::put(r, &repo, &id, &query, request_body(body)).await,
+                Method::PUT => {
+                    uploads::put(r, &repo, &id, &query, headers, request_body(body)).await
+                }
                 Method::DELETE => uploads::cancel(r, &repo, &id).await,
-                _ => Err(ApiError::method_not_allowed(m)),
+                _ => Err(ApiError::method_not_allowed(m, allow)),
             },
-            _ => Err(ApiError::method_not_allowed(m)),
-        }
+            _ => Err(ApiError::method_not_allowed(m, allow)),
+        };
+        // A read-only replica refuses writes with 405; RFC 9110 wants the 405 to say what is
+        // left.
+        result.map_err(|mut err| {
+            if err.status == StatusCode::METHOD_NOT_ALLOWED
+                && !err.headers.iter().any(|(name, _)| *name == "Allow")
+            {
+                err.headers
+                    .push(("Allow", http::HeaderValue::from_static(read_only_allow)));
+            }
+            err
+        })
     }
 }
 

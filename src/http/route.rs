@@ -25,6 +25,27 @@ pub enum Route {
     Referrers(RepoName, Digest),
 }
 
+impl Route {
+    /// The methods the endpoint answers, as an `Allow` header value.
+    pub fn allowed_methods(&self) -> &'static str {
+        match self {
+            Route::Base | Route::Catalog | Route::Tags(_) | Route::Referrers(..) => "GET, HEAD",
+            Route::Manifest(..) => "GET, HEAD, PUT, DELETE",
+            Route::Blob(..) => "GET, HEAD, DELETE",
+            Route::UploadStart(_) => "POST",
+            Route::Upload(..) => "GET, HEAD, PATCH, PUT, DELETE",
+        }
+    }
+
+    /// The methods the endpoint answers on a node that accepts no writes.
+    pub fn read_methods(&self) -> &'static str {
+        match self {
+            Route::UploadStart(_) | Route::Upload(..) => "",
+            _ => "GET, HEAD",
+        }
+    }
+}
+
 fn repo(segments: &[&str]) -> Result<RepoName, ApiError> {
     let name = segments.join("/");
     RepoName::parse(&name).ok_or_else(|| ApiError::name_invalid(&name))

@@ -63,7 +63,7 @@ pub async fn start(
         let digest = parse_digest(digest)?;
         let id = registry.start_upload(repo).await?;
         registry
-            .finish_upload(repo, &id, &digest, Some(body))
+            .finish_upload(repo, &id, &digest, None, Some(body))
             .await?;
         return created(repo, &digest);
     }
@@ -111,20 +111,23 @@ pub async fn patch(
     session(StatusCode::ACCEPTED, repo, id, offset)
 }
 
-/// PUT: completes a session with an optional last chunk.
+/// PUT: completes a session with an optional last chunk, which like a PATCH must start where
+/// the session ends if it comes with a `Content-Range`.
 pub async fn put(
     registry: &Registry,
     repo: &RepoName,
     id: &str,
     query: &HashMap<String, String>,
+    headers: &HeaderMap,
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     let digest = query
         .get("digest")
         .ok_or_else(|| ApiError::digest_invalid("the digest query parameter is required"))?;
     let digest = parse_digest(digest)?;
+    let range = content_range(headers)?;
     registry
-        .finish_upload(repo, id, &digest, Some(body))
+        .finish_upload(repo, id, &digest, range, Some(body))
         .await?;
     created(repo, &digest)
 }

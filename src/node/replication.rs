@@ -250,7 +250,6 @@ impl Replication {
         {
             publisher.adopt_floor(&record);
         }
-        publisher.end_startup();
         let mut roots = self.registry.tree().subscribe();
         let mut republish = tokio::time::interval(Duration::from_secs(
             self.ipns.republish_interval_secs.max(1),
@@ -262,6 +261,9 @@ impl Replication {
         {
             self.publish(&publisher).await;
         }
+        // Only now: answers to the start-up query may still arrive as events, and until the
+        // record above is out they are news about the floor, not about a second writer.
+        publisher.end_startup();
         republish.tick().await;
         let p2p = self.p2p.clone();
         let key = name.routing_key();

@@ -213,13 +213,15 @@ impl Registry {
             .await
     }
 
-    /// Completes an upload session with an optional last chunk; the bytes must hash to
-    /// `digest`. The blob is durable and linked into `repo` when this returns.
+    /// Completes an upload session with an optional last chunk (whose `(start, length)` is
+    /// `range` when the client announced one); the bytes must hash to `digest`. The blob is
+    /// durable and linked into `repo` when this returns.
     pub async fn finish_upload<S, E>(
         &self,
         repo: &RepoName,
         id: &str,
         digest: &Digest,
+        range: Option<(u64, u64)>,
         last_chunk: Option<S>,
     ) -> Result<(), RegistryError>
     where
@@ -228,7 +230,9 @@ impl Registry {
     {
         let upload = self.uploads.lock(repo, id).await?;
         if let Some(body) = last_chunk {
-            self.uploads.append(&upload, None, None, body).await?;
+            self.uploads
+                .append(&upload, range.map(|r| r.0), range.map(|r| r.1), body)
+                .await?;
         }
         let blocks = self.tree().blocks().clone();
         let path = upload.path.clone();

@@ -3,8 +3,6 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
-pub mod api;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
