@@ -52,15 +52,20 @@ async fn served_manifest(
     Some(sha256(&resp.bytes().await.ok()?))
 }
 
-async fn status(client: &reqwest::Client, base: &str) -> serde_json::Value {
+/// GET of a JSON document.
+async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
     client
-        .get(format!("{base}/_status"))
+        .get(url)
         .send()
         .await
-        .expect("status request")
+        .expect("request")
         .json()
         .await
-        .expect("status JSON")
+        .expect("JSON body")
+}
+
+async fn status(client: &reqwest::Client, base: &str) -> serde_json::Value {
+    get_json(client, &format!("{base}/_status")).await
 }
 
 /// Pulls every blob of `image` from `base` and checks it against its digest.
@@ -175,14 +180,7 @@ async fn replica_serves_what_the_writer_pushes() {
     pull_all(&client, &base, &second).await;
 
     // Tags list on the replica, and pushes refused with UNSUPPORTED.
-    let tags: serde_json::Value = client
-        .get(format!("{base}/v2/team/app/tags/list"))
-        .send()
-        .await
-        .expect("tags")
-        .json()
-        .await
-        .expect("tags JSON");
+    let tags: serde_json::Value = get_json(&client, &format!("{base}/v2/team/app/tags/list")).await;
     assert_eq!(tags["tags"], serde_json::json!(["v1", "v2"]));
     let resp = client
         .post(format!("{base}/v2/team/app/blobs/uploads/"))
@@ -255,23 +253,10 @@ async fn ordered_follow_first_hit_wins() {
         Some(x_a.manifest.clone())
     );
     pull_all(&client, &base, &x_a).await;
-    let tags: serde_json::Value = client
-        .get(format!("{base}/v2/shared/app/tags/list"))
-        .send()
-        .await
-        .expect("tags")
-        .json()
-        .await
-        .expect("tags JSON");
+    let tags: serde_json::Value =
+        get_json(&client, &format!("{base}/v2/shared/app/tags/list")).await;
     assert_eq!(tags["tags"], serde_json::json!(["only-a", "x"]));
-    let catalog: serde_json::Value = client
-        .get(format!("{base}/v2/_catalog"))
-        .send()
-        .await
-        .expect("catalog")
-        .json()
-        .await
-        .expect("catalog JSON");
+    let catalog: serde_json::Value = get_json(&client, &format!("{base}/v2/_catalog")).await;
     assert_eq!(
         catalog["repositories"],
         serde_json::json!(["other/app", "shared/app"])
