@@ -4,14 +4,19 @@
 //! The expected CIDs were produced with `ipfs-unixfs-importer` 17.1.1 (Helia's importer), option
 //! `profile: 'unixfs-v1-2025'` (CIDv1, raw leaves, 1 MiB chunks, balanced DAG of at most 1024
 //! links, HAMT sharding above 256 KiB by `block-bytes`, fanout 256, murmur3-x64-64) and a memory
-//! blockstore, over the contents generated below.
+//! blockstore, over the contents generated below. The threshold-boundary and edited-directory
+//! vectors and the `tests/fixtures/unixfs/hamt-fanout-*.car` shards come from the same importer
+//! and profile (see `tests/fixtures/unixfs/README.md`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use bytes::Bytes;
+use cid::Cid;
 use ipns_registry::store::BlockStore;
 use ipns_registry::tree::{
-    apply_changes, cid_of, encode_directory, lookup, read_directory, Change, FileImporter, Link,
-    RAW,
+    apply_changes, cid_of, encode_directory, lookup, read_directory, BlockSource, Change,
+    FileImporter, Link, TreeError, DAG_PB, RAW,
 };
 
 const MIB: usize = 1 << 20;
@@ -89,6 +94,58 @@ const DIRECTORIES: &[(usize, &str, u64)] = &[
         20000,
         "bafybeiboq7333zvt26mbwxxvsbjfro4yqsgrb3wq6ypyq7m5fzp362vva4",
         1581490,
+    ),
+];
+
+/// The threshold boundary: 4766 entries of which the first `longer` are named with one more
+/// byte (`entry-00000x`). With 10 longer names the basic block is exactly 262144 bytes and stays
+/// basic; with 11 it is 262145 bytes and becomes a HAMT: (longer, CID, cumulative DAG size).
+const BOUNDARY: &[(usize, &str, u64)] = &[
+    (
+        10,
+        "bafybeifn7lptttgbhplzbuh5lgxcnrttjculfjalflrqyi2kf5vrjcq5fe",
+        308694,
+    ),
+    (
+        11,
+        "bafybeidhoomuuigalim5jnbfhkzmgguvsrd766kqljf6jj6c3ltpc2v7ru",
+        353232,
+    ),
+];
+const BOUNDARY_ENTRIES: usize = 4766;
+
+/// `entry-00000`..`entry-20499` without every seventh (`i % 7 == 0`), imported in one go.
+const EDITED_DIRECTORY: (&str, u64) = (
+    "bafybeidxtqriamppvkubcpihm3ye7kgyp2hwmgueyqjrv7sf2kovsevwwa",
+    1376460,
+);
+
+/// HAMTs written by the JS importer with other fanouts (`shardFanoutBits` 1, 4, 5, 10) and a
+/// 1000-byte split threshold, so they shard and nest: (fanout, entries, root CID, fixture).
+const OTHER_FANOUTS: &[(u64, usize, &str, &str)] = &[
+    (
+        2,
+        20,
+        "bafybeibrhgvd7z7mo74jofxdw7iat6qowgw65jlxbxxacqp6aj6ebvgkpe",
+        "hamt-fanout-2.car",
+    ),
+    (
+        16,
+        200,
+        "bafybeiekggvkpfgqnxt6dmbdpimixt55rqu453uf6qmkcanruovjwksmky",
+        "hamt-fanout-16.car",
+    ),
+    (
+        32,
+        300,
+        "bafybeifchsfqqixp5fl32gqhhnpiop64wyarexxaki5f4ttb6mldkrpoqa",
+        "hamt-fanout-32.car",
+    ),
+    (
+        1024,
+        150,
+        "bafybeidle5srvjt4a6hzbc3rfbzruyrcyv5gz2ru4kw2l5wkawzaies354",
+        "hamt-fanout-1024.car",
     ),
 ];
 
@@ -170,32 +227,24 @@ fn a_file_of_more_than_1024_chunks_gets_the_reference_cid() {
     assert_eq!(link.tsize, tsize);
 }
 
-/// Raw blocks to store: CID and bytes.
-type Blocks = Vec<(cid::Cid, Vec<u8>)>;
-
-/// The entries of a test directory: `entry-00000`... each a raw file `file <i>\n`.
-fn directory_entries(n: usize) -> (BTreeMap<String, Link>, Blocks) {
-    let mut entries = BTreeMap::new();
-    let mut blocks = Vec::new();
-    for i in 0..n {
-        let bytes = format!("file {i}\n").into_bytes();
-        let cid = cid_of(RAW, &bytes);
-        entries.insert(
-            format!("entry-{i:05}"),
-            Link {
-                cid,
-                tsize: bytes.len() as u64,
-            },
-        );
-        blocks.push((cid, bytes));
-    }
-    (entries, blocks)
+/// The entries of a test directory: `entry-00000`... each a raw file `file <i>\n`. The file
+/// blocks are never stored: listing, looking up and editing a directory do not read them.
+fn directory_entries(n: usize) -> BTreeMap<String, Link> {
+    (0..n)
+        .map(|i| (format!("entry-{i:05}"), test_file(i)))
+        .collect()
 }
 
-fn store_blocks(
-    store: &BlockStore,
-    blocks: impl IntoIterator<Item = (cid::Cid, impl AsRef<[u8]>)>,
-) {
+/// The link to test file `i`.
+fn test_file(i: usize) -> Link {
+    let bytes = format!("file {i}\n").into_bytes();
+    Link {
+        cid: cid_of(RAW, &bytes),
+        tsize: bytes.len() as u64,
+    }
+}
+
+fn store_blocks(store: &BlockStore, blocks: impl IntoIterator<Item = (Cid, impl AsRef<[u8]>)>) {
     for (cid, bytes) in blocks {
         store.put_blocking(&cid, bytes.as_ref()).expect("put");
     }
@@ -204,7 +253,7 @@ fn store_blocks(
 #[test]
 fn directories_get_the_reference_cids() {
     for &(n, cid, tsize) in DIRECTORIES {
-        let (entries, _) = directory_entries(n);
+        let entries = directory_entries(n);
         let (link, blocks) = encode_directory(&entries).expect("encode");
         assert_eq!(link.cid.to_string(), cid, "directory of {n} entries");
         assert_eq!(
@@ -223,16 +272,17 @@ fn directories_get_the_reference_cids() {
 async fn sharded_directories_read_back_and_look_up() {
     let tmp = tempfile::tempdir().expect("tmp");
     let store = BlockStore::open(tmp.path()).expect("store");
-    let (entries, files) = directory_entries(20000);
-    store_blocks(&store, files);
+    let entries = directory_entries(20000);
     let (link, blocks) = encode_directory(&entries).expect("encode");
     store_blocks(&store, blocks);
 
     let read = read_directory(&store, &link.cid).await.expect("read");
     assert_eq!(read, entries);
-    for name in ["entry-00000", "entry-12345", "entry-19999"] {
+    // Every entry is looked up in `lookup_fetches_only_the_shards_on_the_hash_path`; here a
+    // sample, through the on-disk store.
+    for (name, link_to_file) in entries.iter().step_by(101).chain(entries.last_key_value()) {
         let found = lookup(&store, &link.cid, name).await.expect("lookup");
-        assert_eq!(found, entries.get(name).copied(), "{name}");
+        assert_eq!(found, Some(*link_to_file), "{name}");
     }
     for absent in ["entry-20000", "entry-0000", "", "ENTRY-00001"] {
         assert_eq!(
@@ -247,12 +297,11 @@ async fn sharded_directories_read_back_and_look_up() {
 async fn edits_switch_between_basic_and_sharded_directories() {
     let tmp = tempfile::tempdir().expect("tmp");
     let store = BlockStore::open(tmp.path()).expect("store");
-    let (entries, files) = directory_entries(5000);
-    store_blocks(&store, files);
+    let entries = directory_entries(5000);
     let cid_of_entries = |n: usize| DIRECTORIES.iter().find(|d| d.0 == n).map(|d| d.1);
 
     // Grow a directory inside a tree from 4500 entries past the threshold...
-    let (basic, _) = directory_entries(4500);
+    let basic = directory_entries(4500);
     let (empty, blocks) = encode_directory(&BTreeMap::new()).expect("empty");
     store_blocks(&store, blocks);
     let put = |names: &mut dyn Iterator<Item = (&String, &Link)>| -> Vec<Change> {
@@ -308,4 +357,203 @@ async fn edits_switch_between_basic_and_sharded_directories() {
         .expect("d exists");
     assert_eq!(Some(dir.cid.to_string().as_str()), cid_of_entries(4500));
     assert_eq!(read_directory(&store, &dir.cid).await.expect("read"), basic);
+}
+
+#[test]
+fn a_basic_block_of_exactly_256_kib_stays_basic_and_one_byte_more_shards() {
+    for &(longer, cid, tsize) in BOUNDARY {
+        let entries: BTreeMap<String, Link> = (0..BOUNDARY_ENTRIES)
+            .map(|i| {
+                let suffix = if i < longer { "x" } else { "" };
+                (format!("entry-{i:05}{suffix}"), test_file(i))
+            })
+            .collect();
+        let (link, blocks) = encode_directory(&entries).expect("encode");
+        assert_eq!(link.cid.to_string(), cid, "{longer} longer names");
+        assert_eq!(link.tsize, tsize, "DAG size with {longer} longer names");
+        let root = &blocks.last().expect("root block").1;
+        if longer == 10 {
+            assert_eq!((blocks.len(), root.len()), (1, 256 * 1024), "basic");
+        } else {
+            assert!(blocks.len() > 1, "sharded");
+        }
+    }
+}
+
+/// Blocks held in memory, counting how many are fetched.
+#[derive(Default)]
+struct MemorySource {
+    blocks: HashMap<Cid, Bytes>,
+    fetched: AtomicUsize,
+}
+
+impl MemorySource {
+    fn insert(&mut self, cid: Cid, bytes: impl Into<Bytes>) {
+        let bytes = bytes.into();
+        assert_eq!(cid_of(cid.codec(), &bytes), cid, "block matches its CID");
+        self.blocks.insert(cid, bytes);
+    }
+
+    fn take_fetched(&self) -> usize {
+        self.fetched.swap(0, Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl BlockSource for MemorySource {
+    async fn block(&self, cid: &Cid) -> Result<Bytes, TreeError> {
+        self.fetched.fetch_add(1, Ordering::SeqCst);
+        self.blocks
+            .get(cid)
+            .cloned()
+            .ok_or(TreeError::BlockMissing(*cid))
+    }
+}
+
+fn read_varint(input: &mut &[u8]) -> u64 {
+    let mut value = 0;
+    for shift in (0..64).step_by(7) {
+        let (byte, rest) = input.split_first().expect("varint");
+        *input = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return value;
+        }
+    }
+    panic!("varint too long")
+}
+
+/// The blocks of a CARv1 file (the header, which names the root, is skipped).
+fn read_car(bytes: &[u8]) -> MemorySource {
+    let mut input = bytes;
+    let header = read_varint(&mut input) as usize;
+    input = &input[header..];
+    let mut source = MemorySource::default();
+    while !input.is_empty() {
+        let len = read_varint(&mut input) as usize;
+        let (mut section, rest) = input.split_at(len);
+        input = rest;
+        let cid = Cid::read_bytes(&mut section).expect("section CID");
+        source.insert(cid, section.to_vec());
+    }
+    source
+}
+
+#[tokio::test]
+async fn shards_with_other_fanouts_written_by_others_read_back_and_look_up() {
+    for &(fanout, n, root, file) in OTHER_FANOUTS {
+        let path = format!(
+            "{}/tests/fixtures/unixfs/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let source = read_car(&std::fs::read(&path).expect("fixture"));
+        let root: Cid = root.parse().expect("root CID");
+        assert!(source.blocks.contains_key(&root), "{file} holds its root");
+        let entries = directory_entries(n);
+
+        let read = read_directory(&source, &root).await.expect("read");
+        assert_eq!(read, entries, "fanout {fanout}");
+        assert_eq!(
+            source.take_fetched(),
+            source.blocks.len(),
+            "every shard read"
+        );
+        for (name, link) in &entries {
+            let found = lookup(&source, &root, name).await.expect("lookup");
+            assert_eq!(found, Some(*link), "fanout {fanout}: {name}");
+        }
+        for absent in ["entry-99999", "entry-0000", "", "ENTRY-00001"] {
+            let found = lookup(&source, &root, absent).await.expect("lookup");
+            assert_eq!(found, None, "fanout {fanout}: {absent:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn lookup_fetches_only_the_shards_on_the_hash_path() {
+    let entries = directory_entries(20000);
+    let (link, blocks) = encode_directory(&entries).expect("encode");
+    let mut source = MemorySource::default();
+    let shards = blocks.len();
+    for (cid, bytes) in blocks {
+        source.insert(cid, bytes);
+    }
+    assert!(shards > 250, "20000 entries need nested shards ({shards})");
+    let mut most = 0;
+    for (name, expected) in entries
+        .iter()
+        .map(|(name, link)| (name.as_str(), Some(*link)))
+        .chain([("absent", None)])
+    {
+        let found = lookup(&source, &link.cid, name).await.expect("lookup");
+        assert_eq!(found, expected, "{name}");
+        let fetched = source.take_fetched();
+        // The root, then one shard per level below it; 20000 names never need more than 4 levels.
+        assert!((1..=4).contains(&fetched), "{name}: {fetched} blocks");
+        most = most.max(fetched);
+    }
+    assert!(most >= 2, "some lookups descend into a child shard");
+}
+
+#[tokio::test]
+async fn edits_to_a_sharded_directory_give_the_reference_cid() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = BlockStore::open(tmp.path()).expect("store");
+    let all = directory_entries(20500);
+    let initial: BTreeMap<String, Link> = all
+        .iter()
+        .take(20000)
+        .map(|(name, link)| (name.clone(), *link))
+        .collect();
+    let (dir, blocks) = encode_directory(&initial).expect("encode");
+    store_blocks(&store, blocks);
+    let (root, blocks) = encode_directory(&BTreeMap::from([("d".to_owned(), dir)])).expect("root");
+    store_blocks(&store, blocks);
+
+    // One batch: new entries up to entry-20499, and every seventh name (old or new) absent.
+    let mut changes: Vec<Change> = (20000..20500)
+        .filter(|i| i % 7 != 0)
+        .map(|i| {
+            let name = format!("entry-{i:05}");
+            Change::Put {
+                link: all[&name],
+                path: vec!["d".into(), name],
+            }
+        })
+        .collect();
+    changes.extend((0..20000).step_by(7).map(|i| Change::Remove {
+        path: vec!["d".into(), format!("entry-{i:05}")],
+    }));
+    let (root, blocks) = apply_changes(&store, &root.cid, changes)
+        .await
+        .expect("edit");
+    store_blocks(&store, blocks);
+
+    let dir = lookup(&store, &root.cid, "d")
+        .await
+        .expect("d")
+        .expect("d exists");
+    let (cid, tsize) = EDITED_DIRECTORY;
+    assert_eq!(dir.cid.to_string(), cid);
+    assert_eq!(dir.tsize, tsize);
+    assert_eq!(dir.cid.codec(), DAG_PB);
+    let expected: BTreeMap<String, Link> = all
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % 7 != 0)
+        .map(|(_, entry)| entry)
+        .collect();
+    assert_eq!(
+        read_directory(&store, &dir.cid).await.expect("read"),
+        expected
+    );
+    for (name, present) in [
+        ("entry-00007", false),
+        ("entry-00008", true),
+        ("entry-20499", true),
+    ] {
+        let found = lookup(&store, &dir.cid, name).await.expect("lookup");
+        assert_eq!(found, expected.get(name).copied(), "{name}");
+        assert_eq!(found.is_some(), present, "{name}");
+    }
 }

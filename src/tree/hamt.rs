@@ -28,7 +28,11 @@ const HASH_BYTES: usize = 8;
 /// Whether a basic directory node is too large and must be sharded: its encoded block is larger
 /// than 256 KiB. This is the `block-bytes` estimate of the IPIP-499 `unixfs-v1-2025` profile
 /// (Helia's `shardSplitStrategy: 'block-bytes'`, kubo's `UnixFSHAMTDirectorySizeEstimation =
-/// "block"`), not the older sum of name and CID lengths.
+/// "block"`, boxo's `SizeEstimationBlock`), not boxo's legacy default (`SizeEstimationLinks`: the
+/// sum of name and CID lengths, ignoring Tsize and protobuf framing), which shards later. Both
+/// compare with `>`: a block of exactly 256 KiB stays basic. The decision depends only on the
+/// entries, so a directory shrinking back below the threshold becomes basic again, as boxo's
+/// `DynamicDirectory` (kubo MFS) and `@helia/unixfs` `rm` convert it back.
 pub fn exceeds_threshold(node: &PbNode) -> bool {
     node.encode().len() > SHARD_THRESHOLD
 }
