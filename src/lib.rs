@@ -9,6 +9,7 @@ pub mod http;
 pub mod names;
 pub mod node;
 pub mod p2p;
+pub mod protobuf;
 pub mod registry;
 pub mod store;
 pub mod tree;

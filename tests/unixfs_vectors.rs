@@ -411,16 +411,9 @@ impl BlockSource for MemorySource {
 }
 
 fn read_varint(input: &mut &[u8]) -> u64 {
-    let mut value = 0;
-    for shift in (0..64).step_by(7) {
-        let (byte, rest) = input.split_first().expect("varint");
-        *input = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return value;
-        }
-    }
-    panic!("varint too long")
+    let (value, used) = ipns_registry::protobuf::read_varint(input).expect("varint");
+    *input = &input[used..];
+    value
 }
 
 /// The blocks of a CARv1 file (the header, which names the root, is skipped).

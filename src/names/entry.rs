@@ -5,6 +5,8 @@
 //! order, each once. Decoding follows protobuf-go: the last occurrence of a field wins, unknown
 //! fields (and known fields with an unexpected wire type) are skipped.
 
+use crate::protobuf::{self, VarintError};
+
 /// Why bytes are not an `IpnsEntry` protobuf.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtobufError {
@@ -101,44 +103,25 @@ impl IpnsEntry {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: Option<&[u8]>) {
+fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: Option<&[u8]>) {
     if let Some(bytes) = bytes {
-        put_varint(out, field << 3 | WIRE_LEN);
-        put_varint(out, bytes.len() as u64);
-        out.extend_from_slice(bytes);
+        protobuf::put_bytes(out, field, bytes);
     }
 }
 
-fn put_varint_field(out: &mut Vec<u8>, field: u64, v: Option<u64>) {
+fn put_varint_field(out: &mut Vec<u8>, field: u32, v: Option<u64>) {
     if let Some(v) = v {
-        put_varint(out, field << 3 | WIRE_VARINT);
-        put_varint(out, v);
+        protobuf::put_uint(out, field, v);
     }
 }
 
 fn get_varint(buf: &mut &[u8]) -> Result<u64, ProtobufError> {
-    let mut v: u64 = 0;
-    for i in 0..10 {
-        let (&byte, rest) = buf.split_first().ok_or(ProtobufError::Truncated)?;
-        *buf = rest;
-        // The tenth byte may only carry the top bit of a u64.
-        if i == 9 && byte > 1 {
-            return Err(ProtobufError::VarintOverflow);
-        }
-        v |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(ProtobufError::VarintOverflow)
+    let (v, used) = protobuf::read_varint(buf).map_err(|e| match e {
+        VarintError::Truncated => ProtobufError::Truncated,
+        VarintError::Overflow => ProtobufError::VarintOverflow,
+    })?;
+    *buf = &buf[used..];
+    Ok(v)
 }
 
 fn get_len<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], ProtobufError> {

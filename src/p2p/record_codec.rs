@@ -55,7 +55,7 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
         ));
     }
     let mut frame = Vec::with_capacity(bytes.len() + 2);
-    crate::p2p::bitswap::put_varint(&mut frame, bytes.len() as u64);
+    crate::protobuf::put_varint(&mut frame, bytes.len() as u64);
     frame.extend_from_slice(bytes);
     io.write_all(&frame).await?;
     io.close().await
@@ -148,7 +148,7 @@ mod tests {
         );
 
         let mut too_big = Vec::new();
-        crate::p2p::bitswap::put_varint(&mut too_big, (MAX_RECORD_SIZE + 1) as u64);
+        crate::protobuf::put_varint(&mut too_big, (MAX_RECORD_SIZE + 1) as u64);
         let mut input = Cursor::new(too_big);
         assert!(codec
             .read_request(&RECORD_PROTOCOL, &mut input)

@@ -1,38 +1,9 @@
-//! The few protobuf wire-format primitives dag-pb and UnixFS need (varints, tagged fields).
+//! Reading dag-pb and UnixFS protobuf messages; the wire primitives are `crate::protobuf`'s.
 
 use super::TreeError;
+use crate::protobuf::read_varint;
 
-/// Wire type of a varint field.
-pub const VARINT: u8 = 0;
-/// Wire type of a length-delimited field.
-pub const LEN: u8 = 2;
-
-/// Appends `value` as a protobuf varint.
-pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-/// Appends a field key.
-pub fn put_key(out: &mut Vec<u8>, field: u32, wire: u8) {
-    put_varint(out, (u64::from(field) << 3) | u64::from(wire));
-}
-
-/// Appends a length-delimited field.
-pub fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    put_key(out, field, LEN);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-/// Appends a varint field.
-pub fn put_uint(out: &mut Vec<u8>, field: u32, value: u64) {
-    put_key(out, field, VARINT);
-    put_varint(out, value);
-}
+pub use crate::protobuf::{put_bytes, put_key, put_uint, put_varint, LEN, VARINT};
 
 /// A cursor over protobuf-encoded bytes.
 pub struct Reader<'a> {
@@ -54,19 +25,9 @@ impl<'a> Reader<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, TreeError> {
-        let mut value: u64 = 0;
-        for i in 0..10 {
-            let (&byte, rest) = self
-                .buf
-                .split_first()
-                .ok_or_else(|| TreeError::Decode("truncated varint".into()))?;
-            self.buf = rest;
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(TreeError::Decode("varint too long".into()))
+        let (value, used) = read_varint(self.buf).map_err(|e| TreeError::Decode(e.to_string()))?;
+        self.buf = &self.buf[used..];
+        Ok(value)
     }
 
     /// The next varint of a packed repeated field, or `None` at the end.

@@ -4,8 +4,9 @@ use cid::multihash::Multihash;
 use cid::{Cid, Version};
 use sha2::{Digest as _, Sha256, Sha512};
 
-use super::message::{put_varint, read_varint};
+use super::message::read_varint;
 use super::BitswapError;
+use crate::protobuf::put_varint;
 
 /// Multihash code of sha2-256.
 pub const SHA2_256: u64 = 0x12;

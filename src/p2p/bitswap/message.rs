@@ -23,14 +23,12 @@ use cid::Cid;
 
 use super::block::CidPrefix;
 use super::BitswapError;
+use crate::protobuf::{
+    self, put_bytes, put_key, put_uint, put_varint, varint_len, VarintError, I32, I64, LEN, VARINT,
+};
 
 /// Largest message either side may send or accept (the spec's limit), length prefix excluded.
 pub const MAX_MESSAGE_SIZE: usize = 4 << 20;
-
-const VARINT: u8 = 0;
-const I64: u8 = 1;
-const LEN: u8 = 2;
-const I32: u8 = 5;
 
 /// The protocol version a message is encoded for: older versions lack fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -380,54 +378,12 @@ fn wire_type_error(message: &str) -> BitswapError {
     BitswapError::Malformed(format!("unexpected wire type in {message}"))
 }
 
-/// Appends an unsigned varint (protobuf and multiformats use the same LEB128 form).
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-/// Bytes an unsigned varint of `value` takes.
-pub(crate) fn varint_len(value: u64) -> usize {
-    let bits = 64 - (value | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
-}
-
 /// Reads an unsigned varint at the start of `buf`: `(value, bytes used)`.
 pub(crate) fn read_varint(buf: &[u8]) -> Result<(u64, usize), BitswapError> {
-    let mut value: u64 = 0;
-    for (i, &byte) in buf.iter().enumerate().take(10) {
-        let part = u64::from(byte & 0x7f);
-        if i == 9 && part > 1 {
-            return Err(BitswapError::Malformed("varint overflows 64 bits".into()));
-        }
-        value |= part << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok((value, i + 1));
-        }
-    }
-    if buf.len() < 10 {
-        Err(BitswapError::Malformed("truncated varint".into()))
-    } else {
-        Err(BitswapError::Malformed("varint too long".into()))
-    }
-}
-
-fn put_key(out: &mut Vec<u8>, field: u32, wire: u8) {
-    put_varint(out, (u64::from(field) << 3) | u64::from(wire));
-}
-
-fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    put_key(out, field, LEN);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn put_uint(out: &mut Vec<u8>, field: u32, value: u64) {
-    put_key(out, field, VARINT);
-    put_varint(out, value);
+    protobuf::read_varint(buf).map_err(|e| match e {
+        VarintError::Truncated => BitswapError::Malformed("truncated varint".into()),
+        VarintError::Overflow => BitswapError::Malformed("varint overflows 64 bits".into()),
+    })
 }
 
 /// A field value: varints decoded, length-delimited fields as a range into the buffer.

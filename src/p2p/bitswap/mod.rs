@@ -37,8 +37,6 @@ pub use message::{
     BlockPresence, Entry, Message, PayloadBlock, Presence, Version, WantType, MAX_MESSAGE_SIZE,
 };
 
-pub(crate) use message::put_varint;
-
 use crate::store::BlockStore;
 use session::SessionCommand;
 
