@@ -115,6 +115,24 @@ async fn concurrent_fetches_of_one_block_share_the_want() {
     );
 }
 
+/// A want can vanish in transit without an error on our side (a peer dropping a stream it had
+/// no time to take): pending wants are sent again, so the fetch still succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_wants_are_sent_again() {
+    let data = block_data(8, 4096);
+    let cid = ipns_registry::tree::cid_of(RAW, &data);
+    let server = RawBitswapPeer::start_losing(HashMap::from([(cid, data.clone())]), 2).await;
+    let client = TestNode::start(vec![], Duration::from_secs(20)).await;
+    client.p2p.dial(server.addr.clone()).await.unwrap();
+    let block = client
+        .p2p
+        .fetch_block(&cid)
+        .await
+        .expect("fetched after resends");
+    assert_eq!(block.as_ref(), data.as_slice());
+    assert_eq!(server.wants_seen.load(Ordering::SeqCst), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn missing_block_times_out() {
     let server = TestNode::start(vec![], TIMEOUT).await;

@@ -538,6 +538,7 @@ impl SwarmTask {
                 num_established,
                 ..
             } => {
+                tracing::debug!(peer = %peer_id, %connection_id, num_established, endpoint = ?endpoint, "connection established");
                 if let Some((_, reply)) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Ok(()));
                 }
@@ -558,6 +559,15 @@ impl SwarmTask {
                         self.request_record(peer_id, key, None);
                     }
                 }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                cause,
+                ..
+            } if num_established > 0 => {
+                tracing::debug!(peer = %peer_id, %connection_id, num_established, cause = ?cause, "connection closed, others remain");
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,

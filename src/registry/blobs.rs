@@ -13,7 +13,7 @@ use super::digest::{Digest, Hasher};
 use super::error::RegistryError;
 use super::layout;
 use super::reference::RepoName;
-use super::{Registry, FETCH_CONCURRENCY};
+use super::{Registry, Unreadable, FETCH_CONCURRENCY};
 use crate::tree::{fetch_dag, file_size, read_file_range, BlockSource, Change, Link};
 
 /// A blob present in a repository.
@@ -38,7 +38,7 @@ impl Registry {
             .await?
             .ok_or_else(unknown)?;
         let (index, data) = self
-            .find(&roots, &layout::blob_data(digest))
+            .find(&roots, &layout::blob_data(digest), Unreadable::Skip)
             .await?
             .ok_or_else(unknown)?;
         let size = file_size(self.source(), &data.cid).await?;

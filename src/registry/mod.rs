@@ -166,10 +166,15 @@ impl Registry {
         self.source.as_ref()
     }
 
-    /// The first hit for `path` in `roots`, in order. A root whose blocks cannot be had is
-    /// skipped; if no later root has the path, that failure is the answer (not a false 404).
+    /// The first hit for `path` in `roots`, in order. Meant for content-addressed paths (blob
+    /// data, a digest's link in a repository), where any root's answer is the same content: a
+    /// root whose blocks cannot be had is skipped, and if no later root has the path, that
+    /// failure is the answer (not a false 404).
     async fn link_at(&self, roots: &[Cid], path: &[String]) -> Result<Option<Link>, RegistryError> {
-        Ok(self.find(roots, path).await?.map(|(_, link)| link))
+        Ok(self
+            .find(roots, path, Unreadable::Skip)
+            .await?
+            .map(|(_, link)| link))
     }
 
     /// Like [`Self::link_at`], also telling which of `roots` held the path.
@@ -177,13 +182,14 @@ impl Registry {
         &self,
         roots: &[Cid],
         path: &[String],
+        unreadable: Unreadable,
     ) -> Result<Option<(usize, Link)>, RegistryError> {
         let mut failure = None;
         for (i, root) in roots.iter().enumerate() {
             match resolve(self.source(), root, path).await {
                 Ok(Some(link)) => return Ok(Some((i, link))),
                 Ok(None) => {}
-                Err(e @ TreeError::BlockMissing(_)) => {
+                Err(e @ TreeError::BlockMissing(_)) if unreadable == Unreadable::Skip => {
                     tracing::warn!(%root, error = %e, "skipping a root whose blocks are unavailable");
                     failure.get_or_insert(e);
                 }
@@ -196,13 +202,17 @@ impl Registry {
         }
     }
 
+    /// The digest a link file names, from the first root that has it. Link files that matter
+    /// across roots are tags, which differ between trees: if an earlier root cannot be read,
+    /// a later root's tag of the same name would silently stand in for an image the earlier
+    /// one may hold, so that is an error, not a fall-through.
     async fn digest_at(
         &self,
         roots: &[Cid],
         path: &[String],
     ) -> Result<Option<Digest>, RegistryError> {
-        match self.link_at(roots, path).await? {
-            Some(link) => Ok(Some(read_link_file(self.source(), &link).await?)),
+        match self.find(roots, path, Unreadable::Fail).await? {
+            Some((_, link)) => Ok(Some(read_link_file(self.source(), &link).await?)),
             None => Ok(None),
         }
     }
@@ -237,4 +247,13 @@ impl Registry {
         };
         Ok(entries.iter().any(|e| layout::is_repository_marker(e)))
     }
+}
+
+/// What a lookup over several roots does with a root whose blocks cannot be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unreadable {
+    /// Go on with the next root (the path names content, the same in every root).
+    Skip,
+    /// Fail the lookup (the answer could differ between roots).
+    Fail,
 }

@@ -184,6 +184,14 @@ impl TestRegistry {
         self.run().await;
     }
 
+    /// Stops and reopens the registry on the same data directory as a read-only replica
+    /// (nothing followed yet: see [`Registry::set_followed_roots`]).
+    pub async fn reopen_read_only(&mut self) {
+        self.stop().await;
+        self.options.writable = false;
+        self.run().await;
+    }
+
     /// Runs the registry's full consistency check and asserts it found no problem.
     pub async fn assert_consistent(&self) {
         let report = self.registry().check().await.expect("check runs");

@@ -127,7 +127,11 @@ impl TestNode {
             .arg("127.0.0.1:0")
             .args(["--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
             .args(&self.extra_args)
-            .env("RUST_LOG", "warn")
+            // TEST_NODE_LOG raises the children's log level when chasing a failure.
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -215,6 +215,12 @@ impl Drop for RawBitswapPeer {
 impl RawBitswapPeer {
     /// Starts the peer on 127.0.0.1 with the answers it gives.
     pub async fn start(answers: HashMap<Cid, Vec<u8>>) -> RawBitswapPeer {
+        Self::start_losing(answers, 0).await
+    }
+
+    /// Like [`RawBitswapPeer::start`], but the first `lost` want-blocks it receives are lost in
+    /// transit: counted in `wants_seen`, never answered.
+    pub async fn start_losing(answers: HashMap<Cid, Vec<u8>>, lost: usize) -> RawBitswapPeer {
         use ipns_registry::p2p::bitswap::{
             read_message, write_message, CidPrefix, Message, PayloadBlock, Version, WantType,
         };
@@ -270,7 +276,9 @@ impl RawBitswapPeer {
                             if entry.cancel || entry.want_type != WantType::Block {
                                 continue;
                             }
-                            seen.fetch_add(1, Ordering::SeqCst);
+                            if seen.fetch_add(1, Ordering::SeqCst) < lost {
+                                continue;
+                            }
                             if let Some(data) = answers.get(&entry.cid) {
                                 reply.payload.push(PayloadBlock {
                                     prefix: CidPrefix::of(&entry.cid),

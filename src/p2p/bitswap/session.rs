@@ -6,7 +6,7 @@
 //! another peer: it only awaits its own stream and block-store reads, so two peers serving each
 //! other cannot deadlock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +40,11 @@ const MAX_PEER_WANTS: usize = 65_536;
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Consecutive failures to send before pending output is dropped.
 const MAX_SEND_FAILURES: u32 = 3;
+/// How often wants still pending are sent again. A message can vanish without an error on our
+/// side: libp2p-stream drops an inbound stream its reader has not taken yet (a burst of streams
+/// from several peers), and a peer may drop its own outbound blocks after failures. Kubo also
+/// rebroadcasts its wantlist; wants pending for one to two intervals are resent.
+const REBROADCAST_INTERVAL: Duration = Duration::from_secs(3);
 
 /// What the engine tells a session.
 pub(super) enum SessionCommand {
@@ -103,6 +108,8 @@ struct Session {
 
     /// Our wants the peer knows of (or will with the next message).
     our_wants: HashMap<Cid, i32>,
+    /// Our wants at the last rebroadcast tick: those still wanted at the next one are resent.
+    rebroadcast_candidates: HashSet<Cid>,
     /// Wants and cancels not sent yet.
     out_entries: Vec<Entry>,
     /// The next message carries our whole wantlist (a fresh stream starts from scratch).
@@ -134,6 +141,7 @@ pub(super) async fn run(
         retry_at: None,
         send_failures: 0,
         our_wants: HashMap::new(),
+        rebroadcast_candidates: HashSet::new(),
         out_entries: Vec::new(),
         send_full: false,
         peer_wants: HashMap::new(),
@@ -143,6 +151,8 @@ pub(super) async fn run(
         out_bytes: 0,
         out_presences: Vec::new(),
     };
+    let mut rebroadcast = tokio::time::interval(REBROADCAST_INTERVAL);
+    rebroadcast.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Take in everything already there, so it is batched into the next message.
         loop {
@@ -174,6 +184,7 @@ pub(super) async fn run(
             _ = sleep_until(retry_at), if backing_off && session.has_output() => {
                 session.retry_at = None;
             }
+            _ = rebroadcast.tick() => session.rebroadcast(),
         }
     }
 }
@@ -220,13 +231,32 @@ impl Session {
         }
     }
 
+    /// Sends again the wants that were already pending at the previous tick.
+    fn rebroadcast(&mut self) {
+        let mut resent = 0;
+        for cid in std::mem::take(&mut self.rebroadcast_candidates) {
+            let Some(priority) = self.our_wants.get(&cid) else {
+                continue;
+            };
+            if !self.out_entries.iter().any(|e| e.cid == cid) {
+                self.out_entries.push(Entry::want_block(cid, *priority));
+                resent += 1;
+            }
+        }
+        if resent > 0 {
+            tracing::debug!(wants = resent, "sending pending wants again");
+        }
+        self.rebroadcast_candidates = self.our_wants.keys().copied().collect();
+    }
+
     fn cancel_ours(&mut self, cid: Cid, tell_peer: bool) {
         if self.our_wants.remove(&cid).is_none() {
             return;
         }
         let before = self.out_entries.len();
         self.out_entries.retain(|e| e.cid != cid || e.cancel);
-        let was_sent = self.out_entries.len() == before;
+        // A queued want older than a rebroadcast tick is a resend: the peer has the first one.
+        let was_sent = self.out_entries.len() == before || self.rebroadcast_candidates.remove(&cid);
         if tell_peer && was_sent && !self.send_full {
             self.out_entries.push(Entry::cancel(cid));
         }
