@@ -214,6 +214,14 @@ impl P2p {
         self.ask(Command::ConnectedPeers).await.unwrap_or_default()
     }
 
+    /// Connected peers that told us they subscribe to the gossipsub `topic`: those a publish
+    /// on it reaches directly.
+    pub async fn topic_peers(&self, topic: &str) -> Vec<PeerId> {
+        self.ask(|tx| Command::TopicPeers(topic.to_owned(), tx))
+            .await
+            .unwrap_or_default()
+    }
+
     /// Connects to `addr` (with or without `/p2p/<id>`); returns once connected, at once if the
     /// peer named in the address already is.
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), P2pError> {

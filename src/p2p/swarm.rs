@@ -39,6 +39,8 @@ pub(super) enum Command {
     ListenAddrs(Reply<Vec<Multiaddr>>),
     /// Peers with an open connection.
     ConnectedPeers(Reply<Vec<PeerId>>),
+    /// Peers known to subscribe to a gossipsub topic.
+    TopicPeers(String, Reply<Vec<PeerId>>),
     /// Connect; the reply comes once connected or failed.
     Dial(Multiaddr, Reply<Result<(), P2pError>>),
     /// Join a gossipsub topic carrying records for a routing key.
@@ -301,6 +303,18 @@ impl SwarmTask {
             }
             Command::ConnectedPeers(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::TopicPeers(topic, reply) => {
+                let hash = IdentTopic::new(topic).hash();
+                let peers = self
+                    .swarm
+                    .behaviour()
+                    .gossipsub
+                    .all_peers()
+                    .filter(|(_, topics)| topics.contains(&&hash))
+                    .map(|(peer, _)| *peer)
+                    .collect();
+                let _ = reply.send(peers);
             }
             Command::Dial(addr, reply) => self.dial(addr, reply),
             Command::Subscribe {

@@ -143,6 +143,16 @@ impl TestNode {
         .expect("the other side sees the connection");
     }
 
+    /// Waits until this node knows that `other` subscribes to `topic` (so a publish reaches it).
+    pub async fn wait_for_subscriber(&self, topic: &str, other: &TestNode) {
+        let them = other.p2p.peer_id();
+        wait_until(Duration::from_secs(10), || async {
+            self.p2p.topic_peers(topic).await.contains(&them)
+        })
+        .await
+        .expect("the subscription reached the publisher");
+    }
+
     /// The next record event, skipping others, within `timeout`.
     pub async fn next_record(
         &mut self,
