@@ -156,7 +156,8 @@ pub struct P2pConfig {
     pub peers: Vec<String>,
     /// Find peers on the local network with mDNS.
     pub mdns: bool,
-    /// Seconds to wait for peers to provide a missing block.
+    /// Seconds to wait for peers to provide a missing block (a fetch with no peer connected
+    /// at all gives up after 5 s).
     pub fetch_timeout_secs: u64,
 }
 

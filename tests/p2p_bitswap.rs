@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cid::multihash::Multihash;
 use cid::Cid;
+use ipns_registry::p2p::bitswap::NO_PEER_GRACE;
 use ipns_registry::p2p::P2pError;
 use ipns_registry::tree::RAW;
 use p2p_support::{block_data, wait_until, RawBitswapPeer, TestNode};
@@ -147,6 +148,19 @@ async fn missing_block_times_out() {
     );
     assert!(start.elapsed() >= Duration::from_millis(800));
     assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+/// With nobody connected there is nobody to ask: the fetch fails once no peer turned up within
+/// the grace period, well before its 60 s timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fetch_without_any_peer_gives_up_early() {
+    let lonely = TestNode::start(vec![], Duration::from_secs(60)).await;
+    let cid = ipns_registry::tree::cid_of(RAW, b"nobody to ask");
+    let err = lonely.p2p.fetch_block(&cid).await.unwrap_err();
+    assert!(
+        matches!(err, P2pError::NoPeers { cid: c, waited } if c == cid && waited == NO_PEER_GRACE),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

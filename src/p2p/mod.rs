@@ -115,6 +115,15 @@ pub enum P2pError {
         /// How long we waited.
         timeout: Duration,
     },
+    /// No peer was connected to ask, for [`bitswap::NO_PEER_GRACE`]: the fetch gave up before its
+    /// timeout.
+    #[error("block {cid}: no peer connected to ask (waited {waited:?} for one)")]
+    NoPeers {
+        /// The block.
+        cid: Cid,
+        /// How long we waited for a peer.
+        waited: Duration,
+    },
     /// The CID's hash function cannot be verified here.
     #[error("block {cid}: unsupported multihash function 0x{code:x} (only sha2-256 and sha2-512)")]
     UnsupportedHash {
@@ -239,7 +248,8 @@ impl P2p {
     /// sha2-512; other hash functions are an error), stored in the block store and returned.
     /// A block already stored locally is returned at once. Concurrent calls for the same CID
     /// share one want. Fails with [`P2pError::FetchTimeout`] after `fetch_timeout` if no peer
-    /// delivers; peers connecting meanwhile are asked too.
+    /// delivers; peers connecting meanwhile are asked too. With no peer connected at all for
+    /// [`bitswap::NO_PEER_GRACE`], fails early with [`P2pError::NoPeers`].
     pub async fn fetch_block(&self, cid: &Cid) -> Result<Bytes, P2pError> {
         self.inner
             .bitswap

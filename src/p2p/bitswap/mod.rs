@@ -55,6 +55,11 @@ pub const PROTOCOLS: [(StreamProtocol, Version); 4] = [
 /// a block) while keeping disks and cores busy.
 const RECEIVE_CONCURRENCY: usize = 16;
 
+/// How long a fetch waits for a first peer when none is connected.
+pub const NO_PEER_GRACE: Duration = Duration::from_secs(5);
+/// How often a waiting fetch looks whether any peer is connected.
+const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Errors of the Bitswap wire protocol.
 #[derive(Debug, thiserror::Error)]
 pub enum BitswapError {
@@ -279,12 +284,33 @@ impl Bitswap {
                 }
             }
         };
-        let result = match tokio::time::timeout(timeout, wait).await {
-            Ok(result) => result,
-            Err(_) => Err(P2pError::FetchTimeout { cid, timeout }),
+        let result = tokio::select! {
+            waited = tokio::time::timeout(timeout, wait) => match waited {
+                Ok(result) => result,
+                Err(_) => Err(P2pError::FetchTimeout { cid, timeout }),
+            },
+            () = self.alone_for(NO_PEER_GRACE.min(timeout)) => Err(P2pError::NoPeers {
+                cid,
+                waited: NO_PEER_GRACE.min(timeout),
+            }),
         };
         drop(guard);
         result
+    }
+
+    /// Resolves once no peer has been connected for `grace` without a break: nobody can
+    /// answer a want then, and a caller (an HTTP client, say) is better told at once than after
+    /// the whole fetch timeout. Peers that connect within `grace` get the want.
+    async fn alone_for(&self, grace: Duration) {
+        let mut alone_since = tokio::time::Instant::now();
+        loop {
+            if !self.lock().sessions.is_empty() {
+                alone_since = tokio::time::Instant::now();
+            } else if alone_since.elapsed() >= grace {
+                return;
+            }
+            tokio::time::sleep(PEER_CHECK_INTERVAL.min(grace)).await;
+        }
     }
 
     /// Joins (or creates and announces) the want for `cid`.
