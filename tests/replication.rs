@@ -689,7 +689,7 @@ async fn mirroring_a_list_of_repositories_keeps_them_offline() {
     let wanted = push_image(&client, &writer.url(), "lab/wanted", "v1", 50)
         .await
         .expect("push");
-    push_image(&client, &writer.url(), "lab/other", "v1", 51)
+    let other = push_image(&client, &writer.url(), "lab/other", "v1", 51)
         .await
         .expect("push");
     let root: String = status(&client, &writer.url()).await["own"]["root"]
@@ -717,7 +717,31 @@ async fn mirroring_a_list_of_repositories_keeps_them_offline() {
     assert_eq!(progress["progress"]["blobs_verified"], 3, "{progress}");
 
     writer.kill();
+    // A fetch timeout far longer than the client waits: a block nobody can provide must be
+    // refused because no peer is connected at all, not after the timeout.
+    let config = replica.data_dir().join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("fetch_timeout_secs = 30", "fetch_timeout_secs = 3600"),
+    )
+    .expect("write config");
     replica.serve(&[]);
     let base = replica.url();
     pull_all(&client, &base, &wanted).await;
+
+    let started = Instant::now();
+    let resp = client
+        .get(format!("{base}/v2/lab/other/blobs/{}", other.blobs[0]))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("an answer, not a hang");
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.expect("error JSON");
+    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
+    println!(
+        "offline replica refused a blob it lacks after {} ms",
+        started.elapsed().as_millis()
+    );
 }
