@@ -234,11 +234,12 @@ impl Session {
     /// Sends again the wants that were already pending at the previous tick.
     fn rebroadcast(&mut self) {
         let mut resent = 0;
+        let queued: HashSet<Cid> = self.out_entries.iter().map(|e| e.cid).collect();
         for cid in std::mem::take(&mut self.rebroadcast_candidates) {
             let Some(priority) = self.our_wants.get(&cid) else {
                 continue;
             };
-            if !self.out_entries.iter().any(|e| e.cid == cid) {
+            if !queued.contains(&cid) {
                 self.out_entries.push(Entry::want_block(cid, *priority));
                 resent += 1;
             }
