@@ -131,7 +131,8 @@ async fn lost_wants_are_sent_again() {
         .await
         .expect("fetched after resends");
     assert_eq!(block.as_ref(), data.as_slice());
-    assert_eq!(server.wants_seen.load(Ordering::SeqCst), 3);
+    // Two lost, then the one answered (more only if a tick came before the block did).
+    assert!(server.wants_seen.load(Ordering::SeqCst) >= 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
