@@ -40,8 +40,8 @@ def cli(data_dir, *args):
 
 def start(data_dir, *args):
     """Runs a node; returns (HTTP host:port, TCP p2p multiaddr)."""
-    out = open(os.path.join(data_dir + ".out"), "w")
-    err = open(os.path.join(data_dir + ".err"), "w")
+    out = open(data_dir + ".out", "w")
+    err = open(data_dir + ".err", "w")
     proc = subprocess.Popen(
         [BIN, "--data-dir", data_dir, "serve", "--listen", "127.0.0.1:0",
          "--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", *args],
