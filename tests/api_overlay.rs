@@ -4,32 +4,17 @@
 
 mod api_support;
 
-use api_support::{assert_error, header, json, TestRegistry, ACCEPT_ALL};
-use cid::multihash::Multihash;
+use api_support::{assert_error, header, json, TestRegistry};
 use cid::Cid;
+use ipns_registry::tree::{cid_of, DAG_PB};
 
 /// A dag-pb CID whose block exists nowhere: a root that cannot be read.
 fn unreadable_root() -> Cid {
-    let digest = api_support::sha256(b"a root nobody has");
-    let hex = digest.trim_start_matches("sha256:");
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digest"))
-        .collect();
-    let hash = Multihash::<64>::wrap(0x12, &bytes).expect("sha2-256 multihash");
-    Cid::new_v1(0x70, hash)
+    cid_of(DAG_PB, b"a root nobody has")
 }
 
 async fn tag_digest(reg: &TestRegistry, reference: &str) -> (u16, Option<String>) {
-    let resp = reg
-        .request(
-            reqwest::Method::GET,
-            &format!("/v2/shared/app/manifests/{reference}"),
-        )
-        .header("Accept", ACCEPT_ALL)
-        .send()
-        .await
-        .expect("GET manifest");
+    let resp = reg.get_manifest("shared/app", reference).await;
     (
         resp.status().as_u16(),
         header(&resp, "Docker-Content-Digest"),

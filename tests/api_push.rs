@@ -69,16 +69,7 @@ async fn single_request_post_with_digest() {
         pseudo_random(1 << 20, 2),
     ] {
         let digest = sha256(&data);
-        let resp = reg
-            .request(
-                Method::POST,
-                &format!("/v2/app/blobs/uploads/?digest={digest}"),
-            )
-            .header("Content-Type", "application/octet-stream")
-            .body(data.clone())
-            .send()
-            .await
-            .expect("POST");
+        let resp = reg.post_blob("app", &digest, &data).await;
         assert_blob_created(&resp, "app", &digest);
         assert_eq!(blob_bytes(&reg, "app", &digest).await, data);
     }
@@ -337,15 +328,7 @@ async fn wrong_and_malformed_digests() {
 
     // Single request with a digest of other bytes: 400, nothing stored.
     let wrong = sha256(b"something else");
-    let resp = reg
-        .request(
-            Method::POST,
-            &format!("/v2/app/blobs/uploads/?digest={wrong}"),
-        )
-        .body(data.clone())
-        .send()
-        .await
-        .expect("POST");
+    let resp = reg.post_blob("app", &wrong, &data).await;
     assert_error(resp, 400, "DIGEST_INVALID").await;
     assert_error(
         reg.get(&format!("/v2/app/blobs/{wrong}")).await,
@@ -384,15 +367,7 @@ async fn wrong_and_malformed_digests() {
         "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
         "sha512:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     ] {
-        let resp = reg
-            .request(
-                Method::POST,
-                &format!("/v2/app/blobs/uploads/?digest={bad}"),
-            )
-            .body(data.clone())
-            .send()
-            .await
-            .expect("POST");
+        let resp = reg.post_blob("app", bad, &data).await;
         assert_error(resp, 400, "DIGEST_INVALID").await;
         let location = reg.start_upload("app").await;
         let resp = reg
@@ -454,15 +429,7 @@ async fn sha512_blobs_and_manifests() {
         assert_eq!(&resp.bytes().await.expect("body")[..], &data[..]);
     }
     let wrong = sha512(b"other");
-    let resp = reg
-        .request(
-            Method::POST,
-            &format!("/v2/app/blobs/uploads/?digest={wrong}"),
-        )
-        .body(layer.clone())
-        .send()
-        .await
-        .expect("POST");
+    let resp = reg.post_blob("app", &wrong, &layer).await;
     assert_error(resp, 400, "DIGEST_INVALID").await;
 
     // A manifest over sha512 blobs, pushed and pulled by its sha512 digest.

@@ -281,17 +281,23 @@ impl TestRegistry {
         digest
     }
 
+    /// `POST /v2/<repo>/blobs/uploads/?digest=<digest>` with `data`: a whole upload in one
+    /// request, whatever the registry answers.
+    pub async fn post_blob(&self, repo: &str, digest: &str, data: &[u8]) -> Response {
+        self.request(
+            Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+        )
+        .header("Content-Type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .await
+        .expect("POST blob")
+    }
+
     /// Uploads `data` to `repo` in one request under `digest`; asserts 201.
     pub async fn upload_as(&self, repo: &str, data: &[u8], digest: &str) {
-        let resp = self
-            .request(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
-            )
-            .body(data.to_vec())
-            .send()
-            .await
-            .expect("POST blob");
+        let resp = self.post_blob(repo, digest, data).await;
         let status = resp.status();
         assert_eq!(
             status,

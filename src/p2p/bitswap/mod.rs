@@ -57,8 +57,6 @@ const RECEIVE_CONCURRENCY: usize = 16;
 
 /// How long a fetch waits for a first peer when none is connected.
 pub const NO_PEER_GRACE: Duration = Duration::from_secs(5);
-/// How often a waiting fetch looks whether any peer is connected.
-const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Errors of the Bitswap wire protocol.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +158,8 @@ pub(crate) struct Bitswap {
     blocks: Arc<BlockStore>,
     control: libp2p_stream::Control,
     state: Mutex<State>,
+    /// How many peer sessions run, for fetches waiting to see whether anyone is connected.
+    sessions: watch::Sender<usize>,
 }
 
 impl Bitswap {
@@ -182,6 +182,7 @@ impl Bitswap {
                 next_priority: i32::MAX,
                 ..State::default()
             }),
+            sessions: watch::channel(0).0,
         });
         let accepting = engine.clone();
         let task = tokio::spawn(async move {
@@ -231,13 +232,16 @@ impl Bitswap {
                 task: task.abort_handle(),
             },
         );
+        self.sessions.send_replace(state.sessions.len());
     }
 
     /// Ends the session with a peer that has no connection left.
     pub(crate) fn peer_disconnected(&self, peer: &PeerId) {
-        if let Some(session) = self.lock().sessions.remove(peer) {
+        let mut state = self.lock();
+        if let Some(session) = state.sessions.remove(peer) {
             session.task.abort();
         }
+        self.sessions.send_replace(state.sessions.len());
     }
 
     /// Stops everything: sessions, the accept loop, and pending fetches (which fail).
@@ -247,6 +251,7 @@ impl Bitswap {
         for (_, session) in state.sessions.drain() {
             session.task.abort();
         }
+        self.sessions.send_replace(0);
         if let Some(task) = state.accept_task.take() {
             task.abort();
         }
@@ -302,14 +307,20 @@ impl Bitswap {
     /// answer a want then, and a caller (an HTTP client, say) is better told at once than after
     /// the whole fetch timeout. Peers that connect within `grace` get the want.
     async fn alone_for(&self, grace: Duration) {
-        let mut alone_since = tokio::time::Instant::now();
+        let mut sessions = self.sessions.subscribe();
         loop {
-            if !self.lock().sessions.is_empty() {
-                alone_since = tokio::time::Instant::now();
-            } else if alone_since.elapsed() >= grace {
+            let changed = if *sessions.borrow_and_update() > 0 {
+                sessions.changed().await
+            } else {
+                match tokio::time::timeout(grace, sessions.changed()).await {
+                    Ok(changed) => changed,
+                    Err(_) => return,
+                }
+            };
+            // The sender lives as long as `self`, so this is only a guard.
+            if changed.is_err() {
                 return;
             }
-            tokio::time::sleep(PEER_CHECK_INTERVAL.min(grace)).await;
         }
     }
 
