@@ -9,8 +9,9 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use ipns_registry::config::{default_data_dir, Config, FollowConfig, Mirror, Role, CONFIG_FILE};
+use ipns_registry::http::auth::htpasswd::{self, HtpasswdFile};
 use ipns_registry::names::{keys, IpnsName};
-use ipns_registry::node::{key_path, Node};
+use ipns_registry::node::{key_path, Node, StartOptions};
 use ipns_registry::registry::{Registry, RegistryOptions};
 
 /// A peer-to-peer replicated OCI container registry node.
@@ -71,6 +72,21 @@ enum Command {
         #[arg(long, env = "IPNS_REGISTRY_LISTEN", value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
+    /// Manage the users of the HTTP API in the htpasswd file (auth.htpasswd, default
+    /// <data-dir>/htpasswd). Authentication is on as soon as the file holds a user; a running
+    /// node notices changes to the file within a second, no restart needed.
+    User {
+        /// The htpasswd file, if not the configured one (config: auth.htpasswd).
+        #[arg(
+            long,
+            env = "IPNS_REGISTRY_HTPASSWD",
+            value_name = "FILE",
+            global = true
+        )]
+        htpasswd: Option<PathBuf>,
+        #[command(subcommand)]
+        action: UserAction,
+    },
     /// Verify the stored tree (the node must be stopped): every block present, every blob
     /// matching its digest, every tag and link pointing at existing content. Exits 1 on problems.
     Check {
@@ -106,6 +122,41 @@ struct ServeArgs {
     /// Do not discover peers on the local network (config: p2p.mdns = false).
     #[arg(long)]
     no_mdns: bool,
+    /// The htpasswd file of the API's users (config: auth.htpasswd; default
+    /// <data-dir>/htpasswd). Authentication is on as soon as it holds a user; changes to the
+    /// file (`ipns-registry user add`) apply to the running node within a second.
+    #[arg(long, env = "IPNS_REGISTRY_HTPASSWD", value_name = "FILE")]
+    htpasswd: Option<PathBuf>,
+    /// Become the writer of the own IPNS name again after a second writer was seen: forget the
+    /// recorded conflict, accept writes and publish above the newest record peers hold. Stop
+    /// the other writer first: if it still runs, it sees this node's record and stops in turn,
+    /// and whatever it published since is no longer in the tree the name points to.
+    #[arg(long)]
+    take_over_name: bool,
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user, or set a new password for an existing one. The password is read from the
+    /// terminal (twice, not echoed) or, with --password-stdin, as one line from standard input;
+    /// never from the command line.
+    Add {
+        /// The user name (no ':', spaces or control characters).
+        name: String,
+        /// Read the password as one line from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// bcrypt cost (4-31): each step doubles the time a password check takes.
+        #[arg(long, default_value_t = htpasswd::DEFAULT_BCRYPT_COST, value_parser = clap::value_parser!(u32).range(4..=31))]
+        cost: u32,
+    },
+    /// Remove a user.
+    Remove {
+        /// The user name.
+        name: String,
+    },
+    /// Print the user names, one per line.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -200,9 +251,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve(args) => {
             let mut config = load_or_init(&paths)?;
+            let options = StartOptions {
+                take_over_name: args.take_over_name,
+            };
             apply_serve_args(&mut config, args)?;
-            serve(&paths, config).await?;
+            serve(&paths, config, options).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::User { htpasswd, action } => {
+            let file = match htpasswd {
+                Some(file) => file,
+                None => load_config(&paths)?.auth.htpasswd_path(&paths.data_dir),
+            };
+            // Hashing and file I/O: off the runtime's threads.
+            tokio::task::spawn_blocking(move || user(&file, action)).await?
         }
         Command::Check { json } => check(&paths, json).await,
         Command::Id { json } => id(&paths, json),
@@ -226,6 +288,9 @@ fn apply_serve_args(config: &mut Config, args: ServeArgs) -> anyhow::Result<()> 
     }
     if args.no_mdns {
         config.p2p.mdns = false;
+    }
+    if let Some(htpasswd) = args.htpasswd {
+        config.auth.htpasswd = Some(htpasswd);
     }
     if !args.follow.is_empty() {
         let mirror = args.mirror.unwrap_or_default();
@@ -447,10 +512,10 @@ fn load_or_init(paths: &Paths) -> anyhow::Result<Config> {
     Ok(Config::load(&paths.config)?)
 }
 
-async fn serve(paths: &Paths, config: Config) -> anyhow::Result<()> {
+async fn serve(paths: &Paths, config: Config, options: StartOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&paths.data_dir)
         .with_context(|| format!("creating {}", paths.data_dir.display()))?;
-    let node = Node::open(&paths.data_dir, config).await?;
+    let node = Node::open_with(&paths.data_dir, config, options).await?;
     // Scripts and tests read the p2p addresses (ports may be ephemeral) from these lines.
     for addr in node.p2p().listen_addrs().await {
         println!("p2p listening on {addr}");
@@ -486,6 +551,83 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Edits or lists the htpasswd file `file`.
+fn user(file: &Path, action: UserAction) -> anyhow::Result<ExitCode> {
+    let mut htpasswd = HtpasswdFile::read(file)?;
+    match action {
+        UserAction::Add {
+            name,
+            password_stdin,
+            cost,
+        } => {
+            htpasswd::check_user_name(&name)?;
+            let password = if password_stdin {
+                read_password_line()?
+            } else {
+                prompt_password(&name)?
+            };
+            let hash = htpasswd::hash_password(&password, cost)?;
+            let added = htpasswd.set_hash(&name, hash)?;
+            htpasswd.write()?;
+            let what = if added {
+                "added user"
+            } else {
+                "changed the password of"
+            };
+            println!("{what} {name} in {}", file.display());
+        }
+        UserAction::Remove { name } => {
+            if !htpasswd.remove(&name) {
+                bail!("{} has no user {name:?}", file.display());
+            }
+            htpasswd.write()?;
+            println!("removed user {name} from {}", file.display());
+            if htpasswd.users().is_empty() {
+                eprintln!("note: no user is left: authentication is off");
+            }
+        }
+        UserAction::List => {
+            for (name, usable) in htpasswd.users() {
+                println!("{name}");
+                if !usable {
+                    eprintln!("warning: {name} has a hash that is not bcrypt: a node refuses to start with it; set a new password with `user add {name}`");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line of standard input, without its line ending (`--password-stdin`).
+fn read_password_line() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        bail!("no password on standard input");
+    }
+    Ok(password.to_owned())
+}
+
+/// Asks for a password on the terminal, twice, without echo.
+fn prompt_password(name: &str) -> anyhow::Result<String> {
+    let ask = |prompt: &str| {
+        rpassword::prompt_password(prompt)
+            .context("reading the password from the terminal (without one, use --password-stdin)")
+    };
+    let first = ask(&format!("password for {name}: "))?;
+    if first.is_empty() {
+        bail!("the password must not be empty");
+    }
+    if ask("again: ")? != first {
+        bail!("the two passwords differ");
+    }
+    Ok(first)
 }
 
 async fn check(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {

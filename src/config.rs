@@ -67,6 +67,8 @@ pub struct Config {
     pub p2p: P2pConfig,
     /// Publishing of the own root.
     pub ipns: IpnsConfig,
+    /// Authentication (htpasswd) and access rules of the HTTP API.
+    pub auth: AuthConfig,
 }
 
 /// One followed IPNS name.
@@ -227,6 +229,66 @@ impl Default for RegistryConfig {
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
         }
     }
+}
+
+/// Authentication and access rules of the HTTP API (checked by `http::auth`, which also
+/// validates the rules when a node starts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The htpasswd file (bcrypt entries); a relative path is taken under the data directory.
+    /// `None`: `<data-dir>/htpasswd`. Authentication is on as soon as it holds a user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub htpasswd: Option<PathBuf>,
+    /// Whether pulls need no credentials, where no access rule says otherwise.
+    pub anonymous_pull: bool,
+    /// Access rules per repository prefix; the longest matching prefix decides.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub access: Vec<AccessConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            htpasswd: None,
+            anonymous_pull: true,
+            access: Vec::new(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The htpasswd file of a node whose data directory is `data_dir`.
+    pub fn htpasswd_path(&self, data_dir: &Path) -> PathBuf {
+        match &self.htpasswd {
+            Some(path) => data_dir.join(path),
+            None => data_dir.join(HTPASSWD_FILE),
+        }
+    }
+}
+
+/// Name of the default htpasswd file inside a data directory.
+pub const HTPASSWD_FILE: &str = "htpasswd";
+
+/// Who may pull, push and delete in the repositories under one prefix (`[[auth.access]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Repository name prefix, matched at `/` boundaries (`team` and `team/` both match `team`
+    /// and `team/app`, not `teamx`); `""` matches every repository.
+    pub prefix: String,
+    /// Users who may pull; `"*"` is any authenticated user.
+    #[serde(default)]
+    pub pull: Vec<String>,
+    /// Users who may push (and pull); `"*"` is any authenticated user.
+    #[serde(default)]
+    pub push: Vec<String>,
+    /// Users who may delete (and pull); `"*"` is any authenticated user.
+    #[serde(default)]
+    pub delete: Vec<String>,
+    /// Whether pulls need no credentials here; unset: `auth.anonymous_pull`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_pull: Option<bool>,
 }
 
 impl Config {

@@ -82,6 +82,19 @@ impl ApiError {
         err
     }
 
+    /// `UNAUTHORIZED` (401): no valid credentials where they are needed. `challenge` is the
+    /// `WWW-Authenticate` value, which clients need before they send credentials at all.
+    pub fn unauthorized(message: impl Into<String>, challenge: HeaderValue) -> Self {
+        let mut err = Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
+        err.headers.push(("WWW-Authenticate", challenge));
+        err
+    }
+
+    /// `DENIED` (403): the caller is known but lacks the right.
+    pub fn denied(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "DENIED", message)
+    }
+
     /// A malformed query parameter.
     pub fn bad_parameter(name: &str, message: impl Into<String>) -> Self {
         Self::new(
@@ -147,6 +160,11 @@ impl From<RegistryError> for ApiError {
                 .detail(json!({ "name": n })),
             E::SizeInvalid(_) => Self::new(StatusCode::BAD_REQUEST, "SIZE_INVALID", message),
             E::Unsupported(_) => Self::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", message),
+            // Not the client's fault nor a matter of rights: the node cannot take writes until
+            // its operator acts, which 503 says (and `/_health` answers 503 alike).
+            E::WritesRefused(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message)
+            }
             E::ContentInvalid(_) => {
                 tracing::error!(error = %message, "content does not match its digest");
                 Self::new(StatusCode::BAD_GATEWAY, "UNKNOWN", message)

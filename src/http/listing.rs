@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use http::{header, Response, StatusCode};
 use serde_json::json;
 
+use super::auth::Verdict;
 use super::blobs::internal;
 use super::error::ApiError;
 use super::response::{builder, full, header_value, Body};
@@ -56,13 +57,29 @@ pub async fn tags(
     page_response(&format!("/v2/{repo}/tags/list"), n, &page, body)
 }
 
-/// The repositories of the registry.
+/// The repositories of the registry that the caller may pull from.
 pub async fn catalog(
     registry: &Registry,
     query: &HashMap<String, String>,
+    verdict: &Verdict,
 ) -> Result<Response<Body>, ApiError> {
     let (n, last) = pagination(query)?;
-    let page = registry.catalog(n, last).await?;
+    let page = if verdict.may_pull_everywhere() {
+        registry.catalog(n, last).await?
+    } else {
+        // Filtered before the page is cut, so pages are full and `Link` stays right.
+        let all = registry.catalog(None, last).await?;
+        let mut entries: Vec<String> = all
+            .entries
+            .into_iter()
+            .filter(|name| RepoName::parse(name).is_some_and(|repo| verdict.may_pull(&repo)))
+            .collect();
+        let more = n.is_some_and(|n| entries.len() > n);
+        if let Some(n) = n {
+            entries.truncate(n);
+        }
+        Page { entries, more }
+    };
     let body = json!({ "repositories": page.entries });
     page_response("/v2/_catalog", n, &page, body)
 }

@@ -1,6 +1,7 @@
 //! The OCI Distribution API over HTTP (hyper). Knows HTTP and the registry's operations; nothing
 //! of IPFS. Handlers are thin: parse, call the registry, shape the response.
 
+pub mod auth;
 mod blobs;
 mod error;
 mod listing;
@@ -19,7 +20,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyStream;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -31,7 +32,8 @@ pub use error::ApiError;
 pub use response::Body;
 pub use route::Route;
 
-use crate::registry::Registry;
+use crate::registry::{Registry, RepoName};
+use auth::{Action, Auth, Verdict};
 
 /// A request body as a stream of byte chunks.
 pub type RequestBody = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
@@ -75,6 +77,7 @@ pub trait NodeStatus: Send + Sync {
 pub struct HttpApi {
     registry: Arc<Registry>,
     status: Option<Arc<dyn NodeStatus>>,
+    auth: Option<Arc<Auth>>,
 }
 
 impl HttpApi {
@@ -83,7 +86,14 @@ impl HttpApi {
         HttpApi {
             registry,
             status: None,
+            auth: None,
         }
+    }
+
+    /// Checks credentials and access rules before any handler runs (see [`auth`]).
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// Also serves `/_status` and `/_health` from `status`.
@@ -108,17 +118,61 @@ impl HttpApi {
             return Ok(node_status(status.as_ref(), path).await);
         }
         let route = route::parse(path)?.ok_or_else(|| ApiError::not_found(path))?;
-        let query = query_map(parts.uri.query());
+        let read_only_allow = route.read_methods();
+        let result = self.route(route, &parts, body).await;
+        // A read-only replica refuses writes with 405; RFC 9110 wants the 405 to say what is
+        // left.
+        result.map_err(|mut err| {
+            if err.status == StatusCode::METHOD_NOT_ALLOWED
+                && !err.headers.iter().any(|(name, _)| *name == "Allow")
+            {
+                err.headers
+                    .push(("Allow", http::HeaderValue::from_static(read_only_allow)));
+            }
+            err
+        })
+    }
+
+    /// Decides whether a request may run at all, before its handler reads anything.
+    async fn admit(
+        &self,
+        route: &Route,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<Verdict, ApiError> {
+        // Where the endpoint does not answer the method, the handler's 405 follows.
+        let Some(action) = Action::of(route, method) else {
+            return Ok(Verdict::unrestricted());
+        };
+        if action.writes() {
+            // A node that takes no writes (a replica, a writer that saw a second writer of its
+            // name) says so to everyone: credentials would not change the answer, so none are
+            // asked for, and an authorised user gets the same refusal.
+            self.registry.ensure_writable()?;
+        }
+        match &self.auth {
+            Some(auth) => auth.authorize(headers, action).await,
+            None => Ok(Verdict::unrestricted()),
+        }
+    }
+
+    async fn route<B: IncomingBody>(
+        &self,
+        route: Route,
+        parts: &http::request::Parts,
+        body: B,
+    ) -> Result<Response<Body>, ApiError> {
+        let verdict = self.admit(&route, &parts.method, &parts.headers).await?;
+        let mut query = query_map(parts.uri.query());
         let headers = &parts.headers;
         let r = self.registry.as_ref();
         let m = &parts.method;
         let head = m == Method::HEAD;
         let get = m == Method::GET || head;
         let allow = route.allowed_methods();
-        let read_only_allow = route.read_methods();
-        let result = match route {
+        match route {
             Route::Base if get => Ok(response::json(StatusCode::OK, &serde_json::json!({}))),
-            Route::Catalog if get => listing::catalog(r, &query).await,
+            Route::Catalog if get => listing::catalog(r, &query, &verdict).await,
             Route::Tags(repo) if get => listing::tags(r, &repo, &query).await,
             Route::Referrers(repo, digest) if get => {
                 listing::referrers(r, &repo, &digest, &query).await
@@ -137,6 +191,7 @@ impl HttpApi {
                 _ => Err(ApiError::method_not_allowed(m, allow)),
             },
             Route::UploadStart(repo) if m == Method::POST => {
+                drop_unreadable_mount(&mut query, &verdict);
                 uploads::start(r, &repo, &query, request_body(body)).await
             }
             Route::Upload(repo, id) => match *m {
@@ -149,18 +204,27 @@ impl HttpApi {
                 _ => Err(ApiError::method_not_allowed(m, allow)),
             },
             _ => Err(ApiError::method_not_allowed(m, allow)),
-        };
-        // A read-only replica refuses writes with 405; RFC 9110 wants the 405 to say what is
-        // left.
-        result.map_err(|mut err| {
-            if err.status == StatusCode::METHOD_NOT_ALLOWED
-                && !err.headers.iter().any(|(name, _)| *name == "Allow")
-            {
-                err.headers
-                    .push(("Allow", http::HeaderValue::from_static(read_only_allow)));
-            }
-            err
-        })
+        }
+    }
+}
+
+/// A mount copies a blob from another repository, or from anywhere without `from`: only from
+/// where the caller may pull. Otherwise the mount is dropped and the request opens an upload
+/// session (202), as the spec lets a registry do with a mount it cannot honour, so the client
+/// uploads the blob itself.
+fn drop_unreadable_mount(query: &mut HashMap<String, String>, verdict: &Verdict) {
+    if !query.contains_key("mount") {
+        return;
+    }
+    let readable = match query.get("from") {
+        // An invalid name is the handler's NAME_INVALID to report.
+        Some(from) => RepoName::parse(from).is_none_or(|from| verdict.may_pull(&from)),
+        None => verdict.may_pull_everywhere(),
+    };
+    if !readable {
+        tracing::debug!("mount from a repository the caller may not pull: upload instead");
+        query.remove("mount");
+        query.remove("from");
     }
 }
 

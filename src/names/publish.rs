@@ -12,6 +12,9 @@ use super::{IpnsName, IpnsRecord, RecordError};
 use crate::store::{MetaStore, StoreError};
 
 const STORE_KEY: &str = "self";
+/// The meta store note holding a second writer seen: it outlives restarts until an operator
+/// takes the name over explicitly.
+const CONFLICT_NOTE: &str = "self/conflict";
 
 /// Errors of publishing.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,9 @@ impl Publisher {
             Some(bytes) => Some(IpnsRecord::verify(&name, &bytes)?),
             None => None,
         };
+        let conflict = meta
+            .note(CONFLICT_NOTE)?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
         Ok(Publisher {
             keypair,
             name,
@@ -69,7 +75,7 @@ impl Publisher {
             ttl,
             current: RwLock::new(current),
             floor: RwLock::new(0),
-            conflict: RwLock::new(None),
+            conflict: RwLock::new(conflict),
             starting: AtomicBool::new(true),
         })
     }
@@ -87,7 +93,19 @@ impl Publisher {
             .clone()
     }
 
-    /// Why publishing stopped, if it did.
+    /// Forgets a second writer seen before (persisted), so that this node publishes again:
+    /// its next record goes above the newest one its peers hold, which makes it the writer of
+    /// the name again. Returns what was forgotten. Meant for start-up, on an operator's word.
+    pub async fn take_over(&self) -> Result<Option<String>, PublishError> {
+        let forgotten = self.conflict();
+        if forgotten.is_some() {
+            self.meta.remove_note(CONFLICT_NOTE).await?;
+            *self.conflict.write().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        Ok(forgotten)
+    }
+
+    /// Why publishing stopped, if it did (in this run or an earlier one).
     pub fn conflict(&self) -> Option<String> {
         self.conflict
             .read()
@@ -153,9 +171,10 @@ impl Publisher {
     }
 
     /// Checks a record for the own name received while publishing. A valid one this node did
-    /// not sign, at or above its own sequence, means a second writer: publishing stops.
+    /// not sign, at or above its own sequence, means a second writer: publishing stops, and
+    /// the conflict is persisted so that a restart does not quietly resume.
     /// Returns whether a conflict is (now) recorded.
-    pub fn observe(&self, bytes: &[u8]) -> bool {
+    pub async fn observe(&self, bytes: &[u8]) -> bool {
         if self.starting.load(Ordering::SeqCst) {
             self.adopt_floor(bytes);
             return false;
@@ -172,12 +191,17 @@ impl Publisher {
             .is_some_and(|c| record.sequence() < c.sequence());
         if !ours && !older && self.conflict().is_none() {
             let detail = format!(
-                "a record with sequence {} naming {} that this node did not sign",
+                "a record with sequence {} naming {} that this node did not sign, seen at {}",
                 record.sequence(),
-                record.value()
+                record.value(),
+                super::rfc3339::format(SystemTime::now())
+                    .unwrap_or_else(|_| "an unknown time".into())
             );
             tracing::error!(name = %self.name, %detail, "second writer detected: publishing stopped");
-            *self.conflict.write().unwrap_or_else(|p| p.into_inner()) = Some(detail);
+            *self.conflict.write().unwrap_or_else(|p| p.into_inner()) = Some(detail.clone());
+            if let Err(e) = self.meta.put_note(CONFLICT_NOTE, detail.as_bytes()).await {
+                tracing::error!(error = %e, "the second writer could not be recorded on disk: a restart would forget it");
+            }
         }
         self.conflict().is_some()
     }

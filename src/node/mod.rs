@@ -14,13 +14,14 @@ use libp2p::Multiaddr;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, Role};
+use crate::http::auth::{Auth, AuthError};
 use crate::http::{serve, HttpApi};
 use crate::names::{keys, FollowError, FollowedName, Follower, IpnsName, PublishError, Publisher};
 use crate::p2p::{P2p, P2pConfig};
 use crate::registry::{Registry, RegistryError, RegistryOptions, Stores};
 
 pub use blocks::NetworkBlocks;
-pub use replication::{HeldRecords, MirrorState, Replication};
+pub use replication::{second_writer_refusal, HeldRecords, MirrorState, Replication};
 pub use status::NodeReport;
 
 /// Errors starting or running a node.
@@ -35,6 +36,9 @@ pub enum NodeError {
     /// The configuration is not usable.
     #[error("configuration: {0}")]
     Config(String),
+    /// Access control cannot be set up (a bad access rule or htpasswd file).
+    #[error("authentication: {0}")]
+    Auth(#[from] AuthError),
     /// The records of followed names could not be loaded.
     #[error("followed names: {0}")]
     Follow(#[from] FollowError),
@@ -84,17 +88,40 @@ fn multiaddrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>, NodeError> 
         .collect()
 }
 
+/// What one start of a node does beyond its configuration (flags that are not settings).
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Forget a second writer of the own name seen before and publish again, going above the
+    /// newest record peers hold (`serve --take-over-name`). If the other writer still runs, it
+    /// then sees this node's record and stops in turn; what it published since is no longer
+    /// in the tree the name points to.
+    pub take_over_name: bool,
+}
+
 /// One running node.
 pub struct Node {
     registry: Arc<Registry>,
     config: Config,
     p2p: P2p,
     replication: Arc<Replication>,
+    auth: Arc<Auth>,
 }
 
 impl Node {
     /// Opens the node stored in `data_dir` and starts its IPFS node and replication.
     pub async fn open(data_dir: &Path, config: Config) -> Result<Self, NodeError> {
+        Self::open_with(data_dir, config, StartOptions::default()).await
+    }
+
+    /// Like [`Node::open`], with options for this start.
+    pub async fn open_with(
+        data_dir: &Path,
+        config: Config,
+        options: StartOptions,
+    ) -> Result<Self, NodeError> {
+        // Access control first: a bad rule or htpasswd file stops the start before anything
+        // listens.
+        let auth = Arc::new(Auth::open(&config.auth, data_dir).await?);
         let stores = Stores::open(data_dir)?;
         let keypair = keys::load_or_create(&key_path(data_dir))?;
         let follower = Arc::new(Follower::load(
@@ -112,6 +139,20 @@ impl Node {
         } else {
             None
         };
+        match &publisher {
+            Some(publisher) if options.take_over_name => match publisher.take_over().await? {
+                Some(forgotten) => {
+                    tracing::warn!(name = %publisher.name(), %forgotten, "taking the name over: a second writer seen before is forgotten; publishing above the newest record peers hold")
+                }
+                None => tracing::info!("--take-over-name: no second writer was recorded"),
+            },
+            None if options.take_over_name => {
+                return Err(NodeError::Config(
+                    "--take-over-name applies to writers: a replica publishes no name".into(),
+                ))
+            }
+            _ => {}
+        }
         let records = Arc::new(HeldRecords {
             publisher: publisher.clone(),
             follower: follower.clone(),
@@ -134,6 +175,12 @@ impl Node {
             writable,
         };
         let registry = Arc::new(Registry::new(&stores, data_dir, options, source).await?);
+        if let Some(publisher) = &publisher {
+            if let Some(detail) = publisher.conflict() {
+                tracing::error!(name = %publisher.name(), %detail, "a second writer was seen before: writes stay refused until a restart with --take-over-name");
+                registry.refuse_writes(second_writer_refusal(publisher.name(), &detail));
+            }
+        }
         let replication = Replication::new(
             p2p.clone(),
             registry.clone(),
@@ -147,6 +194,7 @@ impl Node {
             config,
             p2p,
             replication,
+            auth,
         })
     }
 
@@ -187,7 +235,11 @@ impl Node {
             self.replication.clone(),
             self.registry.clone(),
         ));
-        let api = Arc::new(HttpApi::new(self.registry.clone()).with_status(report));
+        let api = Arc::new(
+            HttpApi::new(self.registry.clone())
+                .with_status(report)
+                .with_auth(self.auth.clone()),
+        );
         serve(listener, api, shutdown)
             .await
             .map_err(|source| NodeError::Listen { addr, source })

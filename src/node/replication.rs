@@ -29,6 +29,16 @@ const OWN_RECORD_CHECK: Duration = Duration::from_secs(10);
 /// record and publishes.
 const STARTUP_PEER_WAIT: Duration = Duration::from_secs(5);
 
+/// What a writer answers to writes once it has seen a second writer of its name: what happened
+/// and what the operator can do.
+pub fn second_writer_refusal(name: &IpnsName, detail: &str) -> String {
+    format!(
+        "writes refused: another node publishes under this writer's IPNS name {name} ({detail}); \
+         stop the other writer (or give it a key of its own), then restart this one with \
+         `ipns-registry serve --take-over-name`"
+    )
+}
+
 /// The records a node can hand to peers that ask: its own and those it follows.
 pub struct HeldRecords {
     /// The own records (writers).
@@ -153,7 +163,12 @@ impl Replication {
     async fn on_record(&self, routing_key: &[u8], record: &[u8], from: Option<libp2p::PeerId>) {
         if let Some(publisher) = &self.publisher {
             if publisher.name().routing_key() == routing_key {
-                publisher.observe(record);
+                if publisher.observe(record).await {
+                    if let Some(detail) = publisher.conflict() {
+                        self.registry
+                            .refuse_writes(second_writer_refusal(publisher.name(), &detail));
+                    }
+                }
                 return;
             }
         }

@@ -88,6 +88,7 @@ impl NodeStatus for NodeReport {
             "peers": peers,
             "own": own,
             "followed": followed,
+            "writes_refused": self.registry.write_refusal(),
             "problem": self.problem(),
         })
     }
@@ -96,6 +97,11 @@ impl NodeStatus for NodeReport {
         self.replication
             .publisher()
             .and_then(|p| p.conflict())
-            .map(|c| format!("second writer detected, publishing stopped: {c}"))
+            .map(|c| {
+                format!(
+                    "second writer detected: publishing stopped and writes refused until a \
+                     restart with `serve --take-over-name`: {c}"
+                )
+            })
     }
 }

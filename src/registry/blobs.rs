@@ -162,6 +162,8 @@ impl Registry {
         digest: &Digest,
         data: Link,
     ) -> Result<(), RegistryError> {
+        // The gate may have closed while the upload streamed in.
+        self.ensure_writable()?;
         let (link, block) = link_file(digest);
         let mut writer = self.tree().writer().await;
         writer

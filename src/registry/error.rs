@@ -57,6 +57,9 @@ pub enum RegistryError {
     /// This node does not accept the operation (e.g. writes on a replica).
     #[error("{0}")]
     Unsupported(String),
+    /// This writer refuses writes until an operator acts (e.g. a second writer of its name).
+    #[error("{0}")]
+    WritesRefused(String),
     /// Content read from the tree does not match its digest (a corrupt or malicious tree).
     #[error("{0}")]
     ContentInvalid(String),

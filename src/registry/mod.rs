@@ -89,6 +89,8 @@ pub struct Registry {
     /// Where reads get blocks: the local store, and for a networked node, peers.
     source: Arc<dyn BlockSource>,
     followed: RwLock<Arc<Vec<Cid>>>,
+    /// Why this writer refuses writes for now (a second writer of its name), if it does.
+    write_refusal: RwLock<Option<String>>,
 }
 
 impl Registry {
@@ -115,6 +117,7 @@ impl Registry {
             meta: stores.meta.clone(),
             source,
             followed: RwLock::new(Arc::new(Vec::new())),
+            write_refusal: RwLock::new(None),
         })
     }
 
@@ -134,16 +137,41 @@ impl Registry {
         own.into_iter().chain(followed.iter().copied()).collect()
     }
 
-    /// Refuses writes on a replica.
-    fn ensure_writable(&self) -> Result<(), RegistryError> {
-        if self.options.writable {
-            Ok(())
-        } else {
-            Err(RegistryError::Unsupported(
+    /// Whether writes (pushes, mounts, deletes) would be accepted now: refused on a replica,
+    /// and on a writer whose gate is closed (see [`Self::refuse_writes`]). Every write checks
+    /// it; callers may ask first to refuse a request before reading its body.
+    pub fn ensure_writable(&self) -> Result<(), RegistryError> {
+        if !self.options.writable {
+            return Err(RegistryError::Unsupported(
                 "this node is a read-only replica: push to the writer of the names it follows"
                     .into(),
-            ))
+            ));
         }
+        match &*self.write_refusal.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(reason) => Err(RegistryError::WritesRefused(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the write gate: from now on every write fails with
+    /// [`RegistryError::WritesRefused`] carrying `reason`, until the registry is reopened.
+    /// Reads go on as before.
+    pub fn refuse_writes(&self, reason: impl Into<String>) {
+        let mut refusal = self
+            .write_refusal
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if refusal.is_none() {
+            *refusal = Some(reason.into());
+        }
+    }
+
+    /// Why the write gate is closed, if it is.
+    pub fn write_refusal(&self) -> Option<String> {
+        self.write_refusal
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Largest manifest accepted on push.

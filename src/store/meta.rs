@@ -19,6 +19,7 @@ pub struct MetaStore {
     uploads: sled::Tree,
     verified: sled::Tree,
     records: sled::Tree,
+    notes: sled::Tree,
 }
 
 impl MetaStore {
@@ -29,12 +30,14 @@ impl MetaStore {
         let uploads = db.open_tree("uploads")?;
         let verified = db.open_tree("verified")?;
         let records = db.open_tree("records")?;
+        let notes = db.open_tree("notes")?;
         Ok(MetaStore {
             db,
             roots,
             uploads,
             verified,
             records,
+            notes,
         })
     }
 
@@ -125,5 +128,25 @@ impl MetaStore {
     /// The IPNS record stored under `key`.
     pub fn record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.records.get(key.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Stores a note about the node's state under `key` (e.g. a second writer seen, which
+    /// must outlive a restart) and waits until it is durable.
+    pub async fn put_note(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.notes.insert(key.as_bytes(), value)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The note stored under `key`.
+    pub fn note(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.notes.get(key.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Removes the note under `key` and waits until that is durable.
+    pub async fn remove_note(&self, key: &str) -> Result<(), StoreError> {
+        self.notes.remove(key.as_bytes())?;
+        self.db.flush_async().await?;
+        Ok(())
     }
 }
