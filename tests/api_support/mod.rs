@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ipns_registry::config::AuthConfig;
+use ipns_registry::http::auth::{htpasswd, Auth, HtpasswdFile};
 use ipns_registry::http::{serve, HttpApi, NodeStatus};
 use ipns_registry::registry::{Registry, RegistryOptions};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -46,7 +48,10 @@ pub struct TestRegistry {
     tmp: tempfile::TempDir,
     options: RegistryOptions,
     status: Option<Arc<dyn NodeStatus>>,
+    auth: Option<AuthConfig>,
     running: Option<Running>,
+    /// Basic credentials every request of the harness carries, if set.
+    credentials: Option<(String, String)>,
     /// A client that keeps no idle connections, so that a stopped server lets go of its
     /// registry as soon as the last response is read.
     pub client: reqwest::Client,
@@ -81,21 +86,76 @@ impl TestRegistry {
         Self::start_full(RegistryOptions::default(), Some(status)).await
     }
 
+    /// A registry whose API checks credentials and access rules: `auth` is the `[auth]` config
+    /// (its htpasswd path, if relative, is under the data directory), `users` are written to
+    /// that file as `(name, password)` with bcrypt hashes before the server starts.
+    pub async fn with_auth(
+        options: RegistryOptions,
+        auth: AuthConfig,
+        users: &[(&str, &str)],
+    ) -> Self {
+        let mut registry = Self::unstarted(options, None);
+        registry.auth = Some(auth);
+        for (user, password) in users {
+            registry.set_password(user, password);
+        }
+        registry.run().await;
+        registry
+    }
+
     async fn start_full(options: RegistryOptions, status: Option<Arc<dyn NodeStatus>>) -> Self {
+        let mut registry = Self::unstarted(options, status);
+        registry.run().await;
+        registry
+    }
+
+    fn unstarted(options: RegistryOptions, status: Option<Arc<dyn NodeStatus>>) -> Self {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
             .timeout(Duration::from_secs(30))
             .build()
             .expect("HTTP client");
-        let mut registry = TestRegistry {
+        TestRegistry {
             tmp: tempfile::tempdir().expect("temp dir"),
             options,
             status,
+            auth: None,
             running: None,
+            credentials: None,
             client,
-        };
-        registry.run().await;
-        registry
+        }
+    }
+
+    /// The htpasswd file of a registry started [`TestRegistry::with_auth`].
+    pub fn htpasswd_path(&self) -> PathBuf {
+        self.auth
+            .as_ref()
+            .expect("an auth config")
+            .htpasswd_path(&self.data_dir())
+    }
+
+    /// Adds `user` to the htpasswd file or sets a new password (the cheapest bcrypt cost, as
+    /// tests need no strength); a running server notices within a second.
+    pub fn set_password(&self, user: &str, password: &str) {
+        let path = self.htpasswd_path();
+        let mut file = HtpasswdFile::read(&path).expect("read htpasswd");
+        let hash = htpasswd::hash_password(password, 4).expect("hash");
+        file.set_hash(user, hash).expect("set the hash");
+        file.write().expect("write htpasswd");
+    }
+
+    /// Removes `user` from the htpasswd file.
+    pub fn remove_user(&self, user: &str) {
+        let path = self.htpasswd_path();
+        let mut file = HtpasswdFile::read(&path).expect("read htpasswd");
+        assert!(file.remove(user), "{user} is not in the file");
+        file.write().expect("write htpasswd");
+    }
+
+    /// Sends `user:password` as Basic credentials with every later request of the harness
+    /// (`None`: no credentials).
+    pub fn login(&mut self, credentials: Option<(&str, &str)>) {
+        self.credentials = credentials.map(|(u, p)| (u.to_owned(), p.to_owned()));
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -103,6 +163,7 @@ impl TestRegistry {
     }
 
     async fn run(&mut self) {
+        std::fs::create_dir_all(self.data_dir()).expect("data dir");
         let registry = Registry::open(&self.data_dir(), self.options.clone())
             .await
             .expect("open registry");
@@ -112,6 +173,10 @@ impl TestRegistry {
         let mut api = HttpApi::new(registry.clone());
         if let Some(status) = &self.status {
             api = api.with_status(status.clone());
+        }
+        if let Some(auth) = &self.auth {
+            let auth = Auth::open(auth, &self.data_dir()).await.expect("auth");
+            api = api.with_auth(Arc::new(auth));
         }
         let api = Arc::new(api);
         let (shutdown, stop) = oneshot::channel::<()>();
@@ -202,9 +267,13 @@ impl TestRegistry {
         );
     }
 
-    /// A request to `path`.
+    /// A request to `path` (with the credentials of [`TestRegistry::login`], if any).
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.client.request(method, self.url(path))
+        let request = self.client.request(method, self.url(path));
+        match &self.credentials {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        }
     }
 
     /// Sends a body-less request.
