@@ -313,6 +313,19 @@ push = ["ci-bot"]
     }
 
     #[test]
+    fn the_example_config_holds_up() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/auth.toml");
+        let config = Config::load(std::path::Path::new(path)).expect("config/auth.toml");
+        let r = AccessRules::new(&config.auth).expect("valid rules");
+        assert!(r.allows(&Caller::Anonymous, Right::Pull, &repo("team/app")));
+        assert!(!r.allows(&Caller::Anonymous, Right::Pull, &repo("team/secret/app")));
+        assert!(r.allows(&user("bob"), Right::Push, &repo("team/app")));
+        assert!(!r.allows(&user("bob"), Right::Delete, &repo("team/app")));
+        assert!(!r.allows(&user("bob"), Right::Push, &repo("team/secret/app")));
+        assert!(r.allows(&user("carol"), Right::Pull, &repo("ci/build")));
+    }
+
+    #[test]
     fn bad_rules_are_refused_with_their_place() {
         for (toml, what) in [
             (
