@@ -290,7 +290,11 @@ fn apply_serve_args(config: &mut Config, args: ServeArgs) -> anyhow::Result<()> 
         config.p2p.mdns = false;
     }
     if let Some(htpasswd) = args.htpasswd {
-        config.auth.htpasswd = Some(htpasswd);
+        // A path on the command line is relative to where the command runs, not to the data
+        // directory (as a relative path in the config file is).
+        let absolute = std::path::absolute(&htpasswd)
+            .with_context(|| format!("--htpasswd {}", htpasswd.display()))?;
+        config.auth.htpasswd = Some(absolute);
     }
     if !args.follow.is_empty() {
         let mirror = args.mirror.unwrap_or_default();
