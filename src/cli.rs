@@ -459,7 +459,8 @@ async fn serve(paths: &Paths, config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, data_dir = %paths.data_dir.display(), root = %node.registry().root(), "serving the OCI API");
     // Scripts and tests read the bound address (the port may be ephemeral) from this line.
-    println!("listening on http://{addr}");
+    let scheme = if node.uses_tls() { "https" } else { "http" };
+    println!("listening on {scheme}://{addr}");
     std::io::stdout().flush().ok();
     node.serve(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
