@@ -30,6 +30,7 @@ pub fn raise_open_file_limit() -> Option<u64> {
                 limit.rlim_cur = limit.rlim_max;
             }
         }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is narrower than u64 on some targets
         Some(limit.rlim_cur as u64)
     }
     #[cfg(not(unix))]

@@ -54,6 +54,8 @@ const LINGER_QUIET: Duration = Duration::from_secs(2);
 /// First and longest pause after `accept` fails for lack of descriptors.
 const BACKOFF_FIRST: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A shortage of descriptors is over once accepts succeed for this long without a failure.
+const RECOVERED_AFTER: Duration = Duration::from_secs(1);
 
 /// How the server treats connections.
 #[derive(Clone)]
@@ -100,12 +102,14 @@ pub async fn serve(
     serve_with(listener, api, ServeOptions::default(), shutdown).await
 }
 
-/// A run of failed `accept` calls for lack of descriptors: reported once when it starts and
-/// once when it ends.
+/// A shortage of descriptors: `accept` calls failing, with at most brief successes in between
+/// (each closed connection lets one accept through). Reported once when it starts and once
+/// when it is over, with the back-off growing throughout.
 struct Starved {
     since: Instant,
     failures: u64,
     delay: Duration,
+    last_failure: Instant,
 }
 
 /// Accepts connections on `listener` until `shutdown` completes.
@@ -116,7 +120,7 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    if !local.ip().is_loopback() && options.tls.is_none() {
+    if exposed_without_tls(local, options.tls.is_some()) {
         tracing::warn!(
             listen = %local,
             "the HTTP listener is not on loopback and TLS is off: credentials and pushed \
@@ -180,9 +184,11 @@ pub async fn serve_with(
                         since: Instant::now(),
                         failures: 0,
                         delay: BACKOFF_FIRST,
+                        last_failure: Instant::now(),
                     }
                 });
                 episode.failures += 1;
+                episode.last_failure = Instant::now();
                 let delay = episode.delay;
                 episode.delay = (delay * 2).min(BACKOFF_MAX);
                 // An idle connection's descriptor is better spent on a client that waits.
@@ -199,7 +205,7 @@ pub async fn serve_with(
                 continue;
             }
         };
-        if let Some(episode) = starved.take() {
+        if let Some(episode) = starved.take_if(|e| e.last_failure.elapsed() >= RECOVERED_AFTER) {
             tracing::info!(
                 failed_accepts = episode.failures,
                 after_ms = episode.since.elapsed().as_millis() as u64,
@@ -224,6 +230,11 @@ pub async fn serve_with(
             drop(registration);
         });
     }
+}
+
+/// Whether serving on `addr` puts plain HTTP on a network other than loopback.
+fn exposed_without_tls(addr: SocketAddr, tls: bool) -> bool {
+    !tls && !addr.ip().to_canonical().is_loopback()
 }
 
 /// What every connection task needs to know.
@@ -302,15 +313,16 @@ async fn serve_http<I>(
                 since + settings.body_stall_timeout,
                 Expiry::Abort("the client stopped reading the response"),
             ),
-            (Waiting::Server, None) => (Duration::MAX, Expiry::Graceful),
+            // The server is working on a request; a graceful shutdown waits for it too.
+            (Waiting::Server, _) => (Duration::MAX, Expiry::Graceful),
             (Waiting::Idle(since), None) => (since + settings.idle_timeout, Expiry::Graceful),
             (Waiting::Head(since), None) => (
                 since + settings.header_read_timeout,
                 Expiry::Abort("the request head did not arrive in time"),
             ),
-            // Closing: hyper ends an idle connection at once and a busy one after its request;
-            // a connection that still lingers gets the header timeout, then goes.
-            (_, Some(since)) => (
+            // Closing: hyper ends an idle connection at once; one that still lingers without
+            // a request gets the header timeout, then goes.
+            (Waiting::Idle(_) | Waiting::Head(_), Some(since)) => (
                 since + settings.header_read_timeout,
                 Expiry::Abort("the connection did not close"),
             ),
@@ -452,4 +464,22 @@ async fn answer(
         close_after.store(true, Ordering::Release);
     }
     resp.map(|body| TrackedBody::new(body, request))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_beyond_loopback_is_flagged() {
+        let addr = |s: &str| s.parse::<SocketAddr>().expect("address");
+        assert!(exposed_without_tls(addr("0.0.0.0:5000"), false));
+        assert!(exposed_without_tls(addr("192.0.2.7:5000"), false));
+        assert!(exposed_without_tls(addr("[::]:5000"), false));
+        assert!(!exposed_without_tls(addr("0.0.0.0:5000"), true));
+        assert!(!exposed_without_tls(addr("127.0.0.1:5000"), false));
+        assert!(!exposed_without_tls(addr("127.0.0.2:5000"), false));
+        assert!(!exposed_without_tls(addr("[::1]:5000"), false));
+        assert!(!exposed_without_tls(addr("[::ffff:127.0.0.1]:5000"), false));
+    }
 }
