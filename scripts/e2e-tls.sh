@@ -2,7 +2,8 @@
 # End-to-end check of HTTPS: makes a private CA and a server certificate for 127.0.0.1 and
 # localhost with openssl, starts a node with [http.tls], pushes an image with skopeo trusting
 # the CA (--dest-cert-dir), pulls it back (--src-cert-dir) and compares every blob byte for
-# byte; checks that a client without the CA is refused and that curl --cacert works.
+# byte; checks that a client without the CA is refused and that curl --cacert works; with
+# podman installed, pushes and pulls with podman --cert-dir too; asks `status` over HTTPS.
 #
 # usage: scripts/e2e-tls.sh [path/to/ipns-registry]     (default: target/release/ipns-registry)
 set -euo pipefail
@@ -10,9 +11,11 @@ set -euo pipefail
 bin=$(realpath "${1:-target/release/ipns-registry}")
 work=$(mktemp -d)
 node_pid=
+podman_images=()
 
 cleanup() {
   [ -n "$node_pid" ] && kill -9 "$node_pid" 2>/dev/null || true
+  for i in "${podman_images[@]}"; do podman rmi -f "$i" >/dev/null 2>&1 || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -110,6 +113,21 @@ for d in "$config" "${layers[@]}" "$manifest"; do
     fail "blob $d differs after the round trip"
 done
 echo "all blobs byte-identical"
+
+if command -v podman >/dev/null 2>&1; then
+  step "podman push and pull over HTTPS (--cert-dir)"
+  local_tag="localhost/ipns-registry-e2e-tls:$$"
+  podman_images+=("$local_tag" "localhost:$port/tls/podman:v1")
+  podman import --quiet "$work/src/blobs/sha256/${layers[0]#sha256:}" "$local_tag" >/dev/null
+  podman push --quiet --cert-dir "$certs" "$local_tag" "localhost:$port/tls/podman:v1"
+  podman rmi -f "$local_tag" >/dev/null
+  podman pull --quiet --cert-dir "$certs" "localhost:$port/tls/podman:v1" >/dev/null
+  container=$(podman create "localhost:$port/tls/podman:v1" /hello.txt)
+  podman export "$container" | tar -C "$work" -xf - hello.txt
+  podman rm "$container" >/dev/null
+  cmp -s "$work/hello.txt" "$work/files/hello.txt" || fail "podman round trip changed hello.txt"
+  echo "podman round trip identical"
+fi
 
 step "status over HTTPS"
 "$bin" --data-dir "$work/data" status --listen "127.0.0.1:$port" >/dev/null || fail "status over TLS"

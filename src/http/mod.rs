@@ -1,5 +1,6 @@
 //! The OCI Distribution API over HTTP (hyper). Knows HTTP and the registry's operations; nothing
-//! of IPFS. Handlers are thin: parse, call the registry, shape the response.
+//! of IPFS. Handlers are thin: parse, call the registry, shape the response. The listener
+//! (`server`) serves it over HTTP or HTTPS with timeouts and a connection cap.
 
 mod blobs;
 mod connection;
@@ -25,8 +26,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyStream;
 
 pub use error::ApiError;
-pub use open_files::{connection_cap, raise_open_file_limit};
-pub use request_body::RequestBodyError;
 pub use response::Body;
 pub use route::Route;
 pub use server::{

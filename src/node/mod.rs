@@ -101,6 +101,11 @@ pub fn serve_options(config: &HttpConfig, data_dir: &Path) -> Result<ServeOption
                 .map_err(|e| NodeError::Config(format!("http.tls: {e}")))?,
         ),
     };
+    if config.max_connections == 0 {
+        return Err(NodeError::Config(
+            "http.max_connections must be at least 1".into(),
+        ));
+    }
     Ok(ServeOptions {
         header_read_timeout: secs(config.header_read_timeout_secs, "header_read_timeout_secs")?,
         idle_timeout: secs(config.idle_timeout_secs, "idle_timeout_secs")?,
