@@ -169,6 +169,7 @@ async fn floods_under_a_low_open_file_limit_leave_the_registry_serving() {
         Some(256),
         "header_read_timeout_secs = 2\nidle_timeout_secs = 3\n",
     );
+    let baseline = node.open_descriptors();
     // 300 sockets that never send a byte, 50 that dribble a request head forever.
     let mut idle: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(node.addr).expect("connect"))
@@ -210,11 +211,6 @@ async fn floods_under_a_low_open_file_limit_leave_the_registry_serving() {
     )
     .await;
     assert!(pushed.is_some(), "a push during the flood");
-    assert!(
-        node.open_descriptors() < 256,
-        "{} descriptors open",
-        node.open_descriptors()
-    );
 
     // Every flooding socket is closed by the server (made room for others, or timed out).
     for s in &mut idle {
@@ -234,6 +230,18 @@ async fn floods_under_a_low_open_file_limit_leave_the_registry_serving() {
     dribbler.join().expect("dribbler");
     let resp = http.get(node.url("/v2/")).send().await.expect("GET /v2/");
     assert_eq!(resp.status(), 200);
+    // Nothing of the flood is held any more (a few descriptors for this client's connection
+    // and the push's blocks aside).
+    drop((idle, lorises));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.open_descriptors() > baseline + 8 {
+        assert!(
+            Instant::now() < deadline,
+            "{} descriptors open, {baseline} at start",
+            node.open_descriptors()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         node.log_lines_with("Too many open files"),
         0,

@@ -216,24 +216,20 @@ async fn at_the_cap_idle_connections_make_room() {
         .to_str()
         .expect("Location")
         .to_owned();
-    // Wait until the connections above are gone.
+    // Four connections each in the middle of a request body. `Expect: 100-continue` makes the
+    // server say when it has started on the request (it asks for the body).
     let mut busy = Vec::new();
     for i in 0..4 {
         let mut conn = RawConn::connect(front.addr()).await;
         let digest = sha256(&[i as u8; 100]);
-        assert!(
-            conn.send(&request(
-                "POST",
-                &format!("/v2/app/blobs/uploads/?digest={digest}"),
-                100
-            ))
-            .await
+        let head = format!(
+            "POST /v2/app/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: registry\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n"
         );
+        assert!(conn.send(head.as_bytes()).await);
+        assert_eq!(conn.response().await.expect("100 Continue").status, 100);
         assert!(conn.send(&[i as u8; 50]).await);
         busy.push((conn, i as u8));
     }
-    // Give the server time to take all four in; the fifth must wait for one of them.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let fifth = tokio::spawn({
         let url = front.url(&location);
         async move { client().get(url).send().await.map(|r| r.status().as_u16()) }
