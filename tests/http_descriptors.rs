@@ -63,21 +63,25 @@ async fn out_of_descriptors_backs_off_logs_once_and_recovers() {
     );
 
     // Take every descriptor but one, and spend that one on a connection: the server cannot
-    // accept it.
+    // accept it. (Descriptors freed meanwhile, by the connection above closing, say, let an
+    // accept through: then take them again.)
     let mut hogs = Vec::new();
-    loop {
-        match std::fs::File::open("/dev/null") {
-            Ok(f) => hogs.push(f),
-            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
-            Err(e) => panic!("opening /dev/null: {e}"),
-        }
-    }
-    hogs.pop();
-    let waiting = std::net::TcpStream::connect(front.addr()).expect("connect");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut waiting = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
     while log.count(STARVED) == 0 {
         assert!(Instant::now() < deadline, "accept never failed");
-        std::thread::sleep(Duration::from_millis(20));
+        loop {
+            match std::fs::File::open("/dev/null") {
+                Ok(f) => hogs.push(f),
+                Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
+                Err(e) => panic!("opening /dev/null: {e}"),
+            }
+        }
+        hogs.pop();
+        if let Ok(conn) = std::net::TcpStream::connect(front.addr()) {
+            waiting.push(conn);
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
     // Several failed accepts (the back-off doubles from 10 ms), one warning.
     std::thread::sleep(Duration::from_millis(500));
