@@ -427,21 +427,27 @@ fn follow(paths: &Paths, action: FollowAction) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Fetches `/_status` from the node configured in this data directory, over plain HTTP/1.0.
+/// Fetches `/_status` from the node configured in this data directory, over HTTP/1.0 (over
+/// TLS, trusting the node's own certificate, when the config has `[http.tls]`).
 async fn status(paths: &Paths, json: bool, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = match listen {
-        Some(addr) => addr,
-        None => load_config(paths)?.http.listen,
+    let config = load_config(paths)?;
+    let addr = listen.unwrap_or(config.http.listen);
+    let connecting = || format!("connecting to the node at {addr} (is it running?)");
+    let response = match &config.http.tls {
+        None => {
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .with_context(connecting)?;
+            fetch_status(stream).await?
+        }
+        Some(tls) => {
+            let cert = paths.data_dir.join(&tls.cert);
+            let stream = ipns_registry::http::tls::connect_own_node(addr, &cert)
+                .await
+                .with_context(connecting)?;
+            fetch_status(stream).await?
+        }
     };
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to the node at {addr} (is it running?)"))?;
-    stream
-        .write_all(b"GET /_status HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
     let text = String::from_utf8_lossy(&response);
     let body = text
         .split_once("\r\n\r\n")
@@ -508,6 +514,27 @@ async fn status(paths: &Paths, json: bool, listen: Option<SocketAddr>) -> anyhow
     Ok(ExitCode::SUCCESS)
 }
 
+/// Sends `GET /_status` over HTTP/1.0 and reads the whole answer.
+async fn fetch_status<S>(mut stream: S) -> anyhow::Result<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /_status HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    match stream.read_to_end(&mut response).await {
+        Ok(_) => Ok(response),
+        // A TLS peer that closes without close_notify: the answer is complete all the same
+        // (HTTP/1.0 ends it by closing).
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {
+            Ok(response)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn load_or_init(paths: &Paths) -> anyhow::Result<Config> {
     if !paths.config.exists() {
         tracing::info!(data_dir = %paths.data_dir.display(), "no config yet: initialising a writer node");
@@ -528,7 +555,8 @@ async fn serve(paths: &Paths, config: Config, options: StartOptions) -> anyhow::
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, data_dir = %paths.data_dir.display(), root = %node.registry().root(), "serving the OCI API");
     // Scripts and tests read the bound address (the port may be ephemeral) from this line.
-    println!("listening on http://{addr}");
+    let scheme = if node.uses_tls() { "https" } else { "http" };
+    println!("listening on {scheme}://{addr}");
     std::io::stdout().flush().ok();
     node.serve(listener, shutdown_signal()).await?;
     tracing::info!("stopped");

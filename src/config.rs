@@ -5,7 +5,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::registry::DEFAULT_MAX_MANIFEST_BYTES;
+use crate::http::{
+    DEFAULT_BODY_STALL_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+};
+use crate::registry::{
+    DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_MAX_UPLOAD_SESSIONS,
+    DEFAULT_MAX_UPLOAD_SESSIONS_PER_CLIENT, DEFAULT_UPLOAD_EXPIRY,
+};
 
 /// Name of the config file inside a data directory.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -205,14 +212,41 @@ impl Default for IpnsConfig {
 pub struct HttpConfig {
     /// Address the OCI API listens on.
     pub listen: SocketAddr,
+    /// Seconds a client has to send a whole request head (and to finish a TLS handshake).
+    pub header_read_timeout_secs: u64,
+    /// Seconds a keep-alive connection may wait for its next request.
+    pub idle_timeout_secs: u64,
+    /// Seconds a request body may deliver nothing (or a client read nothing of a response)
+    /// before the request fails and the connection closes.
+    pub body_stall_timeout_secs: u64,
+    /// Most connections open at once (lowered to fit the open-file limit).
+    pub max_connections: usize,
+    /// Serve HTTPS with this certificate and key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT.as_secs(),
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT.as_secs(),
+            body_stall_timeout_secs: DEFAULT_BODY_STALL_TIMEOUT.as_secs(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls: None,
         }
     }
+}
+
+/// HTTPS credentials: PEM files, relative paths taken from the data directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain: the server's certificate first, then any intermediates.
+    pub cert: PathBuf,
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// Registry limits.
@@ -221,12 +255,21 @@ impl Default for HttpConfig {
 pub struct RegistryConfig {
     /// Largest manifest accepted on push, in bytes.
     pub max_manifest_bytes: u64,
+    /// Seconds an upload session may receive nothing before it is removed with its bytes.
+    pub upload_expiry_secs: u64,
+    /// Most upload sessions open at once.
+    pub max_upload_sessions: usize,
+    /// Most upload sessions open at once for one client address.
+    pub max_upload_sessions_per_client: usize,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+            upload_expiry_secs: DEFAULT_UPLOAD_EXPIRY.as_secs(),
+            max_upload_sessions: DEFAULT_MAX_UPLOAD_SESSIONS,
+            max_upload_sessions_per_client: DEFAULT_MAX_UPLOAD_SESSIONS_PER_CLIENT,
         }
     }
 }

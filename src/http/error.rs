@@ -129,6 +129,9 @@ impl From<RegistryError> for ApiError {
             E::BlobUploadInvalid(_) => {
                 Self::new(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", message)
             }
+            E::TooManyUploads(_) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", message)
+            }
             E::RangeInvalid { offset, .. } => {
                 let mut err = Self::new(
                     StatusCode::RANGE_NOT_SATISFIABLE,

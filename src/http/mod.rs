@@ -1,36 +1,38 @@
 //! The OCI Distribution API over HTTP (hyper). Knows HTTP and the registry's operations; nothing
-//! of IPFS. Handlers are thin: parse, call the registry, shape the response.
+//! of IPFS. Handlers are thin: parse, call the registry, shape the response. The listener
+//! (`server`) serves it over HTTP or HTTPS with timeouts and a connection cap.
 
 pub mod auth;
 mod blobs;
+mod connection;
 mod error;
 mod listing;
 mod manifests;
+mod open_files;
 mod range;
+mod request_body;
 mod response;
 mod route;
+mod server;
+pub mod tls;
 mod uploads;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyStream;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tracing::Instrument;
 
 pub use error::ApiError;
 pub use response::Body;
 pub use route::Route;
+pub use server::{
+    serve, serve_with, ClientAddr, ServeOptions, DEFAULT_BODY_STALL_TIMEOUT,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+};
 
 use crate::registry::{Registry, RepoName};
 use auth::{Action, Auth, Verdict};
@@ -192,7 +194,8 @@ impl HttpApi {
             },
             Route::UploadStart(repo) if m == Method::POST => {
                 drop_unreadable_mount(&mut query, &verdict);
-                uploads::start(r, &repo, &query, request_body(body)).await
+                let client = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
+                uploads::start(r, &repo, &query, client, request_body(body)).await
             }
             Route::Upload(repo, id) => match *m {
                 Method::GET | Method::HEAD => uploads::status(r, &repo, &id).await,
@@ -238,52 +241,5 @@ async fn node_status(status: &dyn NodeStatus, path: &str) -> Response<Body> {
             StatusCode::SERVICE_UNAVAILABLE,
             &serde_json::json!({ "healthy": false, "problem": problem }),
         ),
-    }
-}
-
-/// Accepts connections on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: TcpListener,
-    api: Arc<HttpApi>,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: keep serving the connections we have.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return Ok(()),
-        };
-        let api = api.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let api = api.clone();
-                let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
-                async move {
-                    let started = Instant::now();
-                    let resp = api.handle(req).await;
-                    tracing::debug!(
-                        status = resp.status().as_u16(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "answered"
-                    );
-                    Ok::<_, Infallible>(resp)
-                }
-                .instrument(span)
-            });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
     }
 }

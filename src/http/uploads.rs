@@ -2,6 +2,7 @@
 //! blob uploads, monolithic uploads and cross-repository mounts.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use http::{header, HeaderMap, Response, StatusCode};
 
@@ -43,11 +44,13 @@ fn created(repo: &RepoName, digest: &Digest) -> Result<Response<Body>, ApiError>
         .map_err(internal)
 }
 
-/// POST: a mount (`?mount=&from=`), a monolithic upload (`?digest=`), or a new session.
+/// POST: a mount (`?mount=&from=`), a monolithic upload (`?digest=`), or a new session opened
+/// for `client` (whose open sessions are capped).
 pub async fn start(
     registry: &Registry,
     repo: &RepoName,
     query: &HashMap<String, String>,
+    client: Option<IpAddr>,
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     if let Some(mount) = query.get("mount") {
@@ -61,13 +64,10 @@ pub async fn start(
         }
     } else if let Some(digest) = query.get("digest") {
         let digest = parse_digest(digest)?;
-        let id = registry.start_upload(repo).await?;
-        registry
-            .finish_upload(repo, &id, &digest, None, Some(body))
-            .await?;
+        registry.upload_blob(repo, &digest, body).await?;
         return created(repo, &digest);
     }
-    let id = registry.start_upload(repo).await?;
+    let id = registry.start_upload(repo, client).await?;
     session(StatusCode::ACCEPTED, repo, &id, 0)
 }
 

@@ -13,12 +13,12 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, Role};
+use crate::config::{Config, HttpConfig, Role};
 use crate::http::auth::{Auth, AuthError};
-use crate::http::{serve, HttpApi};
+use crate::http::{serve_with, tls, HttpApi, ServeOptions};
 use crate::names::{keys, FollowError, FollowedName, Follower, IpnsName, PublishError, Publisher};
 use crate::p2p::{P2p, P2pConfig};
-use crate::registry::{Registry, RegistryError, RegistryOptions, Stores};
+use crate::registry::{Registry, RegistryError, RegistryOptions, Stores, UploadLimits};
 
 pub use blocks::NetworkBlocks;
 pub use replication::{second_writer_refusal, HeldRecords, MirrorState, Replication};
@@ -88,6 +88,37 @@ fn multiaddrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>, NodeError> 
         .collect()
 }
 
+/// How the HTTP server of `config` treats connections, with its TLS credentials loaded
+/// (relative paths taken from `data_dir`).
+pub fn serve_options(config: &HttpConfig, data_dir: &Path) -> Result<ServeOptions, NodeError> {
+    let secs = |value: u64, key: &str| {
+        if value == 0 {
+            Err(NodeError::Config(format!("http.{key} must be at least 1")))
+        } else {
+            Ok(Duration::from_secs(value))
+        }
+    };
+    let tls = match &config.tls {
+        None => None,
+        Some(files) => Some(
+            tls::server_config(&data_dir.join(&files.cert), &data_dir.join(&files.key))
+                .map_err(|e| NodeError::Config(format!("http.tls: {e}")))?,
+        ),
+    };
+    if config.max_connections == 0 {
+        return Err(NodeError::Config(
+            "http.max_connections must be at least 1".into(),
+        ));
+    }
+    Ok(ServeOptions {
+        header_read_timeout: secs(config.header_read_timeout_secs, "header_read_timeout_secs")?,
+        idle_timeout: secs(config.idle_timeout_secs, "idle_timeout_secs")?,
+        body_stall_timeout: secs(config.body_stall_timeout_secs, "body_stall_timeout_secs")?,
+        max_connections: config.max_connections,
+        tls,
+    })
+}
+
 /// What one start of a node does beyond its configuration (flags that are not settings).
 #[derive(Debug, Clone, Default)]
 pub struct StartOptions {
@@ -102,6 +133,7 @@ pub struct StartOptions {
 pub struct Node {
     registry: Arc<Registry>,
     config: Config,
+    serve_options: ServeOptions,
     p2p: P2p,
     replication: Arc<Replication>,
     auth: Arc<Auth>,
@@ -122,6 +154,8 @@ impl Node {
         // Access control first: a bad rule or htpasswd file stops the start before anything
         // listens.
         let auth = Arc::new(Auth::open(&config.auth, data_dir).await?);
+        // Bad TLS files or timeouts fail the start, before anything listens.
+        let serve_options = serve_options(&config.http, data_dir)?;
         let stores = Stores::open(data_dir)?;
         let keypair = keys::load_or_create(&key_path(data_dir))?;
         let follower = Arc::new(Follower::load(
@@ -173,6 +207,11 @@ impl Node {
         let options = RegistryOptions {
             max_manifest_bytes: config.registry.max_manifest_bytes,
             writable,
+            uploads: UploadLimits {
+                expiry: Duration::from_secs(config.registry.upload_expiry_secs.max(1)),
+                max_sessions: config.registry.max_upload_sessions,
+                max_sessions_per_client: config.registry.max_upload_sessions_per_client,
+            },
         };
         let registry = Arc::new(Registry::new(&stores, data_dir, options, source).await?);
         if let Some(publisher) = &publisher {
@@ -192,6 +231,7 @@ impl Node {
         Ok(Node {
             registry,
             config,
+            serve_options,
             p2p,
             replication,
             auth,
@@ -206,6 +246,11 @@ impl Node {
     /// The node's embedded IPFS node.
     pub fn p2p(&self) -> &P2p {
         &self.p2p
+    }
+
+    /// Whether the node serves HTTPS (`https://` rather than `http://`).
+    pub fn uses_tls(&self) -> bool {
+        self.serve_options.tls.is_some()
     }
 
     /// Binds the configured HTTP address.
@@ -240,7 +285,7 @@ impl Node {
                 .with_status(report)
                 .with_auth(self.auth.clone()),
         );
-        serve(listener, api, shutdown)
+        serve_with(listener, api, self.serve_options.clone(), shutdown)
             .await
             .map_err(|source| NodeError::Listen { addr, source })
     }

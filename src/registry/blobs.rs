@@ -1,14 +1,16 @@
 //! Blob reads, deletes, mounts and uploads.
 
+use std::net::IpAddr;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use cid::Cid;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use super::content::{import_file, link_file};
+use super::content::{import_file, import_stream, link_file, Imported};
 use super::digest::{Digest, Hasher};
 use super::error::RegistryError;
 use super::layout;
@@ -184,10 +186,102 @@ impl Registry {
         Ok(())
     }
 
-    /// Starts an upload session in `repo`; returns its id.
-    pub async fn start_upload(&self, repo: &RepoName) -> Result<String, RegistryError> {
+    /// Checks imported content against the digest the client named: on a match its blocks
+    /// move into the block store and its root is returned; otherwise they are deleted and
+    /// nothing of it is kept.
+    async fn accept_import(
+        &self,
+        expected: &Digest,
+        imported: Imported,
+    ) -> Result<Link, RegistryError> {
+        let Imported {
+            link,
+            digest,
+            staged,
+        } = imported;
+        if &digest != expected {
+            tokio::task::spawn_blocking(move || staged.discard_blocking())
+                .await
+                .map_err(crate::store::StoreError::from)?;
+            return Err(RegistryError::DigestInvalid(format!(
+                "the uploaded content has digest {digest}, not {expected}"
+            )));
+        }
+        let blocks = self.tree().blocks().clone();
+        tokio::task::spawn_blocking(move || staged.commit_blocking(&blocks))
+            .await
+            .map_err(crate::store::StoreError::from)??;
+        Ok(link)
+    }
+
+    /// Stores a whole blob sent as one request body (`POST ?digest=`), linked into `repo`.
+    /// No session is opened: the bytes are hashed and chunked into staged blocks as they
+    /// arrive, and enter the block store only if they hash to `digest`. A body that breaks
+    /// off leaves nothing behind.
+    pub async fn upload_blob<S, E>(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        mut body: S,
+    ) -> Result<(), RegistryError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
         self.ensure_writable()?;
-        self.uploads.start(repo).await
+        let blocks = self.tree().blocks().clone();
+        let algorithm = digest.algorithm();
+        // A few frames in flight keep the importer busy while memory stays flat.
+        let (tx, rx) = mpsc::channel::<Bytes>(8);
+        let aborted = Arc::new(AtomicBool::new(false));
+        // Until defused, tells the importer to drop what it got (also if this future is
+        // dropped because the client went away).
+        let abort = AbortOnDrop(Some(aborted.clone()));
+        let importer = tokio::task::spawn_blocking(move || {
+            import_stream(&blocks, rx, algorithm, aborted.as_ref())
+        });
+        let mut failure = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    if tx.send(chunk).await.is_err() {
+                        // The importer stopped: its error is the answer.
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failure = Some(RegistryError::BlobUploadInvalid(format!(
+                        "reading request body: {e}"
+                    )));
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            abort.defuse();
+        } else {
+            drop(abort);
+        }
+        drop(tx);
+        let imported = importer.await.map_err(crate::store::StoreError::from)??;
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        let imported = imported
+            .ok_or_else(|| RegistryError::BlobUploadInvalid("the request body broke off".into()))?;
+        let link = self.accept_import(digest, imported).await?;
+        self.commit_blob(repo, digest, link).await
+    }
+
+    /// Starts an upload session in `repo` for `client` (counted against the per-client cap);
+    /// returns its id.
+    pub async fn start_upload(
+        &self,
+        repo: &RepoName,
+        client: Option<IpAddr>,
+    ) -> Result<String, RegistryError> {
+        self.ensure_writable()?;
+        self.uploads.start(repo, client).await
     }
 
     /// Bytes received so far by an upload session.
@@ -217,7 +311,8 @@ impl Registry {
 
     /// Completes an upload session with an optional last chunk (whose `(start, length)` is
     /// `range` when the client announced one); the bytes must hash to `digest`. The blob is
-    /// durable and linked into `repo` when this returns.
+    /// durable and linked into `repo` when this returns. Content that does not match is
+    /// refused before any of it enters the block store, and the session ends.
     pub async fn finish_upload<S, E>(
         &self,
         repo: &RepoName,
@@ -242,20 +337,37 @@ impl Registry {
         let imported = tokio::task::spawn_blocking(move || import_file(&blocks, &path, algorithm))
             .await
             .map_err(crate::store::StoreError::from)??;
-        if &imported.digest != digest {
-            self.uploads.remove(id, upload).await?;
-            return Err(RegistryError::DigestInvalid(format!(
-                "the uploaded content has digest {}, not {digest}",
-                imported.digest
-            )));
-        }
-        self.commit_blob(repo, digest, imported.link).await?;
-        self.uploads.remove(id, upload).await
+        let link = match self.accept_import(digest, imported).await {
+            Ok(link) => link,
+            Err(e) => {
+                self.uploads.remove(upload).await?;
+                return Err(e);
+            }
+        };
+        self.commit_blob(repo, digest, link).await?;
+        self.uploads.remove(upload).await
     }
 
     /// Abandons an upload session.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), RegistryError> {
         let upload = self.uploads.lock(repo, id).await?;
-        self.uploads.remove(id, upload).await
+        self.uploads.remove(upload).await
+    }
+}
+
+/// Sets an abort flag when dropped, unless defused.
+struct AbortOnDrop(Option<Arc<AtomicBool>>);
+
+impl AbortOnDrop {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = self.0.take() {
+            flag.store(true, Ordering::Release);
+        }
     }
 }

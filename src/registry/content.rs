@@ -3,27 +3,32 @@
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use cid::Cid;
+use tokio::sync::mpsc;
 
 use super::digest::{Algorithm, Digest, Hasher};
 use super::error::RegistryError;
-use crate::store::BlockStore;
+use crate::store::{BlockStore, StagedBlocks};
 use crate::tree::{cid_of, read_small_file, BlockSource, FileImporter, Link, CHUNK_SIZE, RAW};
 
 /// Longest link file read (a sha512 digest string is 135 bytes).
 const MAX_LINK_FILE: u64 = 1024;
 
-/// A blob imported into the block store.
+/// Content imported into a staging area: not part of the block store until accepted.
 pub struct Imported {
     /// Root of the UnixFS file.
     pub link: Link,
     /// Digest of the bytes under the requested algorithm.
     pub digest: Digest,
+    /// The blocks, waiting to be moved into the store (or dropped).
+    pub staged: StagedBlocks,
 }
 
-/// Imports the file at `path` into `store` in one pass that also hashes it. Blocking.
+/// Imports the file at `path` into a staging area of `store` in one pass that also hashes it.
+/// Blocking.
 pub fn import_file(
     store: &BlockStore,
     path: &Path,
@@ -31,8 +36,9 @@ pub fn import_file(
 ) -> Result<Imported, RegistryError> {
     let mut file = File::open(path)
         .map_err(|e| RegistryError::io(format!("opening {}", path.display()), e))?;
+    let staged = store.staging_blocking()?;
     let mut hasher = Hasher::new(algorithm);
-    let mut importer = FileImporter::new(store);
+    let mut importer = FileImporter::new(staged.store());
     let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
         let n = match file.read(&mut buf) {
@@ -48,14 +54,50 @@ pub fn import_file(
     Ok(Imported {
         link,
         digest: hasher.finish(),
+        staged,
     })
 }
 
-/// Imports bytes held in memory (manifests). Blocking.
-pub fn import_bytes(store: &BlockStore, bytes: &[u8]) -> Result<Link, RegistryError> {
-    let mut importer = FileImporter::new(store);
+/// Imports bytes as they arrive on `chunks` into a staging area of `store`, hashing each byte
+/// once on the way: nothing is written twice and nothing is read back. Returns `None`, with
+/// nothing left behind, if `aborted` is set when the channel closes (the sender gave up on a
+/// broken request body). Blocking.
+pub fn import_stream(
+    store: &BlockStore,
+    mut chunks: mpsc::Receiver<Bytes>,
+    algorithm: Algorithm,
+    aborted: &AtomicBool,
+) -> Result<Option<Imported>, RegistryError> {
+    let staged = store.staging_blocking()?;
+    let mut hasher = Hasher::new(algorithm);
+    let mut importer = FileImporter::new(staged.store());
+    while let Some(chunk) = chunks.blocking_recv() {
+        hasher.update(&chunk);
+        importer.write(&chunk)?;
+    }
+    if aborted.load(Ordering::Acquire) {
+        drop(importer);
+        staged.discard_blocking();
+        return Ok(None);
+    }
+    let (link, _size) = importer.finish()?;
+    Ok(Some(Imported {
+        link,
+        digest: hasher.finish(),
+        staged,
+    }))
+}
+
+/// Imports bytes held in memory (manifests) into a staging area of `store`. Blocking.
+pub fn import_bytes(
+    store: &BlockStore,
+    bytes: &[u8],
+) -> Result<(Link, StagedBlocks), RegistryError> {
+    let staged = store.staging_blocking()?;
+    let mut importer = FileImporter::new(staged.store());
     importer.write(bytes)?;
-    Ok(importer.finish()?.0)
+    let (link, _size) = importer.finish()?;
+    Ok((link, staged))
 }
 
 /// A link file naming `digest`: a single raw block, as the import profile makes small files.

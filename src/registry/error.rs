@@ -17,6 +17,9 @@ pub enum RegistryError {
     /// The upload request is malformed.
     #[error("blob upload invalid: {0}")]
     BlobUploadInvalid(String),
+    /// Opening another upload session would exceed a cap (in total or for the client).
+    #[error("too many upload sessions: {0}")]
+    TooManyUploads(String),
     /// A chunk does not start where the upload ends.
     #[error("chunk out of order: the upload has {offset} bytes, the chunk starts at {start}")]
     RangeInvalid {

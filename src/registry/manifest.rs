@@ -1,5 +1,7 @@
 //! Manifest parsing and validation for OCI image manifests/indexes and Docker schema2.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -53,6 +55,53 @@ impl Descriptor {
             RegistryError::ManifestInvalid(format!("descriptor digest {}: {e}", self.digest))
         })
     }
+
+    /// The digest, after checking the declared size is not negative.
+    fn checked_digest(&self) -> Result<Digest, RegistryError> {
+        let digest = self.parsed_digest()?;
+        if self.size < 0 {
+            return Err(RegistryError::ManifestInvalid(format!(
+                "descriptor {digest} has a negative size ({})",
+                self.size
+            )));
+        }
+        Ok(digest)
+    }
+}
+
+/// Content a manifest needs the repository to hold, with the size its descriptor declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referenced {
+    /// Its digest.
+    pub digest: Digest,
+    /// The size the manifest declares for it.
+    pub size: u64,
+}
+
+/// Collects each referenced digest once, refusing one declared with two different sizes.
+#[derive(Default)]
+struct ReferenceSet {
+    sizes: HashMap<Digest, u64>,
+    list: Vec<Referenced>,
+}
+
+impl ReferenceSet {
+    fn add(&mut self, descriptor: &Descriptor) -> Result<(), RegistryError> {
+        let digest = descriptor.checked_digest()?;
+        // checked_digest refused negative sizes.
+        let size = descriptor.size as u64;
+        match self.sizes.get(&digest) {
+            Some(&known) if known != size => Err(RegistryError::ManifestInvalid(format!(
+                "descriptor {digest} is listed with sizes {known} and {size}"
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                self.sizes.insert(digest.clone(), size);
+                self.list.push(Referenced { digest, size });
+                Ok(())
+            }
+        }
+    }
 }
 
 /// What the registry needs to know of a manifest.
@@ -64,10 +113,10 @@ pub struct Manifest {
     pub annotations: Option<Map<String, Value>>,
     /// The subject this manifest refers to, if any.
     pub subject: Option<Digest>,
-    /// Blobs that must exist in the repository (config and distributable layers).
-    pub blobs: Vec<Digest>,
-    /// Manifests that must exist in the repository (index entries).
-    pub manifests: Vec<Digest>,
+    /// Blobs that must exist in the repository (config and distributable layers), each once.
+    pub blobs: Vec<Referenced>,
+    /// Manifests that must exist in the repository (index entries), each once.
+    pub manifests: Vec<Referenced>,
 }
 
 #[derive(Deserialize)]
@@ -113,7 +162,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Manifest, Regis
         subject: raw
             .subject
             .as_ref()
-            .map(Descriptor::parsed_digest)
+            .map(Descriptor::checked_digest)
             .transpose()?,
         blobs: Vec::new(),
         manifests: Vec::new(),
@@ -128,15 +177,18 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Manifest, Regis
                     "image manifest must not have manifests".into(),
                 ));
             }
-            manifest.blobs.push(config.parsed_digest()?);
+            let mut blobs = ReferenceSet::default();
+            blobs.add(config)?;
             for layer in raw.layers.iter().flatten() {
-                let digest = layer.parsed_digest()?;
                 let foreign = FOREIGN_LAYERS.contains(&layer.media_type.as_str())
                     || layer.urls.as_ref().is_some_and(|u| !u.is_empty());
-                if !foreign {
-                    manifest.blobs.push(digest);
+                if foreign {
+                    layer.checked_digest()?;
+                } else {
+                    blobs.add(layer)?;
                 }
             }
+            manifest.blobs = blobs.list;
             if manifest.artifact_type.is_none() && media_type == OCI_MANIFEST {
                 manifest.artifact_type = Some(config.media_type.clone());
             }
@@ -151,9 +203,11 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Manifest, Regis
                     "index must not have config or layers".into(),
                 ));
             }
+            let mut manifests = ReferenceSet::default();
             for entry in entries {
-                manifest.manifests.push(entry.parsed_digest()?);
+                manifests.add(entry)?;
             }
+            manifest.manifests = manifests.list;
         }
         other => {
             return Err(RegistryError::ManifestInvalid(format!(
@@ -197,7 +251,8 @@ mod tests {
             r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{EMPTY}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{EMPTY}","size":2}},{{"mediaType":"application/vnd.oci.image.layer.nondistributable.v1.tar","digest":"{EMPTY}","size":2}}]}}"#
         );
         let m = parse(doc.as_bytes(), Some(OCI_MANIFEST)).expect("valid");
-        assert_eq!(m.blobs.len(), 2);
+        // The config and the layer are the same content: listed once.
+        assert_eq!(m.blobs.len(), 1);
         assert_eq!(
             m.artifact_type.as_deref(),
             Some("application/vnd.oci.empty.v1+json")
@@ -221,5 +276,38 @@ mod tests {
         }
         let bad_digest = r#"{"schemaVersion":2,"config":{"mediaType":"a/b","digest":"sha256:xyz","size":2},"layers":[]}"#;
         assert!(parse(bad_digest.as_bytes(), None).is_err());
+    }
+
+    #[test]
+    fn sizes_must_be_sound() {
+        let layer = |size: i64| {
+            format!(
+                r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{EMPTY}","size":{size}}}"#
+            )
+        };
+        let doc = |layers: &[String]| {
+            format!(
+                r#"{{"schemaVersion":2,"config":{{"mediaType":"a/b","digest":"{EMPTY}","size":2}},"layers":[{}]}}"#,
+                layers.join(",")
+            )
+        };
+        let invalid = |text: String| match parse(text.as_bytes(), None) {
+            Err(RegistryError::ManifestInvalid(message)) => message,
+            other => panic!("{text}: {other:?}"),
+        };
+        assert!(invalid(doc(&[layer(-1)])).contains("negative"));
+        assert!(invalid(doc(&[layer(2), layer(3)])).contains("sizes 2 and 3"));
+        let many = vec![layer(2); 1000];
+        let m = parse(doc(&many).as_bytes(), None).expect("valid");
+        assert_eq!(
+            m.blobs,
+            [Referenced {
+                digest: EMPTY.parse().expect("digest"),
+                size: 2
+            }]
+        );
+        let foreign = r#"{"mediaType":"application/vnd.oci.image.layer.nondistributable.v1.tar","digest":"DIGEST","size":-5}"#
+            .replace("DIGEST", EMPTY);
+        assert!(invalid(doc(&[foreign])).contains("negative"));
     }
 }

@@ -10,7 +10,7 @@ use super::layout;
 use super::manifest::{self, stored_media_type};
 use super::reference::{ManifestRef, RepoName, Tag};
 use super::Registry;
-use crate::tree::{read_small_file, Change};
+use crate::tree::{file_size, read_small_file, Change};
 
 /// A manifest as stored.
 #[derive(Debug, Clone)]
@@ -94,8 +94,51 @@ impl Registry {
         })
     }
 
+    /// Checks that `repo` holds, in the tree at `root`, every blob and child manifest the
+    /// manifest references, each with the size its descriptor declares. Each distinct digest
+    /// is looked up once.
+    async fn check_references(
+        &self,
+        root: Cid,
+        repo: &RepoName,
+        parsed: &manifest::Manifest,
+    ) -> Result<(), RegistryError> {
+        let root = [root];
+        let blobs = parsed
+            .blobs
+            .iter()
+            .map(|r| (r, layout::layer_link(repo, &r.digest)));
+        let children = parsed
+            .manifests
+            .iter()
+            .map(|r| (r, layout::revision_link(repo, &r.digest)));
+        for (referenced, link) in blobs.chain(children) {
+            let digest = &referenced.digest;
+            if self.link_at(&root, &link).await?.is_none() {
+                return Err(RegistryError::ManifestBlobUnknown(digest.clone()));
+            }
+            let data = self
+                .link_at(&root, &layout::blob_data(digest))
+                .await?
+                .ok_or_else(|| RegistryError::ManifestBlobUnknown(digest.clone()))?;
+            let size = file_size(self.source(), &data.cid).await?;
+            if size != referenced.size {
+                return Err(RegistryError::ManifestInvalid(format!(
+                    "descriptor {digest} declares {} bytes, the registry holds {size}",
+                    referenced.size
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Validates and stores a manifest pushed with `content_type`, tagging it if `reference` is a
     /// tag. Durable and visible when this returns.
+    ///
+    /// Validation runs against the last committed tree without the write lock, so a large
+    /// manifest never holds up other pushes; the lock is taken only to link, and the references
+    /// are checked again under it only if another change was committed in between (a delete
+    /// may have removed what the manifest needs).
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -111,22 +154,35 @@ impl Registry {
                 limit,
             });
         }
-        let digest = match reference {
-            ManifestRef::Digest(expected) => {
-                let actual = Digest::of(expected.algorithm(), &bytes);
-                if &actual != expected {
-                    return Err(RegistryError::DigestInvalid(format!(
-                        "the manifest has digest {actual}, not {expected}"
-                    )));
-                }
-                actual
-            }
-            ManifestRef::Tag(_) => Digest::of(Algorithm::Sha256, &bytes),
+        // Hashing and parsing megabytes of JSON is CPU work: off the runtime's threads.
+        let (digest, parsed) = {
+            let bytes = bytes.clone();
+            let reference = reference.clone();
+            let content_type = content_type.map(str::to_owned);
+            tokio::task::spawn_blocking(move || {
+                let digest = match &reference {
+                    ManifestRef::Digest(expected) => {
+                        let actual = Digest::of(expected.algorithm(), &bytes);
+                        if &actual != expected {
+                            return Err(RegistryError::DigestInvalid(format!(
+                                "the manifest has digest {actual}, not {expected}"
+                            )));
+                        }
+                        actual
+                    }
+                    ManifestRef::Tag(_) => Digest::of(Algorithm::Sha256, &bytes),
+                };
+                Ok((digest, manifest::parse(&bytes, content_type.as_deref())?))
+            })
+            .await
+            .map_err(crate::store::StoreError::from)??
         };
-        let parsed = manifest::parse(&bytes, content_type)?;
+
+        let validated = self.tree().root();
+        self.check_references(validated, repo, &parsed).await?;
 
         let blocks = self.tree().blocks().clone();
-        let data = {
+        let (data, staged) = {
             let bytes = bytes.clone();
             tokio::task::spawn_blocking(move || import_bytes(&blocks, &bytes))
                 .await
@@ -134,25 +190,19 @@ impl Registry {
         };
 
         let mut writer = self.tree().writer().await;
-        let root = [writer.root()];
-        for blob in &parsed.blobs {
-            if self
-                .link_at(&root, &layout::layer_link(repo, blob))
-                .await?
-                .is_none()
-            {
-                return Err(RegistryError::ManifestBlobUnknown(blob.clone()));
+        if writer.root() != validated {
+            if let Err(e) = self.check_references(writer.root(), repo, &parsed).await {
+                drop(writer);
+                tokio::task::spawn_blocking(move || staged.discard_blocking())
+                    .await
+                    .map_err(crate::store::StoreError::from)?;
+                return Err(e);
             }
         }
-        for child in &parsed.manifests {
-            if self
-                .link_at(&root, &layout::revision_link(repo, child))
-                .await?
-                .is_none()
-            {
-                return Err(RegistryError::ManifestBlobUnknown(child.clone()));
-            }
-        }
+        let blocks = self.tree().blocks().clone();
+        tokio::task::spawn_blocking(move || staged.commit_blocking(&blocks))
+            .await
+            .map_err(crate::store::StoreError::from)??;
         let (link, link_block) = link_file(&digest);
         let mut changes = vec![
             Change::Put {

@@ -29,6 +29,10 @@ pub use manifest::{Descriptor, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANI
 pub use manifests::{PushedManifest, StoredManifest};
 pub use mirror::{MirrorCounts, MirrorProgress};
 pub use reference::{ManifestRef, RepoName, Tag};
+pub use uploads::{
+    UploadLimits, DEFAULT_MAX_UPLOAD_SESSIONS, DEFAULT_MAX_UPLOAD_SESSIONS_PER_CLIENT,
+    DEFAULT_UPLOAD_EXPIRY,
+};
 
 use crate::store::{BlockStore, MetaStore};
 use crate::tree::{read_directory, resolve, BlockSource, Link, Tree, TreeError};
@@ -49,6 +53,8 @@ pub struct RegistryOptions {
     /// Whether this node accepts pushes into its own tree (a writer) or only serves followed
     /// trees (a replica).
     pub writable: bool,
+    /// Expiry and caps of upload sessions.
+    pub uploads: UploadLimits,
 }
 
 impl Default for RegistryOptions {
@@ -56,6 +62,7 @@ impl Default for RegistryOptions {
         RegistryOptions {
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
             writable: true,
+            uploads: UploadLimits::default(),
         }
     }
 }
@@ -109,7 +116,11 @@ impl Registry {
         source: Arc<dyn BlockSource>,
     ) -> Result<Self, RegistryError> {
         let tree = Tree::open(stores.blocks.clone(), stores.meta.clone()).await?;
-        let uploads = BlobUploads::open(data_dir.join("uploads"), stores.meta.clone())?;
+        let uploads = BlobUploads::open(
+            data_dir.join("uploads"),
+            stores.meta.clone(),
+            options.uploads.clone(),
+        )?;
         Ok(Registry {
             tree,
             uploads,

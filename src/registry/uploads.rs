@@ -1,9 +1,16 @@
 //! Blob upload sessions: local state (never part of the tree), one append-only file each.
+//!
+//! A session is a record in sled and its bytes in `uploads/<id>`. Sessions left idle longer than
+//! the expiry (no bytes received: the file's modification time) are removed with their bytes by
+//! a periodic sweep and at start-up. Open sessions are capped per client and in total. Only
+//! sessions with a request in flight have an entry in memory, so a request for an unknown id
+//! costs one metadata lookup and leaves nothing behind.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -15,34 +22,252 @@ use super::error::RegistryError;
 use super::reference::RepoName;
 use crate::store::MetaStore;
 
+/// Default idle time after which an upload session is removed: one hour.
+pub const DEFAULT_UPLOAD_EXPIRY: Duration = Duration::from_secs(3600);
+/// Default cap on open upload sessions.
+pub const DEFAULT_MAX_UPLOAD_SESSIONS: usize = 1000;
+/// Default cap on open upload sessions of one client address.
+pub const DEFAULT_MAX_UPLOAD_SESSIONS_PER_CLIENT: usize = 100;
+
+/// How long upload sessions live and how many there may be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// A session that received no bytes for this long is removed, with its bytes.
+    pub expiry: Duration,
+    /// Most sessions open at once.
+    pub max_sessions: usize,
+    /// Most sessions open at once for one client address.
+    pub max_sessions_per_client: usize,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits {
+            expiry: DEFAULT_UPLOAD_EXPIRY,
+            max_sessions: DEFAULT_MAX_UPLOAD_SESSIONS,
+            max_sessions_per_client: DEFAULT_MAX_UPLOAD_SESSIONS_PER_CLIENT,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct UploadRecord {
     repository: String,
     started_unix: u64,
+    /// The address that opened the session, for the per-client cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client: Option<IpAddr>,
+}
+
+/// Open sessions, in total and per client.
+#[derive(Default)]
+struct SessionCounts {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+impl SessionCounts {
+    fn add(&mut self, client: Option<IpAddr>) {
+        self.total += 1;
+        if let Some(client) = client {
+            *self.per_client.entry(client).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, client: Option<IpAddr>) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(client) = client {
+            if let Some(n) = self.per_client.get_mut(&client) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_client.remove(&client);
+                }
+            }
+        }
+    }
+}
+
+/// What the sessions share with their guards and the expiry sweep.
+struct Sessions {
+    dir: PathBuf,
+    meta: MetaStore,
+    limits: UploadLimits,
+    /// One lock per session with a request in flight (a session's bytes are appended by one
+    /// request at a time); the entry goes when the last request on it does.
+    in_use: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    counts: Mutex<SessionCounts>,
 }
 
 /// The upload sessions of a node.
 pub struct BlobUploads {
-    dir: PathBuf,
-    meta: MetaStore,
-    /// One lock per session: a session's bytes are appended by one request at a time.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    sessions: Arc<Sessions>,
+}
+
+/// A claim on a session's lock; removes the session's entry from memory when the last claim
+/// goes.
+struct InUse {
+    sessions: Arc<Sessions>,
+    id: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl InUse {
+    fn claim(sessions: &Arc<Sessions>, id: &str) -> Self {
+        let mut in_use = sessions.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = in_use.entry(id.to_owned()).or_default().clone();
+        InUse {
+            sessions: sessions.clone(),
+            id: id.to_owned(),
+            lock,
+        }
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        let mut in_use = self
+            .sessions
+            .in_use
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Clones are only made under this mutex: two references (the map's and ours) mean
+        // nobody else holds or waits for the lock.
+        if Arc::strong_count(&self.lock) == 2
+            && in_use
+                .get(&self.id)
+                .is_some_and(|l| Arc::ptr_eq(l, &self.lock))
+        {
+            in_use.remove(&self.id);
+        }
+    }
 }
 
 /// Exclusive access to one upload session.
 pub struct UploadGuard {
+    // Field order matters: the lock is released before the claim is dropped.
     _guard: OwnedMutexGuard<()>,
+    _claim: InUse,
+    id: String,
+    client: Option<IpAddr>,
     /// The file holding the bytes received so far.
     pub path: PathBuf,
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// When the session last received bytes: its file's modification time, else its start.
+fn last_activity(path: &Path, record: &UploadRecord) -> SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| UNIX_EPOCH + Duration::from_secs(record.started_unix))
+}
+
+fn is_expired(last: SystemTime, expiry: Duration) -> bool {
+    SystemTime::now()
+        .duration_since(last)
+        .is_ok_and(|idle| idle >= expiry)
+}
+
+impl Sessions {
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, SessionCounts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes every expired session not in use. Blocking (sled and file system).
+    fn sweep_blocking(self: &Arc<Self>) -> Result<usize, RegistryError> {
+        let mut removed = 0;
+        for id in self.meta.upload_ids()? {
+            let Some(record) = self.meta.upload::<UploadRecord>(&id)? else {
+                continue;
+            };
+            let path = self.path(&id);
+            if !is_expired(last_activity(&path, &record), self.limits.expiry) {
+                continue;
+            }
+            // A session with a request in flight is not idle, whatever its file says.
+            let claim = InUse::claim(self, &id);
+            let Ok(_guard) = claim.lock.clone().try_lock_owned() else {
+                continue;
+            };
+            // Re-read under the lock: a request may have finished or fed it meanwhile.
+            let Some(record) = self.meta.upload::<UploadRecord>(&id)? else {
+                continue;
+            };
+            if !is_expired(last_activity(&path, &record), self.limits.expiry) {
+                continue;
+            }
+            self.meta.remove_upload_blocking(&id)?;
+            let _ = std::fs::remove_file(&path);
+            self.counts().remove(record.client);
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+/// Sweeps expired sessions every `interval` until the sessions are dropped.
+async fn sweep_periodically(sessions: Weak<Sessions>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(strong) = sessions.upgrade() else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || strong.sweep_blocking()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(removed = n, "expired idle upload sessions"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "sweeping expired upload sessions failed"),
+            Err(e) => tracing::warn!(error = %e, "the upload session sweep stopped"),
+        }
+    }
+}
+
 impl BlobUploads {
-    /// Opens the sessions stored under `dir`, dropping files no session owns.
-    pub fn open(dir: PathBuf, meta: MetaStore) -> Result<Self, RegistryError> {
+    /// Opens the sessions stored under `dir`: drops expired ones and files no session owns,
+    /// and (inside a tokio runtime) starts sweeping expired sessions periodically.
+    pub fn open(
+        dir: PathBuf,
+        meta: MetaStore,
+        limits: UploadLimits,
+    ) -> Result<Self, RegistryError> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| RegistryError::io(format!("creating {}", dir.display()), e))?;
-        let known: std::collections::HashSet<String> = meta.upload_ids()?.into_iter().collect();
-        if let Ok(entries) = std::fs::read_dir(&dir) {
+        let sessions = Arc::new(Sessions {
+            dir,
+            meta,
+            limits,
+            in_use: Mutex::new(HashMap::new()),
+            counts: Mutex::new(SessionCounts::default()),
+        });
+        let expired = sessions.sweep_blocking()?;
+        if expired > 0 {
+            tracing::info!(
+                removed = expired,
+                "expired idle upload sessions at start-up"
+            );
+        }
+        let mut known = HashSet::new();
+        {
+            let mut counts = sessions.counts();
+            for id in sessions.meta.upload_ids()? {
+                if let Some(record) = sessions.meta.upload::<UploadRecord>(&id)? {
+                    counts.add(record.client);
+                    known.insert(id);
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(&sessions.dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if !known.contains(&name) {
@@ -50,35 +275,69 @@ impl BlobUploads {
                 }
             }
         }
-        Ok(BlobUploads {
-            dir,
-            meta,
-            locks: Mutex::new(HashMap::new()),
-        })
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            // Often enough that a session outlives its expiry by at most a quarter of it.
+            let interval =
+                (sessions.limits.expiry / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+            runtime.spawn(sweep_periodically(Arc::downgrade(&sessions), interval));
+        }
+        Ok(BlobUploads { sessions })
     }
 
-    fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
-    }
-
-    /// Starts a session for `repo`; returns its id.
-    pub async fn start(&self, repo: &RepoName) -> Result<String, RegistryError> {
+    /// Starts a session for `repo` on behalf of `client`; returns its id. Refused with
+    /// [`RegistryError::TooManyUploads`] when the caps are reached.
+    pub async fn start(
+        &self,
+        repo: &RepoName,
+        client: Option<IpAddr>,
+    ) -> Result<String, RegistryError> {
+        let s = &self.sessions;
+        {
+            let mut counts = s.counts();
+            let limits = &s.limits;
+            if counts.total >= limits.max_sessions {
+                return Err(RegistryError::TooManyUploads(format!(
+                    "{} upload sessions are open, the most this registry keeps; finish or cancel \
+                     some (idle ones expire after {} s)",
+                    counts.total,
+                    limits.expiry.as_secs()
+                )));
+            }
+            if let Some(client) = client {
+                let open = counts.per_client.get(&client).copied().unwrap_or(0);
+                if open >= limits.max_sessions_per_client {
+                    return Err(RegistryError::TooManyUploads(format!(
+                        "{client} has {open} upload sessions open, the most one client may; \
+                         finish or cancel some (idle ones expire after {} s)",
+                        limits.expiry.as_secs()
+                    )));
+                }
+            }
+            counts.add(client);
+        }
         let id = uuid::Uuid::new_v4().to_string();
-        let path = self.path(&id);
-        let file = tokio::fs::File::create(&path)
-            .await
-            .map_err(|e| RegistryError::io(format!("creating {}", path.display()), e))?;
-        file.sync_all()
-            .await
-            .map_err(|e| RegistryError::io("syncing upload file", e))?;
-        let record = UploadRecord {
-            repository: repo.to_string(),
-            started_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        };
-        self.meta.put_upload(&id, &record).await?;
+        let path = s.path(&id);
+        let created = async {
+            let file = tokio::fs::File::create(&path)
+                .await
+                .map_err(|e| RegistryError::io(format!("creating {}", path.display()), e))?;
+            file.sync_all()
+                .await
+                .map_err(|e| RegistryError::io("syncing upload file", e))?;
+            let record = UploadRecord {
+                repository: repo.to_string(),
+                started_unix: unix_now(),
+                client,
+            };
+            s.meta.put_upload(&id, &record).await?;
+            Ok::<_, RegistryError>(())
+        }
+        .await;
+        if let Err(e) = created {
+            s.counts().remove(client);
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(e);
+        }
         Ok(id)
     }
 
@@ -87,18 +346,22 @@ impl BlobUploads {
         let unknown = || RegistryError::BlobUploadUnknown(id.to_owned());
         // Ids are UUIDs we made; anything else never names a file (no path tricks).
         uuid::Uuid::parse_str(id).map_err(|_| unknown())?;
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(id.to_owned()).or_default().clone()
-        };
-        let guard = lock.lock_owned().await;
-        let record: UploadRecord = self.meta.upload(id)?.ok_or_else(unknown)?;
+        let s = &self.sessions;
+        // Only a session that exists gets a lock in memory.
+        let record: UploadRecord = s.meta.upload(id)?.ok_or_else(unknown)?;
         if record.repository != repo.as_str() {
             return Err(unknown());
         }
+        let claim = InUse::claim(s, id);
+        let guard = claim.lock.clone().lock_owned().await;
+        // The session may have ended (completed, cancelled, expired) while we waited.
+        let record: UploadRecord = s.meta.upload(id)?.ok_or_else(unknown)?;
         Ok(UploadGuard {
             _guard: guard,
-            path: self.path(id),
+            _claim: claim,
+            id: id.to_owned(),
+            client: record.client,
+            path: s.path(id),
         })
     }
 
@@ -167,14 +430,12 @@ impl BlobUploads {
         Ok(offset + written)
     }
 
-    /// Ends the locked session `id` and deletes its bytes.
-    pub async fn remove(&self, id: &str, upload: UploadGuard) -> Result<(), RegistryError> {
-        self.meta.remove_upload(id).await?;
+    /// Ends the locked session and deletes its bytes.
+    pub async fn remove(&self, upload: UploadGuard) -> Result<(), RegistryError> {
+        let s = &self.sessions;
+        s.meta.remove_upload(&upload.id).await?;
         let _ = tokio::fs::remove_file(&upload.path).await;
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        s.counts().remove(upload.client);
         drop(upload);
         Ok(())
     }

@@ -3,6 +3,10 @@
 //! A block file only ever appears complete: it is written to a temporary name, synced, and renamed
 //! into place. Renames become durable when the shard directory is synced, which callers do (through
 //! [`BlockStore::sync_dirs`]) before they publish a root that references the blocks.
+//!
+//! Content that may yet be refused (an upload whose digest is checked only at its end) is written
+//! to a [`StagedBlocks`] area under `staging/` first and moved in by rename only once accepted,
+//! so a refused upload never leaves a block behind.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -20,7 +24,13 @@ use super::StoreError;
 pub struct BlockStore {
     dir: PathBuf,
     tmp_counter: AtomicU64,
+    /// For a staging area: the store it feeds. Blocks that store already holds are not written
+    /// again, and directory syncs are left to the move into it.
+    main: Option<PathBuf>,
 }
+
+/// Name of the directory (inside a store) holding staging areas.
+const STAGING: &str = "staging";
 
 impl BlockStore {
     /// Opens (creating if needed) the block store rooted at `dir`.
@@ -34,21 +44,54 @@ impl BlockStore {
                 let _ = fs::remove_file(entry.path());
             }
         }
+        // Staging areas of uploads that a crash interrupted: never accepted, safe to drop.
+        let _ = fs::remove_dir_all(dir.join(STAGING));
         Ok(BlockStore {
             dir,
             tmp_counter: AtomicU64::new(0),
+            main: None,
         })
     }
 
-    fn shard_dir(&self, key: &str) -> PathBuf {
+    /// Opens a fresh staging area: blocks written to it stay out of this store until
+    /// [`StagedBlocks::commit_blocking`] moves them in. Blocking (creates directories).
+    pub fn staging_blocking(&self) -> Result<StagedBlocks, StoreError> {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let dir = self
+            .dir
+            .join(STAGING)
+            .join(format!("{}-{n}", std::process::id()));
+        fs::create_dir_all(dir.join("tmp"))
+            .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+        Ok(StagedBlocks {
+            store: BlockStore {
+                dir,
+                tmp_counter: AtomicU64::new(0),
+                main: Some(self.dir.clone()),
+            },
+            done: false,
+        })
+    }
+
+    fn shard_name(key: &str) -> &str {
         // The last two characters of a base32 CID are effectively random: an even spread.
-        let shard = &key[key.len().saturating_sub(2)..];
-        self.dir.join(shard)
+        &key[key.len().saturating_sub(2)..]
+    }
+
+    fn shard_dir(&self, key: &str) -> PathBuf {
+        self.dir.join(Self::shard_name(key))
     }
 
     fn path_of(&self, cid: &Cid) -> PathBuf {
         let key = cid.to_string();
         self.shard_dir(&key).join(key)
+    }
+
+    /// Where `cid` lives in the store a staging area feeds, if this is one.
+    fn main_path_of(&self, cid: &Cid) -> Option<PathBuf> {
+        let key = cid.to_string();
+        let main = self.main.as_ref()?;
+        Some(main.join(Self::shard_name(&key)).join(key))
     }
 
     /// Whether the block is stored locally.
@@ -70,7 +113,7 @@ impl BlockStore {
     /// The file content is synced before it becomes visible under its name.
     pub fn put_blocking(&self, cid: &Cid, data: &[u8]) -> Result<(), StoreError> {
         let path = self.path_of(cid);
-        if path.is_file() {
+        if path.is_file() || self.main_path_of(cid).is_some_and(|p| p.is_file()) {
             return Ok(());
         }
         let shard = path.parent().unwrap_or(&self.dir).to_path_buf();
@@ -98,6 +141,11 @@ impl BlockStore {
         &self,
         cids: impl IntoIterator<Item = &'a Cid>,
     ) -> Result<(), StoreError> {
+        if self.main.is_some() {
+            // A staging area: its names need not survive a crash (start-up drops them anyway);
+            // the move into the main store syncs the directories that count.
+            return Ok(());
+        }
         let dirs: BTreeSet<PathBuf> = cids
             .into_iter()
             .map(|cid| self.shard_dir(&cid.to_string()))
@@ -115,7 +163,8 @@ impl BlockStore {
         let shards = fs::read_dir(&self.dir)
             .map_err(|e| StoreError::io(format!("listing {}", self.dir.display()), e))?;
         for shard in shards.flatten() {
-            if shard.file_name() == "tmp" || !shard.path().is_dir() {
+            if shard.file_name() == "tmp" || shard.file_name() == STAGING || !shard.path().is_dir()
+            {
                 continue;
             }
             for block in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
@@ -151,6 +200,68 @@ impl BlockStore {
             this.sync_dirs_blocking(blocks.iter().map(|(cid, _)| cid))
         })
         .await?
+    }
+}
+
+/// Blocks written aside, to be moved into their store only if the content they make up is
+/// accepted. Dropping it without [`StagedBlocks::commit_blocking`] deletes them.
+#[derive(Debug)]
+pub struct StagedBlocks {
+    store: BlockStore,
+    done: bool,
+}
+
+impl StagedBlocks {
+    /// The staging area as a block store to write into (blocks the main store already holds
+    /// are skipped).
+    pub fn store(&self) -> &BlockStore {
+        &self.store
+    }
+
+    /// Moves every staged block into `main` (renames on the same file system) and makes their
+    /// names durable there. Blocking.
+    pub fn commit_blocking(mut self, main: &BlockStore) -> Result<(), StoreError> {
+        let mut moved = Vec::new();
+        let shards = fs::read_dir(&self.store.dir)
+            .map_err(|e| StoreError::io(format!("listing {}", self.store.dir.display()), e))?;
+        for shard in shards.flatten() {
+            if shard.file_name() == "tmp" || !shard.path().is_dir() {
+                continue;
+            }
+            let target_dir = main.dir.join(shard.file_name());
+            fs::create_dir_all(&target_dir)
+                .map_err(|e| StoreError::io(format!("creating {}", target_dir.display()), e))?;
+            let blocks = fs::read_dir(shard.path())
+                .map_err(|e| StoreError::io(format!("listing {}", shard.path().display()), e))?;
+            for block in blocks.flatten() {
+                let target = target_dir.join(block.file_name());
+                // A block the main store got meanwhile is the same bytes: keep either.
+                fs::rename(block.path(), &target)
+                    .map_err(|e| StoreError::io(format!("moving {}", target.display()), e))?;
+            }
+            moved.push(target_dir);
+        }
+        for dir in &moved {
+            sync_dir(dir)?;
+        }
+        self.done = true;
+        let _ = fs::remove_dir_all(&self.store.dir);
+        Ok(())
+    }
+
+    /// Deletes the staged blocks. Blocking; dropping does the same.
+    pub fn discard_blocking(mut self) {
+        self.done = true;
+        let _ = fs::remove_dir_all(&self.store.dir);
+    }
+}
+
+impl Drop for StagedBlocks {
+    fn drop(&mut self) {
+        if !self.done {
+            // Normally discarded explicitly off the async runtime; this covers early returns.
+            let _ = fs::remove_dir_all(&self.store.dir);
+        }
     }
 }
 

@@ -96,6 +96,13 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Removes an upload session record and waits until that is durable. Blocking.
+    pub fn remove_upload_blocking(&self, id: &str) -> Result<(), StoreError> {
+        self.uploads.remove(id.as_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Ids of all upload sessions.
     pub fn upload_ids(&self) -> Result<Vec<String>, StoreError> {
         let mut ids = Vec::new();

@@ -72,6 +72,7 @@ impl TestRegistry {
         Self::start_with(RegistryOptions {
             max_manifest_bytes,
             writable: true,
+            ..RegistryOptions::default()
         })
         .await
     }
