@@ -11,6 +11,7 @@
 
 mod behaviour;
 pub mod bitswap;
+mod frame;
 mod record_codec;
 mod swarm;
 

@@ -131,7 +131,8 @@ pub(super) async fn spawn(
     let local = config.keypair.public().to_peer_id();
     let mut swarm = build_swarm(config.keypair.clone(), config.mdns)?;
     // Registered before any connection exists, so every connection offers Bitswap.
-    let bitswap = Bitswap::start(blocks, swarm.behaviour().stream.new_control())?;
+    let (stalled_tx, stalled_rx) = mpsc::unbounded_channel();
+    let bitswap = Bitswap::start(blocks, swarm.behaviour().stream.new_control(), stalled_tx)?;
 
     let mut listening = HashMap::new();
     for addr in &config.listen {
@@ -231,7 +232,7 @@ pub(super) async fn spawn(
 
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     tokio::spawn(
-        task.run(commands_rx, internal_rx)
+        task.run(commands_rx, internal_rx, stalled_rx)
             .instrument(tracing::info_span!("p2p", peer = %local)),
     );
     Ok((commands_tx, events_rx, bitswap))
@@ -250,6 +251,7 @@ impl SwarmTask {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut internal: mpsc::UnboundedReceiver<Internal>,
+        mut stalled: mpsc::UnboundedReceiver<PeerId>,
     ) {
         let mut redial = tokio::time::interval(REDIAL_INTERVAL);
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -269,6 +271,12 @@ impl SwarmTask {
                     None => break,
                 },
                 Some(work) = internal.recv() => self.on_internal(work),
+                Some(peer) = stalled.recv() => {
+                    // Its Bitswap session gave up on it; whatever else it has open goes too.
+                    if self.swarm.disconnect_peer_id(peer).is_ok() {
+                        tracing::info!(%peer, "disconnected a peer that stopped reading");
+                    }
+                }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = redial.tick() => {
                     self.redial();
