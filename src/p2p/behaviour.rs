@@ -1,15 +1,9 @@
 //! The composed libp2p behaviour and the swarm built around it (transports and protocol settings).
 
-use std::io;
 use std::time::Duration;
 
-use either::Either;
-use libp2p::core::muxing::StreamMuxerBox;
-use libp2p::core::transport::upgrade::Version;
-use libp2p::core::transport::Boxed;
-use libp2p::core::transport::Transport as _;
 use libp2p::identity::Keypair;
-use libp2p::pnet::{PnetConfig, PnetError, PreSharedKey};
+use libp2p::pnet::PreSharedKey;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
@@ -18,6 +12,7 @@ use libp2p::{
 };
 use sha2::{Digest as _, Sha256};
 
+use super::private;
 use super::record_codec::{RecordCodec, MAX_RECORD_SIZE, RECORD_PROTOCOL};
 use super::P2pError;
 
@@ -32,9 +27,6 @@ const MAX_PROVIDER_KEYS: usize = 1024;
 const MAX_PROVIDERS_PER_KEY: usize = 20;
 /// Incoming connections being set up at once.
 const MAX_PENDING_INCOMING: u32 = 128;
-
-/// The start of every log line and error about a failed private-network handshake.
-pub(super) const PRIVATE_HANDSHAKE_FAILED: &str = "private network handshake failed";
 
 /// Connections without open streams stay up this long. Long, because a replica needs its peers
 /// connected when a pull arrives; configured peers are re-dialled anyway if they drop.
@@ -94,7 +86,7 @@ pub(super) fn build_swarm(
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
             .build(),
         Some(psk) => builder
-            .with_other_transport(|key| private_transport(key, psk))
+            .with_other_transport(|key| private::transport(key, psk))
             .map_err(|e| P2pError::Setup(format!("private network transport: {e}")))?
             .with_behaviour(|key| build_behaviour(key, settings))
             .map_err(|e| P2pError::Setup(e.to_string()))?
@@ -102,54 +94,6 @@ pub(super) fn build_swarm(
             .build(),
     };
     Ok(swarm)
-}
-
-/// Why a connection of a private network failed.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum PrivateTransportError {
-    /// The TCP connection itself failed.
-    #[error(transparent)]
-    Tcp(io::Error),
-    /// The pre-shared-key exchange, or the negotiation right after it, failed: with a wrong key
-    /// the peer reads noise, so this is what a peer without the key (or with another) causes.
-    #[error("{PRIVATE_HANDSHAKE_FAILED}: {0}")]
-    Handshake(String),
-    /// Setting up the stream multiplexer failed (the key matched).
-    #[error("multiplexer: {0}")]
-    Muxer(String),
-}
-
-/// Sorts the errors of TCP, then the key exchange, then noise (`N`), then yamux (`M`), as the
-/// upgrades nest them.
-fn classify<N: std::fmt::Display, M: std::fmt::Display>(
-    error: Either<Either<Either<io::Error, PnetError>, N>, M>,
-) -> PrivateTransportError {
-    match error {
-        Either::Left(Either::Left(Either::Left(e))) => PrivateTransportError::Tcp(e),
-        Either::Left(Either::Left(Either::Right(e))) => {
-            PrivateTransportError::Handshake(e.to_string())
-        }
-        Either::Left(Either::Right(e)) => PrivateTransportError::Handshake(e.to_string()),
-        Either::Right(e) => PrivateTransportError::Muxer(e.to_string()),
-    }
-}
-
-/// TCP, then the pre-shared key (kubo's private networks: XSalsa20 over the whole connection),
-/// then noise and yamux as usual.
-fn private_transport(
-    key: &Keypair,
-    psk: PreSharedKey,
-) -> Result<Boxed<(libp2p::PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
-    let noise = noise::Config::new(key)?;
-    let transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-        .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
-        .upgrade(Version::V1)
-        .authenticate(noise)
-        .multiplex(yamux::Config::default())
-        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
-        .map_err(classify)
-        .boxed();
-    Ok(transport)
 }
 
 fn build_behaviour(

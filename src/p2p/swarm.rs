@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use libp2p::core::transport::TransportError;
 use libp2p::futures::StreamExt as _;
 use libp2p::gossipsub::{self, IdentTopic, TopicHash};
 use libp2p::kad::store::RecordStore as _;
@@ -19,10 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
 use super::behaviour::{
-    build_swarm, topic_score_params, NodeBehaviour, NodeBehaviourEvent, SwarmSettings,
-    KAD_PROTOCOL, PRIVATE_HANDSHAKE_FAILED,
+    build_swarm, topic_score_params, NodeBehaviour, NodeBehaviourEvent, SwarmSettings, KAD_PROTOCOL,
 };
 use super::bitswap::Bitswap;
+use super::private::HANDSHAKE_FAILED as PRIVATE_HANDSHAKE_FAILED;
 use super::record_codec::MAX_RECORD_SIZE;
 use super::{P2pConfig, P2pError, P2pEvent, RecordSource, RecordValidator, RecordVerdict};
 use crate::store::BlockStore;
@@ -39,6 +40,8 @@ const COMMAND_QUEUE: usize = 256;
 /// ([`super::behaviour::MAX_DHT_RECORDS`]): the rest is room for the node's own and followed
 /// records, which strangers' records can never crowd out.
 const MAX_INBOUND_DHT_RECORDS: usize = 768;
+/// Hosts remembered as having failed the private-network handshake (for logging once each).
+const MAX_REFUSED_HOSTS: usize = 1024;
 /// Addresses kept per provider record a peer announces.
 const MAX_PROVIDER_ADDRESSES: usize = 8;
 
@@ -120,6 +123,8 @@ struct SwarmTask {
     validator: Arc<dyn RecordValidator>,
     /// Connections go through a private network's key.
     private: bool,
+    /// Hosts whose private-network handshake failed, each logged loudly once.
+    refused: HashSet<Multiaddr>,
     events: mpsc::Sender<P2pEvent>,
     internal: mpsc::UnboundedSender<Internal>,
     configured: Vec<ConfiguredPeer>,
@@ -195,6 +200,7 @@ pub(super) async fn spawn(
         events: events_tx,
         internal: internal_tx,
         private,
+        refused: HashSet::new(),
         configured: peers
             .iter()
             .map(|addr| ConfiguredPeer {
@@ -292,10 +298,29 @@ fn tcp_only(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
 }
 
 /// Whether a connection error is a private network's handshake failing (see
-/// [`super::behaviour::PrivateTransportError`]); the transport boxes errors, so its message is
+/// [`super::private::PrivateTransportError`]); the transport boxes errors, so its message is
 /// what is left to tell.
-fn is_private_handshake_failure(error: &dyn std::fmt::Display) -> bool {
-    error.to_string().contains(PRIVATE_HANDSHAKE_FAILED)
+fn is_private_handshake_failure(error: &TransportError<std::io::Error>) -> bool {
+    match error {
+        TransportError::Other(e) => e.to_string().contains(PRIVATE_HANDSHAKE_FAILED),
+        TransportError::MultiaddrNotSupported(_) => false,
+    }
+}
+
+/// The address up to its IP (or DNS name): where a connection came from, whatever its port.
+fn host_of(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .take_while(|p| {
+            matches!(
+                p,
+                Protocol::Ip4(_)
+                    | Protocol::Ip6(_)
+                    | Protocol::Dns(_)
+                    | Protocol::Dns4(_)
+                    | Protocol::Dns6(_)
+            )
+        })
+        .collect()
 }
 
 /// The peer id an address ends with, if any.
@@ -346,6 +371,14 @@ impl SwarmTask {
         }
         self.bitswap.shutdown();
         tracing::info!("p2p node stopped");
+    }
+
+    /// Remembers a host that failed the private-network handshake; whether it is new.
+    fn note_refused(&mut self, host: Multiaddr) -> bool {
+        if self.refused.len() >= MAX_REFUSED_HOSTS {
+            self.refused.clear();
+        }
+        self.refused.insert(host)
     }
 
     fn emit(&self, event: P2pEvent) {
@@ -799,7 +832,13 @@ impl SwarmTask {
                 if self.private {
                     if let ListenError::Transport(e) = &error {
                         if is_private_handshake_failure(e) {
-                            tracing::warn!(address = %send_back_addr, "{PRIVATE_HANDSHAKE_FAILED} with an incoming connection from {send_back_addr}: does the peer hold the same swarm.key?");
+                            // Loud once per host: the port changes with every attempt.
+                            let host = host_of(&send_back_addr);
+                            if self.note_refused(host) {
+                                tracing::warn!(address = %send_back_addr, "{PRIVATE_HANDSHAKE_FAILED} with an incoming connection from {send_back_addr}: does the peer hold the same swarm.key?");
+                            } else {
+                                tracing::debug!(address = %send_back_addr, "{PRIVATE_HANDSHAKE_FAILED} again");
+                            }
                             return;
                         }
                     }
@@ -811,11 +850,17 @@ impl SwarmTask {
                 error,
                 ..
             } => {
+                tracing::debug!(%error, "outgoing connection failed");
                 if self.private {
                     if let DialError::Transport(errors) = &error {
                         for (addr, e) in errors {
-                            if is_private_handshake_failure(e) {
+                            if !is_private_handshake_failure(e) {
+                                continue;
+                            }
+                            if self.note_refused(addr.clone()) {
                                 tracing::warn!(address = %addr, "{PRIVATE_HANDSHAKE_FAILED} with {addr}: does the peer hold the same swarm.key?");
+                            } else {
+                                tracing::debug!(address = %addr, "{PRIVATE_HANDSHAKE_FAILED} again");
                             }
                         }
                     }
@@ -831,7 +876,11 @@ impl SwarmTask {
                         configured.dialing = None;
                         configured.failures += 1;
                         // Loud once, then quiet while the peer stays away.
-                        if configured.failures == 1 {
+                        if configured.failures == 1 && self.private {
+                            // With another key, the peer reads noise and often just waits:
+                            // the dial times out rather than failing the handshake.
+                            tracing::warn!(addr = %configured.addr, error = %error, "configured peer unreachable, retrying (private network: if it is up, does it hold the same swarm.key?)");
+                        } else if configured.failures == 1 {
                             tracing::warn!(addr = %configured.addr, error = %error, "configured peer unreachable, retrying");
                         } else {
                             tracing::debug!(addr = %configured.addr, error = %error, "configured peer still unreachable");
