@@ -163,7 +163,8 @@ pub trait RecordValidator: Send + Sync + 'static {
 /// What the node reports to its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum P2pEvent {
-    /// A record arrived (pubsub, a direct answer or the DHT); not validated here.
+    /// A record arrived (pubsub, a direct answer or the DHT) that the [`RecordValidator`] did
+    /// not reject: over pubsub only accepted ones, as answers also stale ones.
     Record {
         /// The key it was published or asked under.
         routing_key: Vec<u8>,
@@ -319,6 +320,11 @@ impl P2p {
     /// Peers with at least one open connection.
     pub async fn connected_peers(&self) -> Vec<PeerId> {
         self.ask(Command::ConnectedPeers).await.unwrap_or_default()
+    }
+
+    /// Established connections, to all peers (a peer may have several).
+    pub async fn connection_count(&self) -> usize {
+        self.ask(Command::ConnectionCount).await.unwrap_or_default()
     }
 
     /// Connected peers that told us they subscribe to the gossipsub `topic`: those a publish

@@ -53,6 +53,8 @@ pub(super) enum Command {
     ListenAddrs(Reply<Vec<Multiaddr>>),
     /// Peers with an open connection.
     ConnectedPeers(Reply<Vec<PeerId>>),
+    /// Established connections, to all peers.
+    ConnectionCount(Reply<usize>),
     /// Peers known to subscribe to a gossipsub topic.
     TopicPeers(String, Reply<Vec<PeerId>>),
     /// Gossipsub's score of a peer.
@@ -404,6 +406,14 @@ impl SwarmTask {
             }
             Command::ConnectedPeers(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::ConnectionCount(reply) => {
+                let count = self
+                    .swarm
+                    .network_info()
+                    .connection_counters()
+                    .num_established();
+                let _ = reply.send(count as usize);
             }
             Command::TopicPeers(topic, reply) => {
                 let hash = IdentTopic::new(topic).hash();
