@@ -113,6 +113,9 @@ fn build_behaviour(
     // Peers' PUT_VALUE and ADD_PROVIDER arrive as events; the swarm task stores what the
     // record validator accepts.
     kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
+    // Kademlia would put a record our lookups found at a peer lacking it, unvalidated: the
+    // node passes on only records the validator accepted.
+    kad_config.set_caching(kad::Caching::Disabled);
     let store = kad::store::MemoryStore::with_config(
         peer_id,
         kad::store::MemoryStoreConfig {
