@@ -168,6 +168,14 @@ pub struct P2pConfig {
     /// Seconds to wait for peers to provide a missing block (a fetch with no peer connected
     /// at all gives up after 5 s).
     pub fetch_timeout_secs: u64,
+    /// A private network's pre-shared key, a file in kubo's `swarm.key` format; unset:
+    /// `<data-dir>/swarm.key` if that exists, else the public network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swarm_key: Option<PathBuf>,
+    /// Most established connections in total.
+    pub max_connections: u32,
+    /// Most established connections with any one peer.
+    pub max_connections_per_peer: u32,
 }
 
 impl Default for P2pConfig {
@@ -180,6 +188,9 @@ impl Default for P2pConfig {
             peers: Vec::new(),
             mdns: true,
             fetch_timeout_secs: 30,
+            swarm_key: None,
+            max_connections: crate::p2p::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: crate::p2p::DEFAULT_MAX_CONNECTIONS_PER_PEER,
         }
     }
 }

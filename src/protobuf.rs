@@ -1,6 +1,7 @@
 //! Protobuf wire-format primitives shared by every format the node speaks: dag-pb and UnixFS
-//! (`tree`), IPNS records (`names`), Bitswap messages and length-prefixed frames (`p2p`). The
-//! unsigned varint here is also the multiformats one. Each format keeps its own field reader,
+//! (`tree`), IPNS records (`names`) and CID prefixes (`p2p`). The unsigned varint is the
+//! multiformats one, from the `unsigned-varint` crate (as `cid`, `multihash` and libp2p use it);
+//! stream framing in `p2p` reads it with that crate too. Each format keeps its own field reader,
 //! because each treats unknown and mistyped fields the way its reference implementation does.
 
 /// Wire type of a varint field.
@@ -21,41 +22,44 @@ pub enum VarintError {
     /// More than ten bytes, or a value above `u64::MAX`.
     #[error("varint overflows 64 bits")]
     Overflow,
+    /// Trailing zero groups (`0x80 0x00` for 0): the multiformats varint, which every format
+    /// here shares, has one encoding per value.
+    #[error("varint is not minimally encoded")]
+    NotMinimal,
 }
 
 /// Appends `value` as an unsigned varint.
-pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
+pub fn put_varint(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(unsigned_varint::encode::u64(
+        value,
+        &mut unsigned_varint::encode::u64_buffer(),
+    ));
 }
 
 /// Bytes the varint of `value` takes.
 pub fn varint_len(value: u64) -> usize {
-    let bits = 64 - (value | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
+    unsigned_varint::encode::u64(value, &mut unsigned_varint::encode::u64_buffer()).len()
 }
 
 /// Reads the unsigned varint at the start of `buf`: `(value, bytes used)`.
+///
+/// Protobuf and multiformats agree on the encoding, except that protobuf readers also take
+/// non-minimal forms, which no encoder we interoperate with writes; they are refused here.
 pub fn read_varint(buf: &[u8]) -> Result<(u64, usize), VarintError> {
-    let mut value: u64 = 0;
-    for (i, &byte) in buf.iter().enumerate().take(10) {
-        let part = u64::from(byte & 0x7f);
-        // The tenth byte may only carry the top bit of a u64.
-        if i == 9 && part > 1 {
-            return Err(VarintError::Overflow);
+    use unsigned_varint::decode::Error;
+    match unsigned_varint::decode::u64(buf) {
+        Ok((value, rest)) => {
+            let used = buf.len() - rest.len();
+            // The tenth byte may only carry the top bit of a u64; unsigned-varint drops the
+            // rest silently, which would read a different number than the sender meant.
+            if used == 10 && buf[9] > 1 {
+                return Err(VarintError::Overflow);
+            }
+            Ok((value, used))
         }
-        value |= part << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok((value, i + 1));
-        }
-    }
-    if buf.len() < 10 {
-        Err(VarintError::Truncated)
-    } else {
-        Err(VarintError::Overflow)
+        Err(Error::Insufficient) => Err(VarintError::Truncated),
+        Err(Error::NotMinimal) => Err(VarintError::NotMinimal),
+        Err(_) => Err(VarintError::Overflow),
     }
 }
 
@@ -95,5 +99,7 @@ mod tests {
             read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
             Err(VarintError::Overflow)
         );
+        assert_eq!(read_varint(&[0x80, 0x00]), Err(VarintError::NotMinimal));
+        assert_eq!(read_varint(&[0x00, 0x80]), Ok((0, 1)));
     }
 }

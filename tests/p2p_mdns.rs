@@ -60,11 +60,10 @@ async fn nodes_on_the_lan_find_each_other() {
         return;
     }
     let config = |keypair| ipns_registry::p2p::P2pConfig {
-        keypair,
         listen: vec!["/ip4/0.0.0.0/tcp/0".parse().unwrap()],
-        peers: vec![],
         mdns: true,
         fetch_timeout: Duration::from_secs(5),
+        ..ipns_registry::p2p::P2pConfig::new(keypair)
     };
     let a = TestNode::start_with(config(Keypair::generate_ed25519())).await;
     let b = TestNode::start_with(config(Keypair::generate_ed25519())).await;

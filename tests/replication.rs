@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{push_image, sha256, PushedImage, TestNode};
 use ipns_registry::names::{IpnsName, IpnsRecord};
-use ipns_registry::p2p::{P2p, P2pConfig, RecordSource};
+use ipns_registry::p2p::{P2p, P2pConfig, RecordSource, RecordValidator, RecordVerdict};
 use ipns_registry::store::BlockStore;
 use libp2p::identity::Keypair;
 
@@ -376,6 +376,13 @@ impl RecordSource for Records {
     }
 }
 
+/// The attacker believes anything.
+impl RecordValidator for Records {
+    fn validate(&self, _: &[u8], _: &[u8], _: Option<&[u8]>) -> RecordVerdict {
+        RecordVerdict::Accept
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_records_are_rejected() {
     let client = reqwest::Client::new();
@@ -386,13 +393,12 @@ async fn bad_records_are_rejected() {
     let blocks = Arc::new(BlockStore::open(tmp.path()).expect("block store"));
     let (peer, _events) = P2p::start(
         P2pConfig {
-            keypair: Keypair::generate_ed25519(),
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
-            peers: Vec::new(),
-            mdns: false,
             fetch_timeout: Duration::from_secs(5),
+            ..P2pConfig::new(Keypair::generate_ed25519())
         },
         blocks,
+        records.clone(),
         records.clone(),
     )
     .await

@@ -16,6 +16,9 @@ pub enum ProtobufError {
     /// A varint longer than ten bytes.
     #[error("protobuf varint overflows 64 bits")]
     VarintOverflow,
+    /// A varint with trailing zero groups, which no IPNS implementation writes.
+    #[error("protobuf varint is not minimally encoded")]
+    VarintNotMinimal,
     /// Field number 0, or a wire type protobuf does not define.
     #[error("invalid protobuf field key {0}")]
     InvalidKey(u64),
@@ -119,6 +122,7 @@ fn get_varint(buf: &mut &[u8]) -> Result<u64, ProtobufError> {
     let (v, used) = protobuf::read_varint(buf).map_err(|e| match e {
         VarintError::Truncated => ProtobufError::Truncated,
         VarintError::Overflow => ProtobufError::VarintOverflow,
+        VarintError::NotMinimal => ProtobufError::VarintNotMinimal,
     })?;
     *buf = &buf[used..];
     Ok(v)

@@ -13,6 +13,7 @@ mod name;
 mod publish;
 mod record;
 pub mod rfc3339;
+mod validation;
 
 pub use entry::ProtobufError;
 pub use follow::{FollowError, FollowedName, Follower, HeldRecord, Offer};
@@ -21,3 +22,4 @@ pub use name::{IpnsName, NameError, IPNS_PREFIX, LIBP2P_KEY_CODEC};
 pub use publish::{PublishError, Publisher};
 pub use record::{IpnsRecord, RecordError, MAX_RECORD_SIZE};
 pub use rfc3339::TimestampError;
+pub use validation::{judge_record, InvalidRecord, RecordJudgement, StaleRecord};

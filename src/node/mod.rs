@@ -17,7 +17,7 @@ use crate::config::{Config, HttpConfig, Role};
 use crate::http::auth::{Auth, AuthError};
 use crate::http::{serve_with, tls, HttpApi, ServeOptions};
 use crate::names::{keys, FollowError, FollowedName, Follower, IpnsName, PublishError, Publisher};
-use crate::p2p::{P2p, P2pConfig};
+use crate::p2p::{parse_swarm_key, P2p, P2pConfig, PreSharedKey};
 use crate::registry::{Registry, RegistryError, RegistryOptions, Stores, UploadLimits};
 
 pub use blocks::NetworkBlocks;
@@ -129,6 +129,37 @@ pub struct StartOptions {
     pub take_over_name: bool,
 }
 
+/// Name of the private network key picked up from a data directory, as kubo does.
+pub const SWARM_KEY_FILE: &str = "swarm.key";
+
+/// The private network key: the configured file, else `<data-dir>/swarm.key` if it exists.
+async fn swarm_key(data_dir: &Path, config: &Config) -> Result<Option<PreSharedKey>, NodeError> {
+    let (path, configured) = match &config.p2p.swarm_key {
+        Some(path) => (path.clone(), true),
+        None => (data_dir.join(SWARM_KEY_FILE), false),
+    };
+    let text = match tokio::fs::read_to_string(&path).await {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !configured => return Ok(None),
+        Err(e) => {
+            return Err(NodeError::Config(format!(
+                "p2p.swarm_key {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let key = parse_swarm_key(&text)
+        .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+    tracing::warn!(
+        path = %path.display(),
+        fingerprint = %key.fingerprint(),
+        "private network: using the swarm key at {}{}",
+        path.display(),
+        if configured { "" } else { " (found in the data directory)" }
+    );
+    Ok(Some(key))
+}
+
 /// One running node.
 pub struct Node {
     registry: Arc<Registry>,
@@ -198,8 +229,12 @@ impl Node {
                 peers: multiaddrs(&config.p2p.peers, "peer")?,
                 mdns: config.p2p.mdns,
                 fetch_timeout: Duration::from_secs(config.p2p.fetch_timeout_secs),
+                private_network: swarm_key(data_dir, &config).await?,
+                max_connections: config.p2p.max_connections,
+                max_connections_per_peer: config.p2p.max_connections_per_peer,
             },
             stores.blocks.clone(),
+            records.clone(),
             records,
         )
         .await?;

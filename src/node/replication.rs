@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use cid::Cid;
 use futures_util::future::join_all;
@@ -11,8 +11,10 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::{IpnsConfig, Mirror};
-use crate::names::{FollowedName, Follower, IpnsName, Offer, Publisher};
-use crate::p2p::{P2p, P2pEvent, RecordSource};
+use crate::names::{
+    judge_record, FollowedName, Follower, IpnsName, Offer, Publisher, RecordJudgement,
+};
+use crate::p2p::{P2p, P2pEvent, RecordSource, RecordValidator, RecordVerdict};
 use crate::registry::{MirrorCounts, MirrorProgress, Registry, RepoName};
 
 /// How long a direct record query waits for answers.
@@ -39,7 +41,8 @@ pub fn second_writer_refusal(name: &IpnsName, detail: &str) -> String {
     )
 }
 
-/// The records a node can hand to peers that ask: its own and those it follows.
+/// The records a node can hand to peers that ask (its own and those it follows), which are
+/// also what records from the network are judged against.
 pub struct HeldRecords {
     /// The own records (writers).
     pub publisher: Option<Arc<Publisher>>,
@@ -55,6 +58,20 @@ impl RecordSource for HeldRecords {
             }
         }
         self.follower.newest(routing_key)
+    }
+}
+
+/// A record from the network must be valid for its key and no older than what the DHT store,
+/// the publisher or the follower holds for it.
+impl RecordValidator for HeldRecords {
+    fn validate(&self, routing_key: &[u8], record: &[u8], held: Option<&[u8]>) -> RecordVerdict {
+        let own = self.newest(routing_key);
+        let held = held.into_iter().chain(own.as_deref());
+        match judge_record(routing_key, record, held, SystemTime::now()) {
+            RecordJudgement::Valid(_) => RecordVerdict::Accept,
+            RecordJudgement::Stale(why) => RecordVerdict::Ignore(why.to_string()),
+            RecordJudgement::Invalid(why) => RecordVerdict::Reject(why.to_string()),
+        }
     }
 }
 

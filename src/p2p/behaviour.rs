@@ -3,19 +3,30 @@
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
+use libp2p::pnet::PreSharedKey;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    gossipsub, identify, kad, mdns, noise, ping, request_response, tcp, yamux, StreamProtocol,
-    Swarm, SwarmBuilder,
+    connection_limits, gossipsub, identify, kad, mdns, noise, ping, request_response, tcp, yamux,
+    StreamProtocol, Swarm, SwarmBuilder,
 };
 use sha2::{Digest as _, Sha256};
 
+use super::private;
 use super::record_codec::{RecordCodec, MAX_RECORD_SIZE, RECORD_PROTOCOL};
 use super::P2pError;
 
 /// The Kademlia protocol of the public IPFS DHT.
 pub(super) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
+
+/// Records the DHT store keeps (peers' and the node's own together).
+pub(super) const MAX_DHT_RECORDS: usize = 1024;
+/// Keys with provider records the DHT store keeps, and providers per key (kad's replication
+/// factor).
+const MAX_PROVIDER_KEYS: usize = 1024;
+const MAX_PROVIDERS_PER_KEY: usize = 20;
+/// Incoming connections being set up at once.
+const MAX_PENDING_INCOMING: u32 = 128;
 
 /// Connections without open streams stay up this long. Long, because a replica needs its peers
 /// connected when a pull arrives; configured peers are re-dialled anyway if they drop.
@@ -24,6 +35,8 @@ const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Every protocol the node speaks.
 #[derive(NetworkBehaviour)]
 pub(super) struct NodeBehaviour {
+    /// Connection limits, per peer and in total.
+    pub(super) limits: connection_limits::Behaviour,
     /// `/ipfs/id/1.0.0`: tells peers our addresses and protocols, and us theirs.
     pub(super) identify: identify::Behaviour,
     /// Liveness of connections.
@@ -40,27 +53,52 @@ pub(super) struct NodeBehaviour {
     pub(super) stream: libp2p_stream::Behaviour,
 }
 
-/// Builds the swarm: TCP and QUIC, noise, yamux, and the protocols of [`NodeBehaviour`].
-pub(super) fn build_swarm(keypair: Keypair, mdns: bool) -> Result<Swarm<NodeBehaviour>, P2pError> {
-    let swarm = SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| P2pError::Setup(format!("tcp transport: {e}")))?
-        .with_quic()
-        .with_behaviour(|key| build_behaviour(key, mdns))
-        .map_err(|e| P2pError::Setup(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
-        .build();
+/// How the swarm is built.
+pub(super) struct SwarmSettings {
+    /// LAN discovery.
+    pub(super) mdns: bool,
+    /// The pre-shared key of a private network: TCP only, every connection encrypted with it.
+    pub(super) private_network: Option<PreSharedKey>,
+    /// Established connections in total.
+    pub(super) max_connections: u32,
+    /// Established connections per peer.
+    pub(super) max_connections_per_peer: u32,
+}
+
+/// Builds the swarm: TCP and QUIC (or TCP behind the pre-shared key of a private network),
+/// noise, yamux, and the protocols of [`NodeBehaviour`].
+pub(super) fn build_swarm(
+    keypair: Keypair,
+    settings: &SwarmSettings,
+) -> Result<Swarm<NodeBehaviour>, P2pError> {
+    let builder = SwarmBuilder::with_existing_identity(keypair).with_tokio();
+    let swarm = match settings.private_network {
+        None => builder
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| P2pError::Setup(format!("tcp transport: {e}")))?
+            .with_quic()
+            .with_behaviour(|key| build_behaviour(key, settings))
+            .map_err(|e| P2pError::Setup(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .build(),
+        Some(psk) => builder
+            .with_other_transport(|key| private::transport(key, psk))
+            .map_err(|e| P2pError::Setup(format!("private network transport: {e}")))?
+            .with_behaviour(|key| build_behaviour(key, settings))
+            .map_err(|e| P2pError::Setup(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .build(),
+    };
     Ok(swarm)
 }
 
 fn build_behaviour(
     key: &Keypair,
-    mdns: bool,
+    settings: &SwarmSettings,
 ) -> Result<NodeBehaviour, Box<dyn std::error::Error + Send + Sync>> {
     let peer_id = key.public().to_peer_id();
 
@@ -72,8 +110,23 @@ fn build_behaviour(
 
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
     kad_config.set_query_timeout(Duration::from_secs(30));
-    let mut kad =
-        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+    // Peers' PUT_VALUE and ADD_PROVIDER arrive as events; the swarm task stores what the
+    // record validator accepts.
+    kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
+    // Kademlia would put a record our lookups found at a peer lacking it, unvalidated: the
+    // node passes on only records the validator accepted.
+    kad_config.set_caching(kad::Caching::Disabled);
+    let store = kad::store::MemoryStore::with_config(
+        peer_id,
+        kad::store::MemoryStoreConfig {
+            max_records: MAX_DHT_RECORDS,
+            // The store refuses values of this size and up.
+            max_value_bytes: MAX_RECORD_SIZE + 1,
+            max_provided_keys: MAX_PROVIDER_KEYS,
+            max_providers_per_key: MAX_PROVIDERS_PER_KEY,
+        },
+    );
+    let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
     // Server mode from the start: loopback and LAN nodes never get a confirmed external
     // address, and in client mode they would not answer each other's DHT queries.
     kad.set_mode(Some(kad::Mode::Server));
@@ -88,6 +141,8 @@ fn build_behaviour(
         .heartbeat_interval(Duration::from_secs(1))
         .heartbeat_initial_delay(Duration::from_millis(100))
         .validation_mode(gossipsub::ValidationMode::Strict)
+        // Messages are relayed only once the record validator has accepted them.
+        .validate_messages()
         // Content addressing: the same record published twice is one message.
         .message_id_fn(|message: &gossipsub::Message| {
             gossipsub::MessageId::from(Sha256::digest(&message.data).to_vec())
@@ -96,13 +151,16 @@ fn build_behaviour(
         .max_transmit_size(MAX_RECORD_SIZE + 4096)
         .build()
         .map_err(|e| format!("gossipsub config: {e}"))?;
-    let gossipsub = gossipsub::Behaviour::new(
+    let mut gossipsub = gossipsub::Behaviour::new(
         gossipsub::MessageAuthenticity::Signed(key.clone()),
         gossipsub_config,
     )
     .map_err(|e| format!("gossipsub: {e}"))?;
+    gossipsub
+        .with_peer_score(peer_score_params(), peer_score_thresholds())
+        .map_err(|e| format!("gossipsub peer scores: {e}"))?;
 
-    let mdns = if mdns {
+    let mdns = if settings.mdns {
         Some(mdns::tokio::Behaviour::new(
             mdns::Config::default(),
             peer_id,
@@ -116,7 +174,13 @@ fn build_behaviour(
         request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
     );
 
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(settings.max_connections))
+        .with_max_established_per_peer(Some(settings.max_connections_per_peer))
+        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING));
+
     Ok(NodeBehaviour {
+        limits: connection_limits::Behaviour::new(limits),
         identify,
         ping: ping::Behaviour::default(),
         kad,
@@ -125,4 +189,48 @@ fn build_behaviour(
         records,
         stream: libp2p_stream::Behaviour::new(),
     })
+}
+
+/// Peer scoring: what counts against a peer is delivering invalid records (P4). The other
+/// penalties of the defaults assume busy topics (P3 expects 20 messages per mesh peer in a
+/// window; ours carry one record every few minutes) or distinct hosts (IP colocation; replicas
+/// behind one NAT or on one machine are normal here), so they are off.
+fn peer_score_params() -> gossipsub::PeerScoreParams {
+    gossipsub::PeerScoreParams {
+        ip_colocation_factor_weight: 0.0,
+        ..gossipsub::PeerScoreParams::default()
+    }
+}
+
+/// Scores of a record topic, set when it is subscribed to.
+pub(super) fn topic_score_params() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        // P1: a little credit for time in the mesh, capped low so it never outweighs P4.
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 600.0,
+        // P2: a little credit for first deliveries of valid records.
+        first_message_deliveries_weight: 1.0,
+        first_message_deliveries_decay: 0.9,
+        first_message_deliveries_cap: 10.0,
+        // P3 / P3b: off, see `peer_score_params`.
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        // P4: squared, so two invalid records in a short time reach the graylist and a steady
+        // trickle stays there; the count halves in about half a minute.
+        invalid_message_deliveries_weight: -25.0,
+        invalid_message_deliveries_decay: 0.98,
+        ..gossipsub::TopicScoreParams::default()
+    }
+}
+
+/// Below `graylist_threshold` a peer's messages are ignored altogether.
+fn peer_score_thresholds() -> gossipsub::PeerScoreThresholds {
+    gossipsub::PeerScoreThresholds {
+        gossip_threshold: -10.0,
+        publish_threshold: -50.0,
+        graylist_threshold: -80.0,
+        ..gossipsub::PeerScoreThresholds::default()
+    }
 }

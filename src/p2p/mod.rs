@@ -6,11 +6,20 @@
 //! talks to it over a channel. Bitswap runs beside the swarm task on its own streams, so block
 //! transfers never queue behind swarm events.
 //!
-//! This module moves bytes only: records are opaque here (the `names` module validates them),
-//! and it knows nothing of registries.
+//! This module moves bytes only: records are opaque here (a [`RecordValidator`] from the owner,
+//! backed by the `names` module, decides which to store, relay or deliver), and it knows
+//! nothing of registries. Everything a peer sends is untrusted: records are validated before
+//! they are stored or relayed, gossipsub scores peers that send invalid ones, Bitswap bounds
+//! what it queues per peer, and connections are capped per peer and in total.
+//!
+//! Content on the network is public: anyone who can connect can fetch any block. An optional
+//! private network (a pre-shared key in kubo's `swarm.key` format) keeps out nodes without the
+//! key; it runs over TCP only.
 
 mod behaviour;
 pub mod bitswap;
+mod frame;
+mod private;
 mod record_codec;
 mod swarm;
 
@@ -23,6 +32,7 @@ use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
+pub use libp2p::pnet::PreSharedKey;
 pub use record_codec::{MAX_RECORD_SIZE, RECORD_PROTOCOL};
 
 use crate::store::{BlockStore, StoreError};
@@ -31,6 +41,13 @@ use swarm::Command;
 
 /// How long `dial` waits for the connection.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// [`P2pConfig::fetch_timeout`] of [`P2pConfig::new`].
+const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default cap on established connections in total.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
+/// Default cap on established connections with one peer: TCP and QUIC, each possibly dialled
+/// from both sides at once, fit.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: u32 = 8;
 
 /// Settings of the embedded node.
 #[derive(Clone)]
@@ -46,6 +63,56 @@ pub struct P2pConfig {
     pub mdns: bool,
     /// How long `fetch_block` waits for any peer to deliver.
     pub fetch_timeout: Duration,
+    /// The pre-shared key of a private network (kubo's `swarm.key`): only nodes holding it can
+    /// connect. Private networks run over TCP only; QUIC listen and peer addresses are skipped.
+    pub private_network: Option<PreSharedKey>,
+    /// Established connections in total.
+    pub max_connections: u32,
+    /// Established connections with one peer.
+    pub max_connections_per_peer: u32,
+}
+
+impl P2pConfig {
+    /// A node with `keypair` and the default limits, listening nowhere, with no peers, no mDNS,
+    /// and no private network.
+    pub fn new(keypair: Keypair) -> Self {
+        P2pConfig {
+            keypair,
+            listen: Vec::new(),
+            peers: Vec::new(),
+            mdns: false,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            private_network: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
+        }
+    }
+}
+
+/// Reads a private network's key in kubo's `swarm.key` format:
+/// `/key/swarm/psk/1.0.0/`, `/base16/` and 64 hex digits, one per line.
+pub fn parse_swarm_key(text: &str) -> Result<PreSharedKey, P2pError> {
+    let invalid = |why: &str| {
+        P2pError::SwarmKey(format!(
+            "{why}; expected kubo's format: /key/swarm/psk/1.0.0/, /base16/ and 64 hex digits, one per line"
+        ))
+    };
+    // The parser slices the key line by bytes: anything but ASCII could split a character.
+    if !text.is_ascii() {
+        return Err(invalid("not ASCII text"));
+    }
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.len() != 3 {
+        return Err(invalid(&format!("{} non-empty lines", lines.len())));
+    }
+    lines
+        .join("\n")
+        .parse()
+        .map_err(|e: libp2p::pnet::KeyParseError| invalid(&format!("{e:?}")))
 }
 
 impl std::fmt::Debug for P2pConfig {
@@ -56,6 +123,12 @@ impl std::fmt::Debug for P2pConfig {
             .field("peers", &self.peers)
             .field("mdns", &self.mdns)
             .field("fetch_timeout", &self.fetch_timeout)
+            .field(
+                "private_network",
+                &self.private_network.map(|k| k.fingerprint().to_string()),
+            )
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_peer", &self.max_connections_per_peer)
             .finish()
     }
 }
@@ -66,10 +139,32 @@ pub trait RecordSource: Send + Sync + 'static {
     fn newest(&self, routing_key: &[u8]) -> Option<Vec<u8>>;
 }
 
+/// What a record received under a routing key is worth, as a [`RecordValidator`] judges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordVerdict {
+    /// Valid and news: stored, relayed and delivered.
+    Accept,
+    /// Genuine but not news (older than held, expired): neither stored nor relayed, and no
+    /// fault of the sender.
+    Ignore(String),
+    /// Invalid: refused, and the sender is penalised where the protocol allows it.
+    Reject(String),
+}
+
+/// Decides whether records are true; this module only carries them. Every record a peer puts
+/// in the DHT store, every record relayed over gossipsub, and the node's own DHT puts pass it;
+/// records answering the node's own queries are delivered unless rejected.
+pub trait RecordValidator: Send + Sync + 'static {
+    /// Judges `record`, received under `routing_key`, given the record the node's DHT store
+    /// holds for that key, if any. Runs on the swarm task: it must be quick and never block.
+    fn validate(&self, routing_key: &[u8], record: &[u8], held: Option<&[u8]>) -> RecordVerdict;
+}
+
 /// What the node reports to its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum P2pEvent {
-    /// A record arrived (pubsub, a direct answer or the DHT); not validated here.
+    /// A record arrived (pubsub, a direct answer or the DHT) that the [`RecordValidator`] did
+    /// not reject: over pubsub only accepted ones, as answers also stale ones.
     Record {
         /// The key it was published or asked under.
         routing_key: Vec<u8>,
@@ -140,6 +235,9 @@ pub enum P2pError {
         /// The limit.
         limit: usize,
     },
+    /// A private network key is not in kubo's `swarm.key` format.
+    #[error("invalid swarm key: {0}")]
+    SwarmKey(String),
     /// Gossipsub refused an operation.
     #[error("pubsub: {0}")]
     Pubsub(String),
@@ -180,10 +278,11 @@ impl P2p {
         config: P2pConfig,
         blocks: Arc<BlockStore>,
         records: Arc<dyn RecordSource>,
+        validator: Arc<dyn RecordValidator>,
     ) -> Result<(P2p, mpsc::Receiver<P2pEvent>), P2pError> {
         let peer_id = config.keypair.public().to_peer_id();
         let fetch_timeout = config.fetch_timeout;
-        let (commands, events, bitswap) = swarm::spawn(config, blocks, records).await?;
+        let (commands, events, bitswap) = swarm::spawn(config, blocks, records, validator).await?;
         let p2p = P2p {
             inner: Arc::new(Inner {
                 peer_id,
@@ -223,12 +322,26 @@ impl P2p {
         self.ask(Command::ConnectedPeers).await.unwrap_or_default()
     }
 
+    /// Established connections, to all peers (a peer may have several).
+    pub async fn connection_count(&self) -> usize {
+        self.ask(Command::ConnectionCount).await.unwrap_or_default()
+    }
+
     /// Connected peers that told us they subscribe to the gossipsub `topic`: those a publish
     /// on it reaches directly.
     pub async fn topic_peers(&self, topic: &str) -> Vec<PeerId> {
         self.ask(|tx| Command::TopicPeers(topic.to_owned(), tx))
             .await
             .unwrap_or_default()
+    }
+
+    /// Gossipsub's score of a connected peer: it drops below zero when the peer relays invalid
+    /// records, and below -80 the peer's messages are ignored. `None` for an unknown peer.
+    pub async fn gossip_score(&self, peer: PeerId) -> Option<f64> {
+        self.ask(|tx| Command::GossipScore(peer, tx))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Connects to `addr` (with or without `/p2p/<id>`); returns once connected, at once if the
@@ -276,8 +389,8 @@ impl P2p {
     }
 
     /// Publishes a record on the gossipsub topic (IPNS over pubsub: the message data is the raw
-    /// record) and puts it in the DHT under `routing_key`. Both are best effort: having no
-    /// subscribed or DHT peers is not an error.
+    /// record) and puts it in the DHT under `routing_key` if the validator accepts it there.
+    /// Both are best effort: having no subscribed or DHT peers is not an error.
     pub async fn publish(
         &self,
         topic: String,

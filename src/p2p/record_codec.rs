@@ -4,9 +4,11 @@
 
 use std::io;
 
-use libp2p::futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use libp2p::futures::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use libp2p::request_response;
 use libp2p::StreamProtocol;
+
+use super::frame;
 
 /// The protocol id.
 pub const RECORD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipns-registry/record/1.0.0");
@@ -20,28 +22,9 @@ pub const MAX_RECORD_SIZE: usize = 10 << 10;
 pub struct RecordCodec;
 
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
-    let mut len: u64 = 0;
-    for i in 0..3 {
-        let mut byte = [0u8; 1];
-        io.read_exact(&mut byte).await?;
-        len |= u64::from(byte[0] & 0x7f) << (7 * i);
-        if byte[0] & 0x80 == 0 {
-            if len > MAX_RECORD_SIZE as u64 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("record frame of {len} bytes exceeds {MAX_RECORD_SIZE}"),
-                ));
-            }
-            // At most MAX_RECORD_SIZE, checked above.
-            let mut buf = vec![0u8; len as usize];
-            io.read_exact(&mut buf).await?;
-            return Ok(buf);
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidData,
-        "record frame length prefix too long",
-    ))
+    frame::read_frame(io, MAX_RECORD_SIZE)
+        .await?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no record frame"))
 }
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
@@ -54,10 +37,9 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
             ),
         ));
     }
-    let mut frame = Vec::with_capacity(bytes.len() + 2);
-    crate::protobuf::put_varint(&mut frame, bytes.len() as u64);
-    frame.extend_from_slice(bytes);
-    io.write_all(&frame).await?;
+    let mut out = frame::prefix(bytes.len());
+    out.extend_from_slice(bytes);
+    io.write_all(&out).await?;
     io.close().await
 }
 
@@ -147,8 +129,7 @@ mod tests {
             None
         );
 
-        let mut too_big = Vec::new();
-        crate::protobuf::put_varint(&mut too_big, (MAX_RECORD_SIZE + 1) as u64);
+        let too_big = frame::prefix(MAX_RECORD_SIZE + 1);
         let mut input = Cursor::new(too_big);
         assert!(codec
             .read_request(&RECORD_PROTOCOL, &mut input)

@@ -6,20 +6,26 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use libp2p::core::transport::TransportError;
 use libp2p::futures::StreamExt as _;
 use libp2p::gossipsub::{self, IdentTopic, TopicHash};
+use libp2p::kad::store::RecordStore as _;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::{DialError, ListenError};
 use libp2p::{identify, kad, mdns, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
-use super::behaviour::{build_swarm, NodeBehaviour, NodeBehaviourEvent, KAD_PROTOCOL};
+use super::behaviour::{
+    build_swarm, topic_score_params, NodeBehaviour, NodeBehaviourEvent, SwarmSettings, KAD_PROTOCOL,
+};
 use super::bitswap::Bitswap;
+use super::private::HANDSHAKE_FAILED as PRIVATE_HANDSHAKE_FAILED;
 use super::record_codec::MAX_RECORD_SIZE;
-use super::{P2pConfig, P2pError, P2pEvent, RecordSource};
+use super::{P2pConfig, P2pError, P2pEvent, RecordSource, RecordValidator, RecordVerdict};
 use crate::store::BlockStore;
 
 /// How often configured peers that are not connected are dialled again.
@@ -30,6 +36,14 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 const EVENT_QUEUE: usize = 1024;
 /// Commands buffered from handles.
 const COMMAND_QUEUE: usize = 256;
+/// Records that peers may have the DHT store keep. The store holds more
+/// ([`super::behaviour::MAX_DHT_RECORDS`]): the rest is room for the node's own and followed
+/// records, which strangers' records can never crowd out.
+const MAX_INBOUND_DHT_RECORDS: usize = 768;
+/// Hosts remembered as having failed the private-network handshake (for logging once each).
+const MAX_REFUSED_HOSTS: usize = 1024;
+/// Addresses kept per provider record a peer announces.
+const MAX_PROVIDER_ADDRESSES: usize = 8;
 
 type Reply<T> = oneshot::Sender<T>;
 
@@ -39,8 +53,12 @@ pub(super) enum Command {
     ListenAddrs(Reply<Vec<Multiaddr>>),
     /// Peers with an open connection.
     ConnectedPeers(Reply<Vec<PeerId>>),
+    /// Established connections, to all peers.
+    ConnectionCount(Reply<usize>),
     /// Peers known to subscribe to a gossipsub topic.
     TopicPeers(String, Reply<Vec<PeerId>>),
+    /// Gossipsub's score of a peer.
+    GossipScore(PeerId, Reply<Option<f64>>),
     /// Connect; the reply comes once connected or failed.
     Dial(Multiaddr, Reply<Result<(), P2pError>>),
     /// Join a gossipsub topic carrying records for a routing key.
@@ -104,6 +122,11 @@ struct SwarmTask {
     swarm: Swarm<NodeBehaviour>,
     bitswap: Arc<Bitswap>,
     records: Arc<dyn RecordSource>,
+    validator: Arc<dyn RecordValidator>,
+    /// Connections go through a private network's key.
+    private: bool,
+    /// Hosts whose private-network handshake failed, each logged loudly once.
+    refused: HashSet<Multiaddr>,
     events: mpsc::Sender<P2pEvent>,
     internal: mpsc::UnboundedSender<Internal>,
     configured: Vec<ConfiguredPeer>,
@@ -120,6 +143,7 @@ pub(super) async fn spawn(
     config: P2pConfig,
     blocks: Arc<BlockStore>,
     records: Arc<dyn RecordSource>,
+    validator: Arc<dyn RecordValidator>,
 ) -> Result<
     (
         mpsc::Sender<Command>,
@@ -129,12 +153,31 @@ pub(super) async fn spawn(
     P2pError,
 > {
     let local = config.keypair.public().to_peer_id();
-    let mut swarm = build_swarm(config.keypair.clone(), config.mdns)?;
+    let private = config.private_network.is_some();
+    let (listen, peers) = if private {
+        (tcp_only(&config.listen), tcp_only(&config.peers))
+    } else {
+        (config.listen.clone(), config.peers.clone())
+    };
+    if let Some(key) = &config.private_network {
+        tracing::warn!(
+            fingerprint = %key.fingerprint(),
+            "private network: only peers holding the same swarm key can connect; QUIC is off (a private network runs over TCP only)"
+        );
+    }
+    let settings = SwarmSettings {
+        mdns: config.mdns,
+        private_network: config.private_network,
+        max_connections: config.max_connections,
+        max_connections_per_peer: config.max_connections_per_peer,
+    };
+    let mut swarm = build_swarm(config.keypair.clone(), &settings)?;
     // Registered before any connection exists, so every connection offers Bitswap.
-    let bitswap = Bitswap::start(blocks, swarm.behaviour().stream.new_control())?;
+    let (stalled_tx, stalled_rx) = mpsc::unbounded_channel();
+    let bitswap = Bitswap::start(blocks, swarm.behaviour().stream.new_control(), stalled_tx)?;
 
     let mut listening = HashMap::new();
-    for addr in &config.listen {
+    for addr in &listen {
         match swarm.listen_on(addr.clone()) {
             Ok(id) => {
                 listening.insert(id, addr.clone());
@@ -155,10 +198,12 @@ pub(super) async fn spawn(
         swarm,
         bitswap: bitswap.clone(),
         records,
+        validator,
         events: events_tx,
         internal: internal_tx,
-        configured: config
-            .peers
+        private,
+        refused: HashSet::new(),
+        configured: peers
             .iter()
             .map(|addr| ConfiguredPeer {
                 addr: addr.clone(),
@@ -231,10 +276,53 @@ pub(super) async fn spawn(
 
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     tokio::spawn(
-        task.run(commands_rx, internal_rx)
+        task.run(commands_rx, internal_rx, stalled_rx)
             .instrument(tracing::info_span!("p2p", peer = %local)),
     );
     Ok((commands_tx, events_rx, bitswap))
+}
+
+/// The addresses of `addrs` a private network can use (not QUIC), saying which are skipped.
+fn tcp_only(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
+    addrs
+        .iter()
+        .filter(|addr| {
+            let quic = addr
+                .iter()
+                .any(|p| matches!(p, Protocol::QuicV1 | Protocol::Quic));
+            if quic {
+                tracing::warn!(%addr, "private network: skipping a QUIC address (a private network runs over TCP only)");
+            }
+            !quic
+        })
+        .cloned()
+        .collect()
+}
+
+/// Whether a connection error is a private network's handshake failing (see
+/// [`super::private::PrivateTransportError`]); the transport boxes errors, so its message is
+/// what is left to tell.
+fn is_private_handshake_failure(error: &TransportError<std::io::Error>) -> bool {
+    match error {
+        TransportError::Other(e) => e.to_string().contains(PRIVATE_HANDSHAKE_FAILED),
+        TransportError::MultiaddrNotSupported(_) => false,
+    }
+}
+
+/// The address up to its IP (or DNS name): where a connection came from, whatever its port.
+fn host_of(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .take_while(|p| {
+            matches!(
+                p,
+                Protocol::Ip4(_)
+                    | Protocol::Ip6(_)
+                    | Protocol::Dns(_)
+                    | Protocol::Dns4(_)
+                    | Protocol::Dns6(_)
+            )
+        })
+        .collect()
 }
 
 /// The peer id an address ends with, if any.
@@ -250,6 +338,7 @@ impl SwarmTask {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut internal: mpsc::UnboundedReceiver<Internal>,
+        mut stalled: mpsc::UnboundedReceiver<PeerId>,
     ) {
         let mut redial = tokio::time::interval(REDIAL_INTERVAL);
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -269,6 +358,12 @@ impl SwarmTask {
                     None => break,
                 },
                 Some(work) = internal.recv() => self.on_internal(work),
+                Some(peer) = stalled.recv() => {
+                    // Its Bitswap session gave up on it; whatever else it has open goes too.
+                    if self.swarm.disconnect_peer_id(peer).is_ok() {
+                        tracing::info!(%peer, "disconnected a peer that stopped reading");
+                    }
+                }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = redial.tick() => {
                     self.redial();
@@ -278,6 +373,14 @@ impl SwarmTask {
         }
         self.bitswap.shutdown();
         tracing::info!("p2p node stopped");
+    }
+
+    /// Remembers a host that failed the private-network handshake; whether it is new.
+    fn note_refused(&mut self, host: Multiaddr) -> bool {
+        if self.refused.len() >= MAX_REFUSED_HOSTS {
+            self.refused.clear();
+        }
+        self.refused.insert(host)
     }
 
     fn emit(&self, event: P2pEvent) {
@@ -304,6 +407,14 @@ impl SwarmTask {
             Command::ConnectedPeers(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
+            Command::ConnectionCount(reply) => {
+                let count = self
+                    .swarm
+                    .network_info()
+                    .connection_counters()
+                    .num_established();
+                let _ = reply.send(count as usize);
+            }
             Command::TopicPeers(topic, reply) => {
                 let hash = IdentTopic::new(topic).hash();
                 let peers = self
@@ -315,6 +426,9 @@ impl SwarmTask {
                     .map(|(peer, _)| *peer)
                     .collect();
                 let _ = reply.send(peers);
+            }
+            Command::GossipScore(peer, reply) => {
+                let _ = reply.send(self.swarm.behaviour().gossipsub.peer_score(&peer));
             }
             Command::Dial(addr, reply) => self.dial(addr, reply),
             Command::Subscribe {
@@ -332,6 +446,14 @@ impl SwarmTask {
                     .map_err(|e| P2pError::Pubsub(format!("subscribing to {topic}: {e}")));
                 if result.is_ok() {
                     tracing::debug!(%topic, "subscribed");
+                    if let Err(e) = self
+                        .swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .set_topic_params(topic.clone(), topic_score_params())
+                    {
+                        tracing::warn!(%topic, error = e, "peer scores for the topic not set");
+                    }
                     self.subscriptions.insert(topic.hash(), routing_key.clone());
                     // Ask the peers we already have for the newest record.
                     let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
@@ -398,8 +520,8 @@ impl SwarmTask {
         record: Vec<u8>,
     ) -> Result<(), P2pError> {
         let topic = IdentTopic::new(topic);
-        let behaviour = self.swarm.behaviour_mut();
-        match behaviour.gossipsub.publish(topic.clone(), record.clone()) {
+        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+        match gossipsub.publish(topic.clone(), record.clone()) {
             Ok(_) => tracing::debug!(%topic, size = record.len(), "published on pubsub"),
             // Best effort: nobody listening yet, or the very same record went out moments ago.
             Err(
@@ -409,11 +531,113 @@ impl SwarmTask {
             ) => tracing::debug!(%topic, error = %e, "record not sent on pubsub"),
             Err(e) => return Err(P2pError::Pubsub(format!("publishing on {topic}: {e}"))),
         }
-        let record = kad::Record::new(kad::RecordKey::new(&routing_key), record);
-        if let Err(e) = behaviour.kad.put_record(record, kad::Quorum::One) {
-            tracing::warn!(error = ?e, "storing the record in the DHT failed");
+        // The DHT store holds only what the validator accepts, the node's own records included.
+        match self.judge(&routing_key, &record) {
+            RecordVerdict::Accept => {
+                let record = kad::Record::new(kad::RecordKey::new(&routing_key), record);
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                if let Err(e) = kad.put_record(record, kad::Quorum::One) {
+                    tracing::warn!(error = ?e, "storing the record in the DHT failed");
+                }
+            }
+            RecordVerdict::Ignore(why) => {
+                tracing::debug!(%why, "not putting a record in the DHT")
+            }
+            RecordVerdict::Reject(why) => {
+                tracing::warn!(%why, "not putting an invalid record in the DHT")
+            }
         }
         Ok(())
+    }
+
+    /// The validator's verdict on `record` for `routing_key`, against what the DHT store holds.
+    fn judge(&mut self, routing_key: &[u8], record: &[u8]) -> RecordVerdict {
+        let key = kad::RecordKey::new(&routing_key);
+        let held = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .store_mut()
+            .get(&key)
+            .map(|r| r.value.clone());
+        self.validator
+            .validate(routing_key, record, held.as_deref())
+    }
+
+    /// A peer's PUT_VALUE: stored only if the validator accepts it, and only while strangers'
+    /// records leave room for the node's own.
+    fn on_dht_put(&mut self, source: PeerId, record: kad::Record) {
+        match self.judge(record.key.as_ref(), &record.value) {
+            RecordVerdict::Accept => {}
+            RecordVerdict::Ignore(why) => {
+                tracing::debug!(peer = %source, %why, "DHT record not stored");
+                return;
+            }
+            RecordVerdict::Reject(why) => {
+                tracing::info!(peer = %source, %why, "refused an invalid DHT record");
+                return;
+            }
+        }
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let new_key = store.get(&record.key).is_none();
+        if new_key && store.records().count() >= MAX_INBOUND_DHT_RECORDS {
+            tracing::debug!(peer = %source, "DHT store full, record not stored");
+            return;
+        }
+        match store.put(record) {
+            Ok(()) => tracing::debug!(peer = %source, "stored a DHT record"),
+            Err(e) => tracing::debug!(peer = %source, error = ?e, "DHT record not stored"),
+        }
+    }
+
+    /// A peer's ADD_PROVIDER: kept within the store's bounds, with a few of its addresses.
+    fn on_add_provider(&mut self, mut record: kad::ProviderRecord) {
+        record.addresses.truncate(MAX_PROVIDER_ADDRESSES);
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .store_mut()
+            .add_provider(record)
+        {
+            tracing::debug!(error = ?e, "provider record not stored");
+        }
+    }
+
+    /// A gossipsub message, held back by gossipsub until judged: relayed only if accepted,
+    /// and its sender penalised if it is invalid.
+    fn on_gossip(
+        &mut self,
+        propagation_source: PeerId,
+        message_id: gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) {
+        let verdict = match self.subscriptions.get(&message.topic).cloned() {
+            Some(routing_key) => {
+                let verdict = self.judge(&routing_key, &message.data);
+                if verdict == RecordVerdict::Accept {
+                    let from = message.source.or(Some(propagation_source));
+                    self.hand_over(routing_key, message.data, from, None);
+                }
+                verdict
+            }
+            None => RecordVerdict::Ignore("not subscribed to the topic".into()),
+        };
+        let acceptance = match verdict {
+            RecordVerdict::Accept => gossipsub::MessageAcceptance::Accept,
+            RecordVerdict::Ignore(why) => {
+                tracing::debug!(peer = %propagation_source, %why, "not relaying a gossiped record");
+                gossipsub::MessageAcceptance::Ignore
+            }
+            RecordVerdict::Reject(why) => {
+                tracing::info!(peer = %propagation_source, %why, "rejected an invalid gossiped record");
+                gossipsub::MessageAcceptance::Reject
+            }
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&message_id, &propagation_source, acceptance);
     }
 
     fn request_record(&mut self, peer: PeerId, routing_key: Vec<u8>, query: Option<u64>) {
@@ -477,6 +701,8 @@ impl SwarmTask {
         }
     }
 
+    /// Delivers a record answering a query or a direct request, unless the validator rejects
+    /// it (stale ones still go out: the owner tells a second writer by them).
     fn deliver(
         &mut self,
         routing_key: Vec<u8>,
@@ -487,6 +713,21 @@ impl SwarmTask {
         if record.is_empty() || record.len() > MAX_RECORD_SIZE {
             return;
         }
+        if let RecordVerdict::Reject(why) = self.judge(&routing_key, &record) {
+            tracing::debug!(peer = ?from, %why, "dropping an invalid record");
+            return;
+        }
+        self.hand_over(routing_key, record, from, query);
+    }
+
+    /// Gives a judged record to the query that asked for it, if any, and to the owner.
+    fn hand_over(
+        &mut self,
+        routing_key: Vec<u8>,
+        record: Vec<u8>,
+        from: Option<PeerId>,
+        query: Option<u64>,
+    ) {
         if let Some(query) = query.and_then(|id| self.queries.get(&id)) {
             let _ = query.answers.send(record.clone());
         }
@@ -593,11 +834,47 @@ impl SwarmTask {
                 self.bitswap.peer_disconnected(&peer_id);
                 self.emit(P2pEvent::PeerDisconnected(peer_id));
             }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                if self.private {
+                    if let ListenError::Transport(e) = &error {
+                        if is_private_handshake_failure(e) {
+                            // Loud once per host: the port changes with every attempt.
+                            let host = host_of(&send_back_addr);
+                            if self.note_refused(host) {
+                                tracing::warn!(address = %send_back_addr, "{PRIVATE_HANDSHAKE_FAILED} with an incoming connection from {send_back_addr}: does the peer hold the same swarm.key?");
+                            } else {
+                                tracing::debug!(address = %send_back_addr, "{PRIVATE_HANDSHAKE_FAILED} again");
+                            }
+                            return;
+                        }
+                    }
+                }
+                tracing::debug!(address = %send_back_addr, %error, "incoming connection failed");
+            }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 error,
                 ..
             } => {
+                tracing::debug!(%error, "outgoing connection failed");
+                if self.private {
+                    if let DialError::Transport(errors) = &error {
+                        for (addr, e) in errors {
+                            if !is_private_handshake_failure(e) {
+                                continue;
+                            }
+                            if self.note_refused(addr.clone()) {
+                                tracing::warn!(address = %addr, "{PRIVATE_HANDSHAKE_FAILED} with {addr}: does the peer hold the same swarm.key?");
+                            } else {
+                                tracing::debug!(address = %addr, "{PRIVATE_HANDSHAKE_FAILED} again");
+                            }
+                        }
+                    }
+                }
                 if let Some((addr, reply)) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Err(P2pError::Dial {
                         addr,
@@ -609,7 +886,11 @@ impl SwarmTask {
                         configured.dialing = None;
                         configured.failures += 1;
                         // Loud once, then quiet while the peer stays away.
-                        if configured.failures == 1 {
+                        if configured.failures == 1 && self.private {
+                            // With another key, the peer reads noise and often just waits:
+                            // the dial times out rather than failing the handshake.
+                            tracing::warn!(addr = %configured.addr, error = %error, "configured peer unreachable, retrying (private network: if it is up, does it hold the same swarm.key?)");
+                        } else if configured.failures == 1 {
                             tracing::warn!(addr = %configured.addr, error = %error, "configured peer unreachable, retrying");
                         } else {
                             tracing::debug!(addr = %configured.addr, error = %error, "configured peer still unreachable");
@@ -642,14 +923,23 @@ impl SwarmTask {
             }) => self.on_kad_progress(id, result, step.last),
             NodeBehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
+                message_id,
                 message,
-                ..
-            }) => {
-                if let Some(routing_key) = self.subscriptions.get(&message.topic).cloned() {
-                    let from = message.source.or(Some(propagation_source));
-                    self.deliver(routing_key, message.data, from, None);
-                }
-            }
+            }) => self.on_gossip(propagation_source, message_id, message),
+            NodeBehaviourEvent::Kad(kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            }) => self.on_dht_put(source, record),
+            NodeBehaviourEvent::Kad(kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::AddProvider {
+                        record: Some(record),
+                    },
+            }) => self.on_add_provider(record),
             NodeBehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
                 for (peer, addr) in found {

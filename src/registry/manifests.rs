@@ -9,8 +9,8 @@ use super::error::RegistryError;
 use super::layout;
 use super::manifest::{self, stored_media_type};
 use super::reference::{ManifestRef, RepoName, Tag};
-use super::Registry;
-use crate::tree::{file_size, read_small_file, Change};
+use super::{Registry, Unreadable};
+use crate::tree::{file_size, read_small_file, Change, TreeError};
 
 /// A manifest as stored.
 #[derive(Debug, Clone)]
@@ -54,12 +54,33 @@ impl Registry {
     }
 
     async fn read_manifest(&self, root: &[Cid], digest: &Digest) -> Result<Bytes, RegistryError> {
-        let data = self
-            .link_at(root, &layout::blob_data(digest))
+        let (index, data) = self
+            .find(root, &layout::blob_data(digest), Unreadable::Skip)
             .await?
             .ok_or_else(|| RegistryError::ManifestUnknown(digest.to_string()))?;
-        // Stored manifests passed the limit when pushed; a lowered limit must not hide them.
-        let bytes = read_small_file(self.source(), &data.cid, u64::MAX).await?;
+        // The own tree's manifests passed the limit when pushed, and a lowered limit must not
+        // hide them. A followed tree is untrusted: its manifests obey the limit of a push.
+        let own = self.options.writable && index == 0;
+        let limit = if own {
+            u64::MAX
+        } else {
+            self.max_manifest_bytes()
+        };
+        let bytes = match read_small_file(self.source(), &data.cid, limit).await {
+            Ok(bytes) => bytes,
+            Err(TreeError::TooLarge { size, limit }) => {
+                return Err(RegistryError::ContentInvalid(format!(
+                    "manifest {digest} in a followed tree is {size} bytes, over this registry's \
+                     limit of {limit} bytes (registry.max_manifest_bytes)"
+                )))
+            }
+            Err(TreeError::Decode(why)) if !own => {
+                return Err(RegistryError::ContentInvalid(format!(
+                    "manifest {digest} in a followed tree is malformed: {why}"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
         // Cheap enough to do on every read, and it covers manifests from followed trees.
         let actual = Digest::of(digest.algorithm(), &bytes);
         if &actual != digest {

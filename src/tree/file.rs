@@ -146,7 +146,32 @@ fn file_data(cid: &Cid, block: &[u8]) -> Result<(PbNode, UnixfsData), TreeError>
     if !matches!(data.kind, DataType::File | DataType::Raw) {
         return Err(TreeError::WrongKind(format!("{cid} is not a file")));
     }
+    if node.links.len() != data.blocksizes.len() {
+        return Err(TreeError::Decode(format!(
+            "{cid}: {} links but {} block sizes",
+            node.links.len(),
+            data.blocksizes.len()
+        )));
+    }
     Ok((node, data))
+}
+
+/// The size of a file node: its inline data and the sizes it gives its blocks, which must add
+/// up to the size it declares. A tree read from the network is untrusted: a declared size is
+/// only believed when it agrees with the rest of the node, and never allocates anything.
+fn node_size(cid: &Cid, data: &UnixfsData) -> Result<u64, TreeError> {
+    let inline = data.data.as_ref().map_or(0, |d| d.len() as u64);
+    let summed = data
+        .blocksizes
+        .iter()
+        .try_fold(inline, |total, size| total.checked_add(*size))
+        .ok_or_else(|| TreeError::Decode(format!("{cid}: block sizes overflow 64 bits")))?;
+    match data.filesize {
+        Some(declared) if declared != summed => Err(TreeError::Decode(format!(
+            "{cid}: declares {declared} bytes, but its data and blocks hold {summed}"
+        ))),
+        _ => Ok(summed),
+    }
 }
 
 /// Size in bytes of the file at `cid`.
@@ -156,9 +181,7 @@ pub async fn file_size(source: &dyn BlockSource, cid: &Cid) -> Result<u64, TreeE
         RAW => Ok(block.len() as u64),
         DAG_PB => {
             let (_, data) = file_data(cid, &block)?;
-            Ok(data
-                .filesize
-                .unwrap_or_else(|| data.data.as_ref().map_or(0, |d| d.len() as u64)))
+            node_size(cid, &data)
         }
         other => Err(TreeError::WrongKind(format!(
             "{cid} has codec {other:#x}, not a UnixFS file"
@@ -166,7 +189,8 @@ pub async fn file_size(source: &dyn BlockSource, cid: &Cid) -> Result<u64, TreeE
     }
 }
 
-/// Reads a whole file that must not be larger than `limit` bytes.
+/// Reads a whole file that must not be larger than `limit` bytes. The buffer grows with the
+/// bytes read, whatever size the file claims.
 pub async fn read_small_file(
     source: &dyn BlockSource,
     cid: &Cid,
@@ -180,7 +204,7 @@ pub async fn read_small_file(
         return source.block(cid).await;
     }
     let (tx, mut rx) = mpsc::channel(4);
-    let mut out = Vec::with_capacity(size as usize);
+    let mut out = Vec::new();
     let read = read_file_range(source, cid, 0..size, tx);
     let collect = async {
         while let Some(chunk) = rx.recv().await {
@@ -193,6 +217,8 @@ pub async fn read_small_file(
 }
 
 /// Sends the bytes of `range` of the file at `cid` to `tx`, in order, one block at a time.
+/// Every node must hold exactly the bytes its parent says it does, so a tree that lies about
+/// sizes is an error, not a short or overlong read.
 ///
 /// Stops early without error if the receiver goes away (the client hung up).
 pub async fn read_file_range(
@@ -201,26 +227,25 @@ pub async fn read_file_range(
     range: Range<u64>,
     tx: mpsc::Sender<Bytes>,
 ) -> Result<(), TreeError> {
-    // Depth-first over the DAG; each entry is a node and the file offset where it starts.
-    let mut stack = vec![(*cid, 0u64)];
-    while let Some((cid, offset)) = stack.pop() {
+    let overflow = |cid: &Cid| TreeError::Decode(format!("{cid}: file offsets overflow 64 bits"));
+    // Depth-first over the DAG; each entry is a node, the file offset where it starts, and the
+    // size its parent gives it (none for the root).
+    let mut stack: Vec<(Cid, u64, Option<u64>)> = vec![(*cid, 0, None)];
+    while let Some((cid, offset, expected)) = stack.pop() {
         if offset >= range.end {
             continue;
         }
         let block = source.block(&cid).await?;
-        let (inline, children) = match cid.codec() {
-            RAW => (block, None),
+        let (inline, children, size) = match cid.codec() {
+            RAW => {
+                let size = block.len() as u64;
+                (block, None, size)
+            }
             DAG_PB => {
                 let (node, data) = file_data(&cid, &block)?;
+                let size = node_size(&cid, &data)?;
                 let inline = Bytes::from(data.data.unwrap_or_default());
-                if node.links.len() != data.blocksizes.len() && !node.links.is_empty() {
-                    return Err(TreeError::Decode(format!(
-                        "{cid}: {} links but {} block sizes",
-                        node.links.len(),
-                        data.blocksizes.len()
-                    )));
-                }
-                (inline, Some((node.links, data.blocksizes)))
+                (inline, Some((node.links, data.blocksizes)), size)
             }
             other => {
                 return Err(TreeError::WrongKind(format!(
@@ -228,9 +253,19 @@ pub async fn read_file_range(
                 )))
             }
         };
+        if let Some(expected) = expected {
+            if expected != size {
+                return Err(TreeError::Decode(format!(
+                    "{cid}: its parent gives it {expected} bytes, but it holds {size}"
+                )));
+            }
+        }
         let inline_len = inline.len() as u64;
+        let inline_end = offset
+            .checked_add(inline_len)
+            .ok_or_else(|| overflow(&cid))?;
         let start = range.start.max(offset);
-        let end = range.end.min(offset + inline_len);
+        let end = range.end.min(inline_end);
         if start < end {
             let piece = inline.slice((start - offset) as usize..(end - offset) as usize);
             if tx.send(piece).await.is_err() {
@@ -238,16 +273,142 @@ pub async fn read_file_range(
             }
         }
         if let Some((links, sizes)) = children {
-            let mut child_offset = offset + inline_len;
+            let mut child_offset = inline_end;
             let mut wanted = Vec::new();
             for (link, size) in links.iter().zip(sizes) {
-                if child_offset + size > range.start && child_offset < range.end {
-                    wanted.push((link.cid, child_offset));
+                let child_end = child_offset
+                    .checked_add(size)
+                    .ok_or_else(|| overflow(&cid))?;
+                if child_end > range.start && child_offset < range.end {
+                    wanted.push((link.cid, child_offset, Some(size)));
                 }
-                child_offset += size;
+                child_offset = child_end;
             }
             stack.extend(wanted.into_iter().rev());
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, BlockStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(dir.path().join("blocks")).unwrap();
+        (dir, store)
+    }
+
+    /// Stores a file node with these links (CID, size given) and declared size.
+    fn file_node(
+        store: &BlockStore,
+        links: &[(Cid, u64)],
+        inline: Option<&[u8]>,
+        filesize: Option<u64>,
+    ) -> Cid {
+        let mut data = UnixfsData::new(DataType::File);
+        data.blocksizes = links.iter().map(|(_, size)| *size).collect();
+        data.data = inline.map(<[u8]>::to_vec);
+        data.filesize = filesize;
+        let node = PbNode {
+            links: links
+                .iter()
+                .map(|(cid, _)| PbLink {
+                    cid: *cid,
+                    name: String::new(),
+                    tsize: 0,
+                })
+                .collect(),
+            data: Some(data.encode()),
+        };
+        let (link, bytes) = pb_block(&node);
+        store.put_blocking(&link.cid, &bytes).unwrap();
+        link.cid
+    }
+
+    fn leaf(store: &BlockStore, data: &[u8]) -> Cid {
+        let cid = cid_of(RAW, data);
+        store.put_blocking(&cid, data).unwrap();
+        cid
+    }
+
+    async fn read_all(store: &BlockStore, cid: &Cid) -> Result<Vec<u8>, TreeError> {
+        let size = file_size(store, cid).await?;
+        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+        let mut out = Vec::new();
+        let collect = async {
+            while let Some(chunk) = rx.recv().await {
+                out.extend_from_slice(&chunk);
+            }
+        };
+        let (result, ()) = tokio::join!(read_file_range(store, cid, 0..size, tx), collect);
+        result.map(|()| out)
+    }
+
+    #[tokio::test]
+    async fn a_declared_size_is_checked_not_allocated() {
+        let (_dir, store) = store();
+        // 2^60 bytes declared, none held: an error, and no 2^60-byte buffer is ever asked for.
+        let huge = file_node(&store, &[], None, Some(1 << 60));
+        assert!(matches!(
+            file_size(&store, &huge).await,
+            Err(TreeError::Decode(_))
+        ));
+        assert!(read_small_file(&store, &huge, u64::MAX).await.is_err());
+        // The same lie told through a block size.
+        let small = leaf(&store, b"twelve bytes");
+        let lying = file_node(&store, &[(small, 1 << 60)], None, Some(1 << 60));
+        assert_eq!(file_size(&store, &lying).await.unwrap(), 1 << 60);
+        assert!(matches!(
+            read_small_file(&store, &lying, 4 << 20).await,
+            Err(TreeError::TooLarge { .. })
+        ));
+        let err = read_small_file(&store, &lying, u64::MAX).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("gives it 1152921504606846976 bytes"),
+            "{err}"
+        );
+        // Sizes that overflow when added up.
+        let overflow = file_node(&store, &[(small, u64::MAX), (small, 2)], None, None);
+        assert!(matches!(
+            file_size(&store, &overflow).await,
+            Err(TreeError::Decode(_))
+        ));
+        // Links and block sizes that do not pair up.
+        let mut data = UnixfsData::new(DataType::File);
+        data.blocksizes = vec![12];
+        let node = PbNode {
+            links: Vec::new(),
+            data: Some(data.encode()),
+        };
+        let (link, bytes) = pb_block(&node);
+        store.put_blocking(&link.cid, &bytes).unwrap();
+        assert!(file_size(&store, &link.cid).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn honest_files_read_back_whole() {
+        let (_dir, store) = store();
+        let a = leaf(&store, b"hello ");
+        let b = leaf(&store, b"world");
+        let inner = file_node(&store, &[(a, 6), (b, 5)], None, Some(11));
+        let root = file_node(&store, &[(inner, 11), (a, 6)], Some(b">> "), Some(20));
+        assert_eq!(file_size(&store, &root).await.unwrap(), 20);
+        assert_eq!(
+            read_all(&store, &root).await.unwrap(),
+            b">> hello worldhello "
+        );
+        assert_eq!(
+            read_small_file(&store, &root, 20).await.unwrap().as_ref(),
+            b">> hello worldhello "
+        );
+        // An absent filesize is taken from the parts.
+        let unsized_root = file_node(&store, &[(a, 6), (b, 5)], None, None);
+        assert_eq!(
+            read_all(&store, &unsized_root).await.unwrap(),
+            b"hello world"
+        );
+    }
 }

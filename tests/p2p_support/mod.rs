@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cid::Cid;
-use ipns_registry::p2p::{P2p, P2pConfig, P2pEvent, RecordSource};
+use ipns_registry::names::{judge_record, RecordJudgement};
+use ipns_registry::p2p::{P2p, P2pConfig, P2pEvent, RecordSource, RecordValidator, RecordVerdict};
 use ipns_registry::store::BlockStore;
 use ipns_registry::tree::{cid_of, RAW};
 use libp2p::identity::Keypair;
@@ -18,7 +19,8 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
-/// Records held in memory, keyed by routing key.
+/// Records held in memory, keyed by routing key; records from the network are judged against
+/// them as a node judges them against its own and followed records.
 #[derive(Default)]
 pub struct MemoryRecords(Mutex<HashMap<Vec<u8>, Vec<u8>>>);
 
@@ -32,6 +34,18 @@ impl MemoryRecords {
 impl RecordSource for MemoryRecords {
     fn newest(&self, routing_key: &[u8]) -> Option<Vec<u8>> {
         self.0.lock().unwrap().get(routing_key).cloned()
+    }
+}
+
+impl RecordValidator for MemoryRecords {
+    fn validate(&self, routing_key: &[u8], record: &[u8], held: Option<&[u8]>) -> RecordVerdict {
+        let own = self.newest(routing_key);
+        let held = held.into_iter().chain(own.as_deref());
+        match judge_record(routing_key, record, held, std::time::SystemTime::now()) {
+            RecordJudgement::Valid(_) => RecordVerdict::Accept,
+            RecordJudgement::Stale(why) => RecordVerdict::Ignore(why.to_string()),
+            RecordJudgement::Invalid(why) => RecordVerdict::Reject(why.to_string()),
+        }
     }
 }
 
@@ -63,7 +77,6 @@ pub fn loopback_config(
     fetch_timeout: Duration,
 ) -> P2pConfig {
     P2pConfig {
-        keypair,
         listen: vec![
             "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
             "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
@@ -71,6 +84,7 @@ pub fn loopback_config(
         peers,
         mdns: false,
         fetch_timeout,
+        ..P2pConfig::new(keypair)
     }
 }
 
@@ -92,7 +106,7 @@ impl TestNode {
         let blocks = Arc::new(BlockStore::open(dir.path().join("blocks")).unwrap());
         let records = Arc::new(MemoryRecords::default());
         let keypair = config.keypair.clone();
-        let (p2p, events) = P2p::start(config, blocks.clone(), records.clone())
+        let (p2p, events) = P2p::start(config, blocks.clone(), records.clone(), records.clone())
             .await
             .unwrap();
         TestNode {

@@ -4,9 +4,8 @@ use cid::multihash::Multihash;
 use cid::{Cid, Version};
 use sha2::{Digest as _, Sha256, Sha512};
 
-use super::message::read_varint;
 use super::BitswapError;
-use crate::protobuf::put_varint;
+use crate::protobuf::{put_varint, read_varint};
 
 /// Multihash code of sha2-256.
 pub const SHA2_256: u64 = 0x12;
@@ -62,7 +61,8 @@ impl CidPrefix {
     /// Parses the wire form.
     pub fn from_bytes(mut buf: &[u8]) -> Result<Self, BitswapError> {
         let mut next = || -> Result<u64, BitswapError> {
-            let (value, used) = read_varint(buf)?;
+            let (value, used) = read_varint(buf)
+                .map_err(|e| BitswapError::Malformed(format!("CID prefix: {e}")))?;
             buf = &buf[used..];
             Ok(value)
         };

@@ -1,6 +1,6 @@
-//! The Bitswap wire message: a hand-rolled protobuf encoder and decoder for boxo's
-//! `message.proto` (1.0.0 `blocks`, 1.1.0 `payload`, 1.2.0 wantType / sendDontHave /
-//! blockPresences / pendingBytes).
+//! The Bitswap wire message: boxo's `message.proto` (1.0.0 `blocks`, 1.1.0 `payload`, 1.2.0
+//! wantType / sendDontHave / blockPresences / pendingBytes), decoded with `prost` derives into
+//! plain types the engine works with.
 //!
 //! ```protobuf
 //! message Message {
@@ -17,15 +17,17 @@
 //!   repeated BlockPresence blockPresences = 4; int32 pendingBytes = 5;
 //! }
 //! ```
+//!
+//! Decoding reads from a borrowed slice, so every block's bytes are copied into an allocation
+//! of their own: a block kept (waiting to be hashed or stored) never keeps the rest of a 4 MiB
+//! message alive.
 
 use bytes::Bytes;
 use cid::Cid;
+use prost::Message as _;
 
 use super::block::CidPrefix;
 use super::BitswapError;
-use crate::protobuf::{
-    self, put_bytes, put_key, put_uint, put_varint, varint_len, VarintError, I32, I64, LEN, VARINT,
-};
 
 /// Largest message either side may send or accept (the spec's limit), length prefix excluded.
 pub const MAX_MESSAGE_SIZE: usize = 4 << 20;
@@ -147,221 +149,155 @@ impl Message {
     /// before 1.1.0 payload blocks travel as bare `blocks`, before 1.2.0 want-have entries,
     /// `sendDontHave`, presences and `pendingBytes` are left out.
     pub fn encode(&self, version: Version) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.encoded_len_estimate());
-        self.encode_into(version, &mut out);
-        out
+        self.to_wire(version).encode_to_vec()
     }
 
     /// The encoding with its unsigned-varint length prefix, in one buffer (one write, one
-    /// frame on the wire) and without copying the body.
-    pub fn encode_framed(&self, version: Version) -> Bytes {
-        const ROOM: usize = 10;
-        let mut out = Vec::with_capacity(ROOM + self.encoded_len_estimate());
-        out.resize(ROOM, 0);
-        self.encode_into(version, &mut out);
-        let mut prefix = Vec::with_capacity(ROOM);
-        put_varint(&mut prefix, (out.len() - ROOM) as u64);
-        let start = ROOM - prefix.len();
-        out[start..ROOM].copy_from_slice(&prefix);
-        Bytes::from(out).slice(start..)
+    /// frame on the wire). Fails if the message exceeds [`MAX_MESSAGE_SIZE`].
+    pub fn encode_framed(&self, version: Version) -> Result<Bytes, BitswapError> {
+        let wire = self.to_wire(version);
+        let len = wire.encoded_len();
+        if len > MAX_MESSAGE_SIZE {
+            return Err(BitswapError::TooLarge(len as u64));
+        }
+        let mut out = super::frame::prefix(len);
+        out.reserve_exact(len);
+        wire.encode(&mut out)
+            .map_err(|e| BitswapError::Malformed(format!("encoding: {e}")))?;
+        Ok(Bytes::from(out))
     }
 
-    fn encoded_len_estimate(&self) -> usize {
-        let data_len: usize = self
-            .payload
+    /// The protobuf form for `version`; block data are shared, not copied.
+    fn to_wire(&self, version: Version) -> wire::Message {
+        let entries: Vec<wire::Entry> = self
+            .entries
             .iter()
-            .map(|b| b.data.len() + 16)
-            .sum::<usize>()
-            + self.raw_blocks.iter().map(|b| b.len() + 8).sum::<usize>();
-        data_len + 64 * (self.entries.len() + self.presences.len()) + 16
-    }
-
-    fn encode_into(&self, version: Version, out: &mut Vec<u8>) {
-        let mut wantlist = Vec::with_capacity(64 * self.entries.len() + 4);
-        for entry in &self.entries {
-            if version < Version::V120 && entry.want_type == WantType::Have && !entry.cancel {
-                continue;
-            }
-            let mut e = Vec::with_capacity(64);
-            put_bytes(&mut e, 1, &entry.cid.to_bytes());
-            if entry.priority != 0 {
-                // int32 is encoded as its sign-extended 64-bit two's complement.
-                put_uint(&mut e, 2, i64::from(entry.priority) as u64);
-            }
-            if entry.cancel {
-                put_uint(&mut e, 3, 1);
-            }
-            if version >= Version::V120 {
-                if entry.want_type == WantType::Have {
-                    put_uint(&mut e, 4, 1);
+            .filter(|e| version >= Version::V120 || e.want_type == WantType::Block || e.cancel)
+            .map(|e| {
+                let v120 = version >= Version::V120;
+                wire::Entry {
+                    block: e.cid.to_bytes(),
+                    priority: e.priority,
+                    cancel: e.cancel,
+                    want_type: if v120 && e.want_type == WantType::Have {
+                        1
+                    } else {
+                        0
+                    },
+                    send_dont_have: v120 && e.send_dont_have,
                 }
-                if entry.send_dont_have {
-                    put_uint(&mut e, 5, 1);
-                }
-            }
-            put_bytes(&mut wantlist, 1, &e);
-        }
-        if self.full {
-            put_uint(&mut wantlist, 2, 1);
-        }
-        if !wantlist.is_empty() {
-            put_bytes(out, 1, &wantlist);
-        }
-
-        for data in &self.raw_blocks {
-            put_bytes(out, 2, data);
-        }
+            })
+            .collect();
+        let wantlist = (!entries.is_empty() || self.full).then_some(wire::Wantlist {
+            entries,
+            full: self.full,
+        });
+        let mut blocks = self.raw_blocks.clone();
+        let mut payload = Vec::new();
         for block in &self.payload {
             if version < Version::V110 {
-                put_bytes(out, 2, &block.data);
-                continue;
+                blocks.push(block.data.clone());
+            } else {
+                payload.push(wire::Block {
+                    prefix: block.prefix.to_bytes(),
+                    data: block.data.clone(),
+                });
             }
-            let prefix = block.prefix.to_bytes();
-            let inner_len = 1
-                + varint_len(prefix.len() as u64)
-                + prefix.len()
-                + 1
-                + varint_len(block.data.len() as u64)
-                + block.data.len();
-            put_key(out, 3, LEN);
-            put_varint(out, inner_len as u64);
-            put_bytes(out, 1, &prefix);
-            put_bytes(out, 2, &block.data);
         }
-        if version >= Version::V120 {
-            for presence in &self.presences {
-                let mut p = Vec::with_capacity(48);
-                put_bytes(&mut p, 1, &presence.cid.to_bytes());
-                if presence.presence == Presence::DontHave {
-                    put_uint(&mut p, 2, 1);
-                }
-                put_bytes(out, 4, &p);
-            }
-            if self.pending_bytes != 0 {
-                put_uint(out, 5, i64::from(self.pending_bytes) as u64);
-            }
+        let v120 = version >= Version::V120;
+        wire::Message {
+            wantlist,
+            blocks,
+            payload,
+            block_presences: if v120 {
+                self.presences
+                    .iter()
+                    .map(|p| wire::BlockPresence {
+                        cid: p.cid.to_bytes(),
+                        r#type: match p.presence {
+                            Presence::Have => 0,
+                            Presence::DontHave => 1,
+                        },
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            pending_bytes: if v120 { self.pending_bytes } else { 0 },
         }
     }
 
-    /// Decodes a message (any version); block data are zero-copy slices of `buf`.
-    /// Unknown fields are skipped, as protobuf requires.
-    pub fn decode(buf: Bytes) -> Result<Message, BitswapError> {
-        let mut msg = Message::default();
-        let mut reader = Reader::new(&buf);
-        while let Some((field, value)) = reader.field()? {
-            match (field, value) {
-                (1, Value::Bytes(range)) => decode_wantlist(&buf[range], &mut msg)?,
-                (2, Value::Bytes(range)) => msg.raw_blocks.push(buf.slice(range)),
-                (3, Value::Bytes(range)) => {
-                    let base = range.start;
-                    let mut prefix = None;
-                    let mut data = Bytes::new();
-                    let mut inner = Reader::new(&buf[range]);
-                    while let Some((field, value)) = inner.field()? {
-                        match (field, value) {
-                            (1, Value::Bytes(r)) => {
-                                prefix =
-                                    Some(CidPrefix::from_bytes(&buf[base + r.start..base + r.end])?)
-                            }
-                            (2, Value::Bytes(r)) => data = buf.slice(base + r.start..base + r.end),
-                            (1 | 2, _) => return Err(wire_type_error("Block")),
-                            _ => {}
+    /// Decodes a message (any version). Unknown fields are skipped, as protobuf requires;
+    /// block data are copied out of `buf`.
+    pub fn decode(buf: &[u8]) -> Result<Message, BitswapError> {
+        let wire =
+            wire::Message::decode(buf).map_err(|e| BitswapError::Malformed(e.to_string()))?;
+        let (entries, full) = match wire.wantlist {
+            Some(list) => (list.entries, list.full),
+            None => (Vec::new(), false),
+        };
+        let entries = entries
+            .into_iter()
+            .map(|e| {
+                Ok(Entry {
+                    cid: decode_cid(&e.block)?,
+                    priority: e.priority,
+                    cancel: e.cancel,
+                    want_type: match e.want_type {
+                        0 => WantType::Block,
+                        1 => WantType::Have,
+                        other => {
+                            return Err(BitswapError::Malformed(format!(
+                                "unknown want type {other}"
+                            )))
                         }
-                    }
-                    let prefix = prefix.ok_or_else(|| {
-                        BitswapError::Malformed("payload block without a CID prefix".into())
-                    })?;
-                    msg.payload.push(PayloadBlock { prefix, data });
-                }
-                (4, Value::Bytes(range)) => {
-                    let mut cid = None;
-                    let mut presence = Presence::Have;
-                    let mut inner = Reader::new(&buf[range]);
-                    while let Some((field, value)) = inner.field()? {
-                        match (field, value) {
-                            (1, Value::Bytes(r)) => cid = Some(decode_cid(inner.slice(r))?),
-                            (2, Value::Varint(v)) => {
-                                presence = match v {
-                                    0 => Presence::Have,
-                                    1 => Presence::DontHave,
-                                    other => {
-                                        return Err(BitswapError::Malformed(format!(
-                                            "unknown block presence type {other}"
-                                        )))
-                                    }
-                                }
-                            }
-                            (1 | 2, _) => return Err(wire_type_error("BlockPresence")),
-                            _ => {}
-                        }
-                    }
-                    let cid = cid.ok_or_else(|| {
-                        BitswapError::Malformed("block presence without a CID".into())
-                    })?;
-                    msg.presences.push(BlockPresence { cid, presence });
-                }
-                (5, Value::Varint(v)) => msg.pending_bytes = v as i32,
-                (1..=5, _) => return Err(wire_type_error("Message")),
-                _ => {}
-            }
-        }
-        Ok(msg)
-    }
-}
-
-fn decode_wantlist(buf: &[u8], msg: &mut Message) -> Result<(), BitswapError> {
-    let mut reader = Reader::new(buf);
-    while let Some((field, value)) = reader.field()? {
-        match (field, value) {
-            (1, Value::Bytes(range)) => {
-                let mut entry = Entry {
-                    cid: Cid::default(),
-                    // proto3 default; the ".proto" comment's "default to 1" is the sender's job.
-                    priority: 0,
-                    cancel: false,
-                    want_type: WantType::Block,
-                    send_dont_have: false,
-                };
-                let mut has_cid = false;
-                let mut inner = Reader::new(reader.slice(range));
-                while let Some((field, value)) = inner.field()? {
-                    match (field, value) {
-                        (1, Value::Bytes(r)) => {
-                            entry.cid = decode_cid(inner.slice(r))?;
-                            has_cid = true;
-                        }
-                        // Truncation to 32 bits is how protobuf reads an int32.
-                        (2, Value::Varint(v)) => entry.priority = v as i32,
-                        (3, Value::Varint(v)) => entry.cancel = v != 0,
-                        (4, Value::Varint(v)) => {
-                            entry.want_type = match v {
-                                0 => WantType::Block,
-                                1 => WantType::Have,
-                                other => {
-                                    return Err(BitswapError::Malformed(format!(
-                                        "unknown want type {other}"
-                                    )))
-                                }
-                            }
-                        }
-                        (5, Value::Varint(v)) => entry.send_dont_have = v != 0,
-                        (1..=5, _) => return Err(wire_type_error("Wantlist.Entry")),
-                        _ => {}
-                    }
-                }
-                if !has_cid {
+                    },
+                    send_dont_have: e.send_dont_have,
+                })
+            })
+            .collect::<Result<_, BitswapError>>()?;
+        let payload = wire
+            .payload
+            .into_iter()
+            .map(|b| {
+                if b.prefix.is_empty() {
                     return Err(BitswapError::Malformed(
-                        "wantlist entry without a CID".into(),
+                        "payload block without a CID prefix".into(),
                     ));
                 }
-                msg.entries.push(entry);
-            }
-            (2, Value::Varint(v)) => msg.full = v != 0,
-            (1 | 2, _) => return Err(wire_type_error("Wantlist")),
-            _ => {}
-        }
+                Ok(PayloadBlock {
+                    prefix: CidPrefix::from_bytes(&b.prefix)?,
+                    data: b.data,
+                })
+            })
+            .collect::<Result<_, BitswapError>>()?;
+        let presences = wire
+            .block_presences
+            .into_iter()
+            .map(|p| {
+                Ok(BlockPresence {
+                    cid: decode_cid(&p.cid)?,
+                    presence: match p.r#type {
+                        0 => Presence::Have,
+                        1 => Presence::DontHave,
+                        other => {
+                            return Err(BitswapError::Malformed(format!(
+                                "unknown block presence type {other}"
+                            )))
+                        }
+                    },
+                })
+            })
+            .collect::<Result<_, BitswapError>>()?;
+        Ok(Message {
+            full,
+            entries,
+            raw_blocks: wire.blocks,
+            payload,
+            presences,
+            pending_bytes: wire.pending_bytes,
+        })
     }
-    Ok(())
 }
 
 fn decode_cid(bytes: &[u8]) -> Result<Cid, BitswapError> {
@@ -374,87 +310,61 @@ fn decode_cid(bytes: &[u8]) -> Result<Cid, BitswapError> {
     Ok(cid)
 }
 
-fn wire_type_error(message: &str) -> BitswapError {
-    BitswapError::Malformed(format!("unexpected wire type in {message}"))
-}
+/// The protobuf messages as they travel. Enums are read as plain `int32` so an unknown value
+/// is refused by [`Message::decode`] with a clear message rather than silently defaulted.
+mod wire {
+    use bytes::Bytes;
 
-/// Reads an unsigned varint at the start of `buf`: `(value, bytes used)`.
-pub(crate) fn read_varint(buf: &[u8]) -> Result<(u64, usize), BitswapError> {
-    protobuf::read_varint(buf).map_err(|e| match e {
-        VarintError::Truncated => BitswapError::Malformed("truncated varint".into()),
-        VarintError::Overflow => BitswapError::Malformed("varint overflows 64 bits".into()),
-    })
-}
-
-/// A field value: varints decoded, length-delimited fields as a range into the buffer.
-enum Value {
-    Varint(u64),
-    Bytes(std::ops::Range<usize>),
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Message {
+        #[prost(message, optional, tag = "1")]
+        pub wantlist: Option<Wantlist>,
+        #[prost(bytes = "bytes", repeated, tag = "2")]
+        pub blocks: Vec<Bytes>,
+        #[prost(message, repeated, tag = "3")]
+        pub payload: Vec<Block>,
+        #[prost(message, repeated, tag = "4")]
+        pub block_presences: Vec<BlockPresence>,
+        #[prost(int32, tag = "5")]
+        pub pending_bytes: i32,
     }
 
-    fn slice(&self, range: std::ops::Range<usize>) -> &'a [u8] {
-        &self.buf[range]
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Wantlist {
+        #[prost(message, repeated, tag = "1")]
+        pub entries: Vec<Entry>,
+        #[prost(bool, tag = "2")]
+        pub full: bool,
     }
 
-    fn varint(&mut self) -> Result<u64, BitswapError> {
-        let (value, used) = read_varint(&self.buf[self.pos..])?;
-        self.pos += used;
-        Ok(value)
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Entry {
+        #[prost(bytes = "vec", tag = "1")]
+        pub block: Vec<u8>,
+        #[prost(int32, tag = "2")]
+        pub priority: i32,
+        #[prost(bool, tag = "3")]
+        pub cancel: bool,
+        #[prost(int32, tag = "4")]
+        pub want_type: i32,
+        #[prost(bool, tag = "5")]
+        pub send_dont_have: bool,
     }
 
-    fn skip(&mut self, n: usize) -> Result<std::ops::Range<usize>, BitswapError> {
-        let start = self.pos;
-        let end = start
-            .checked_add(n)
-            .filter(|&end| end <= self.buf.len())
-            .ok_or_else(|| {
-                BitswapError::Malformed("field runs past the end of the message".into())
-            })?;
-        self.pos = end;
-        Ok(start..end)
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Block {
+        #[prost(bytes = "vec", tag = "1")]
+        pub prefix: Vec<u8>,
+        #[prost(bytes = "bytes", tag = "2")]
+        pub data: Bytes,
     }
 
-    /// The next field, skipping fixed-width ones (none of ours use them).
-    fn field(&mut self) -> Result<Option<(u64, Value)>, BitswapError> {
-        loop {
-            if self.pos >= self.buf.len() {
-                return Ok(None);
-            }
-            let key = self.varint()?;
-            let field = key >> 3;
-            if field == 0 {
-                return Err(BitswapError::Malformed("field number 0".into()));
-            }
-            match (key & 7) as u8 {
-                VARINT => return Ok(Some((field, Value::Varint(self.varint()?)))),
-                LEN => {
-                    let len = usize::try_from(self.varint()?)
-                        .map_err(|_| BitswapError::Malformed("field length overflows".into()))?;
-                    return Ok(Some((field, Value::Bytes(self.skip(len)?))));
-                }
-                I64 => {
-                    self.skip(8)?;
-                }
-                I32 => {
-                    self.skip(4)?;
-                }
-                other => {
-                    return Err(BitswapError::Malformed(format!(
-                        "unsupported wire type {other}"
-                    )))
-                }
-            }
-        }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct BlockPresence {
+        #[prost(bytes = "vec", tag = "1")]
+        pub cid: Vec<u8>,
+        #[prost(int32, tag = "2")]
+        pub r#type: i32,
     }
 }
 
@@ -501,7 +411,7 @@ mod tests {
             ],
             pending_bytes: 12345,
         };
-        let decoded = Message::decode(Bytes::from(msg.encode(Version::V120))).unwrap();
+        let decoded = Message::decode(&msg.encode(Version::V120)).unwrap();
         assert_eq!(decoded, msg);
         assert_eq!(
             decoded.payload[0]
@@ -533,12 +443,12 @@ mod tests {
             }],
             ..Message::default()
         };
-        let v110 = Message::decode(Bytes::from(msg.encode(Version::V110))).unwrap();
+        let v110 = Message::decode(&msg.encode(Version::V110)).unwrap();
         assert_eq!(v110.entries.len(), 1);
         assert!(!v110.entries[0].send_dont_have);
         assert_eq!(v110.payload.len(), 1);
         assert!(v110.presences.is_empty());
-        let v100 = Message::decode(Bytes::from(msg.encode(Version::V100))).unwrap();
+        let v100 = Message::decode(&msg.encode(Version::V100)).unwrap();
         assert_eq!(v100.raw_blocks, vec![data]);
         assert!(v100.payload.is_empty());
     }
@@ -588,7 +498,7 @@ mod tests {
         msg.extend_from_slice(&presence);
         msg.extend_from_slice(&[0x28, 0x80, 0x80, 0x40]); // pendingBytes: 1 MiB
 
-        let decoded = Message::decode(Bytes::from(msg)).unwrap();
+        let decoded = Message::decode(&msg).unwrap();
         assert!(decoded.full);
         assert_eq!(
             decoded.entries,
@@ -627,24 +537,65 @@ mod tests {
         assert_eq!(decoded.pending_bytes, 1 << 20);
 
         // An empty wantlist, as kubo sends along with blocks, decodes to no entries.
-        let decoded = Message::decode(Bytes::from_static(&[0x0a, 0x00])).unwrap();
+        let decoded = Message::decode(&[0x0a, 0x00]).unwrap();
         assert!(decoded.is_empty());
     }
 
     #[test]
     fn rejects_malformed_input() {
         // Length running past the end.
-        assert!(Message::decode(Bytes::from_static(&[0x0a, 0x05, 0x01])).is_err());
+        assert!(Message::decode(&[0x0a, 0x05, 0x01]).is_err());
         // Truncated varint.
-        assert!(Message::decode(Bytes::from_static(&[0x28, 0x80])).is_err());
+        assert!(Message::decode(&[0x28, 0x80]).is_err());
         // Entry with a garbage CID.
-        assert!(Message::decode(Bytes::from_static(&[
-            0x0a, 0x06, 0x0a, 0x04, 0x0a, 0x02, 0xff, 0xff
-        ]))
-        .is_err());
+        assert!(Message::decode(&[0x0a, 0x06, 0x0a, 0x04, 0x0a, 0x02, 0xff, 0xff]).is_err());
         // Unknown fields are skipped.
-        let decoded = Message::decode(Bytes::from_static(&[0x30, 0x01, 0x3a, 0x01, 0x00])).unwrap();
+        let decoded = Message::decode(&[0x30, 0x01, 0x3a, 0x01, 0x00]).unwrap();
         assert!(decoded.is_empty());
+    }
+
+    /// Each decoded block owns its bytes: holding one does not hold the message it came in.
+    #[test]
+    fn decoded_blocks_do_not_borrow_the_message() {
+        let blocks: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![i; 1000])).collect();
+        let msg = Message {
+            payload: blocks
+                .iter()
+                .map(|data| PayloadBlock {
+                    prefix: CidPrefix::of(&cid_of(RAW, data)),
+                    data: data.clone(),
+                })
+                .collect(),
+            raw_blocks: vec![Bytes::from_static(b"a 1.0.0 block")],
+            ..Message::default()
+        };
+        let wire = msg.encode(Version::V120);
+        let range = wire.as_ptr_range();
+        let decoded = Message::decode(&wire).unwrap();
+        assert_eq!(decoded, msg);
+        for data in decoded
+            .payload
+            .iter()
+            .map(|b| &b.data)
+            .chain(&decoded.raw_blocks)
+        {
+            assert!(
+                !range.contains(&data.as_ptr()),
+                "a block points into the message"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_messages_are_not_framed() {
+        let msg = Message {
+            raw_blocks: vec![Bytes::from(vec![0u8; MAX_MESSAGE_SIZE])],
+            ..Message::default()
+        };
+        assert!(matches!(
+            msg.encode_framed(Version::V120),
+            Err(BitswapError::TooLarge(_))
+        ));
     }
 
     #[test]
@@ -658,28 +609,9 @@ mod tests {
             ..Message::default()
         };
         let body = msg.encode(Version::V120);
-        let framed = msg.encode_framed(Version::V120);
-        let (len, used) = read_varint(&framed).unwrap();
-        assert_eq!(len as usize, body.len());
-        assert_eq!(&framed[used..], body.as_slice());
-    }
-
-    #[test]
-    fn varints() {
-        for v in [
-            0u64,
-            1,
-            127,
-            128,
-            300,
-            1 << 21,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
-            let mut out = Vec::new();
-            put_varint(&mut out, v);
-            assert_eq!(out.len(), varint_len(v));
-            assert_eq!(read_varint(&out).unwrap(), (v, out.len()));
-        }
+        let framed = msg.encode_framed(Version::V120).unwrap();
+        let (len, rest) = unsigned_varint::decode::usize(&framed).unwrap();
+        assert_eq!(len, body.len());
+        assert_eq!(rest, body.as_slice());
     }
 }

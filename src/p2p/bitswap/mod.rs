@@ -19,14 +19,13 @@ mod session;
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cid::Cid;
-use libp2p::futures::{
-    AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, StreamExt as _,
-};
+use libp2p::futures::{AsyncRead, AsyncWrite, AsyncWriteExt as _, StreamExt as _};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::AbortHandle;
@@ -38,8 +37,9 @@ pub use message::{
 };
 
 use crate::store::BlockStore;
-use session::SessionCommand;
+use session::{PeerWants, SessionCommand};
 
+use super::frame::{self, FrameError};
 use super::P2pError;
 
 /// Bitswap protocol ids, most preferred first: we open streams with the first the peer supports
@@ -57,6 +57,16 @@ const RECEIVE_CONCURRENCY: usize = 16;
 
 /// How long a fetch waits for a first peer when none is connected.
 pub const NO_PEER_GRACE: Duration = Duration::from_secs(5);
+
+/// Notices from the engine to one session that may wait (wants, cancels, blocks stored). When a
+/// session is this far behind (it is stuck writing to its peer), further notices are dropped and
+/// the session catches up from the engine's state once it runs again.
+const SESSION_NOTICES: usize = 1024;
+/// Wantlist messages from a peer waiting for its session. When they pile up, the peer's stream
+/// is no longer read until the session catches up: the peer is slowed down, not buffered.
+const PEER_WANTLISTS: usize = 8;
+/// Inbound Bitswap streams one peer may have open at once (each costs a reader and a buffer).
+const MAX_INBOUND_STREAMS: usize = 4;
 
 /// Errors of the Bitswap wire protocol.
 #[derive(Debug, thiserror::Error)]
@@ -78,34 +88,19 @@ pub enum BitswapError {
     Io(#[from] io::Error),
 }
 
-/// Reads one length-prefixed message; `None` at a clean end of stream.
+/// Reads one length-prefixed message; `None` at a clean end of stream. The buffer grows as
+/// bytes arrive (a declared length is only checked against [`MAX_MESSAGE_SIZE`]), and the
+/// decoded blocks own their bytes, so nothing keeps the buffer alive afterwards.
 pub async fn read_message<R: AsyncRead + Unpin>(
     reader: &mut R,
 ) -> Result<Option<Message>, BitswapError> {
-    let mut len: u64 = 0;
-    for i in 0..10 {
-        let mut byte = [0u8; 1];
-        let n = reader.read(&mut byte).await?;
-        if n == 0 {
-            if i == 0 {
-                return Ok(None);
-            }
-            return Err(BitswapError::Malformed(
-                "stream ended inside a length prefix".into(),
-            ));
-        }
-        len |= u64::from(byte[0] & 0x7f) << (7 * i);
-        if len > MAX_MESSAGE_SIZE as u64 {
-            return Err(BitswapError::TooLarge(len));
-        }
-        if byte[0] & 0x80 == 0 {
-            // Bounded by MAX_MESSAGE_SIZE just above, so it fits a usize.
-            let mut buf = vec![0u8; len as usize];
-            reader.read_exact(&mut buf).await?;
-            return Message::decode(Bytes::from(buf)).map(Some);
-        }
+    match frame::read_frame(reader, MAX_MESSAGE_SIZE).await {
+        Ok(Some(body)) => Message::decode(&body).map(Some),
+        Ok(None) => Ok(None),
+        Err(FrameError::TooLarge { declared, .. }) => Err(BitswapError::TooLarge(declared)),
+        Err(FrameError::Io(e)) => Err(BitswapError::Io(e)),
+        Err(e) => Err(BitswapError::Malformed(e.to_string())),
     }
-    Err(BitswapError::Malformed("length prefix too long".into()))
 }
 
 /// Writes one length-prefixed message encoded for `version`, and flushes.
@@ -114,12 +109,7 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
     message: &Message,
     version: Version,
 ) -> Result<(), BitswapError> {
-    let framed = message.encode_framed(version);
-    let (len, prefix_len) = message::read_varint(&framed)?;
-    if len > MAX_MESSAGE_SIZE as u64 {
-        return Err(BitswapError::TooLarge(len));
-    }
-    debug_assert_eq!(framed.len(), prefix_len + len as usize);
+    let framed = message.encode_framed(version)?;
     writer.write_all(&framed).await?;
     writer.flush().await?;
     Ok(())
@@ -138,8 +128,22 @@ struct Want {
 }
 
 struct SessionHandle {
-    commands: mpsc::UnboundedSender<SessionCommand>,
+    /// Engine notices; full means the session is behind, see [`SESSION_NOTICES`].
+    commands: mpsc::Sender<SessionCommand>,
+    /// Set when a notice was dropped: the session resynchronises from the engine's state.
+    behind: Arc<AtomicBool>,
+    /// The peer's wantlist updates, read from its inbound streams.
+    peer_wants: mpsc::Sender<PeerWants>,
     task: AbortHandle,
+}
+
+impl SessionHandle {
+    /// Hands the session a notice, or marks it behind if it cannot take more.
+    fn notify(&self, command: SessionCommand) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.commands.try_send(command) {
+            self.behind.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -151,6 +155,8 @@ struct State {
     next_priority: i32,
     closed: bool,
     accept_task: Option<AbortHandle>,
+    /// Open inbound streams per peer.
+    inbound: HashMap<PeerId, usize>,
 }
 
 /// The Bitswap engine shared by the swarm task, the sessions and the callers of `fetch`.
@@ -160,13 +166,17 @@ pub(crate) struct Bitswap {
     state: Mutex<State>,
     /// How many peer sessions run, for fetches waiting to see whether anyone is connected.
     sessions: watch::Sender<usize>,
+    /// Peers that stopped reading what we send them: the swarm disconnects them.
+    stalled: mpsc::UnboundedSender<PeerId>,
 }
 
 impl Bitswap {
     /// Starts accepting Bitswap streams; `control` must come from the swarm's stream behaviour.
+    /// Peers that stop reading their stream are sent to `stalled`, for the swarm to disconnect.
     pub(crate) fn start(
         blocks: Arc<BlockStore>,
         mut control: libp2p_stream::Control,
+        stalled: mpsc::UnboundedSender<PeerId>,
     ) -> Result<Arc<Self>, P2pError> {
         let mut incoming = Vec::new();
         for (protocol, _) in PROTOCOLS {
@@ -183,17 +193,24 @@ impl Bitswap {
                 ..State::default()
             }),
             sessions: watch::channel(0).0,
+            stalled,
         });
         let accepting = engine.clone();
         let task = tokio::spawn(async move {
             let mut incoming = libp2p::futures::stream::select_all(incoming);
             // libp2p-stream drops inbound streams while this loop is busy, so it only spawns.
             while let Some((peer, stream)) = incoming.next().await {
+                let Some(guard) = accepting.admit_inbound(peer) else {
+                    tracing::debug!(%peer, "too many inbound bitswap streams from one peer, refusing another");
+                    continue;
+                };
                 let engine = accepting.clone();
                 tokio::spawn(
-                    engine
-                        .read_inbound(peer, stream)
-                        .instrument(tracing::debug_span!("bitswap_in", %peer)),
+                    async move {
+                        engine.read_inbound(peer, stream).await;
+                        drop(guard);
+                    }
+                    .instrument(tracing::debug_span!("bitswap_in", %peer)),
                 );
             }
         });
@@ -212,27 +229,71 @@ impl Bitswap {
         if state.closed || state.sessions.contains_key(&peer) {
             return;
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let pending: Vec<(Cid, i32)> = state
-            .wants
-            .iter()
-            .map(|(cid, want)| (*cid, want.priority))
-            .collect();
+        let (tx, rx) = mpsc::channel(SESSION_NOTICES);
+        let (wants_tx, wants_rx) = mpsc::channel(PEER_WANTLISTS);
+        let behind = Arc::new(AtomicBool::new(false));
+        let pending = Self::pending(&state);
         if !pending.is_empty() {
-            let _ = tx.send(SessionCommand::Want(pending));
+            // A fresh channel has room.
+            let _ = tx.try_send(SessionCommand::Want(pending));
         }
         let task = tokio::spawn(
-            session::run(peer, self.control.clone(), self.blocks.clone(), rx)
-                .instrument(tracing::debug_span!("bitswap_session", %peer)),
+            session::run(
+                peer,
+                self.control.clone(),
+                self.blocks.clone(),
+                Arc::downgrade(self),
+                session::Inbox {
+                    notices: rx,
+                    behind: behind.clone(),
+                    peer_wants: wants_rx,
+                },
+            )
+            .instrument(tracing::debug_span!("bitswap_session", %peer)),
         );
         state.sessions.insert(
             peer,
             SessionHandle {
                 commands: tx,
+                behind,
+                peer_wants: wants_tx,
                 task: task.abort_handle(),
             },
         );
         self.sessions.send_replace(state.sessions.len());
+    }
+
+    /// Every pending want, with its priority.
+    fn pending(state: &State) -> Vec<(Cid, i32)> {
+        state
+            .wants
+            .iter()
+            .map(|(cid, want)| (*cid, want.priority))
+            .collect()
+    }
+
+    /// Every pending want, for a session catching up.
+    fn pending_wants(&self) -> Vec<(Cid, i32)> {
+        Self::pending(&self.lock())
+    }
+
+    /// A session's peer stopped reading: have the swarm disconnect it (its session ends then).
+    fn peer_stalled(&self, peer: PeerId) {
+        let _ = self.stalled.send(peer);
+    }
+
+    /// Counts an inbound stream of `peer`, unless it already has [`MAX_INBOUND_STREAMS`].
+    fn admit_inbound(self: &Arc<Self>, peer: PeerId) -> Option<InboundGuard> {
+        let mut state = self.lock();
+        let open = state.inbound.entry(peer).or_default();
+        if *open >= MAX_INBOUND_STREAMS {
+            return None;
+        }
+        *open += 1;
+        Some(InboundGuard {
+            engine: self.clone(),
+            peer,
+        })
     }
 
     /// Ends the session with a peer that has no connection left.
@@ -357,9 +418,7 @@ impl Bitswap {
             },
         );
         for session in state.sessions.values() {
-            let _ = session
-                .commands
-                .send(SessionCommand::Want(vec![(cid, priority)]));
+            session.notify(SessionCommand::Want(vec![(cid, priority)]));
         }
         tracing::trace!(%cid, peers = state.sessions.len(), "want");
         let guard = WantGuard {
@@ -385,7 +444,7 @@ impl Bitswap {
         }
         state.wants.remove(cid);
         for session in state.sessions.values() {
-            let _ = session.commands.send(SessionCommand::Cancel(vec![*cid]));
+            session.notify(SessionCommand::Cancel(vec![*cid]));
         }
     }
 
@@ -394,25 +453,26 @@ impl Bitswap {
     }
 
     /// A verified block is stored: wake its waiters, cancel it elsewhere, serve peers wanting it.
+    /// Sessions are told the CID only: one that serves the block reads it from the store when
+    /// it can send it, so a peer that does not read holds no copy of anything.
     fn complete(&self, cid: Cid, data: Bytes, from: PeerId) {
         let mut state = self.lock();
         if let Some(want) = state.wants.remove(&cid) {
-            want.block.send_replace(Some(data.clone()));
+            want.block.send_replace(Some(data));
         }
         for (peer, session) in &state.sessions {
-            let _ = session.commands.send(SessionCommand::Received {
+            session.notify(SessionCommand::Received {
                 cid,
-                data: data.clone(),
                 from_this_peer: *peer == from,
             });
         }
     }
 
-    fn session_commands(&self, peer: &PeerId) -> Option<mpsc::UnboundedSender<SessionCommand>> {
+    fn session_wants(&self, peer: &PeerId) -> Option<mpsc::Sender<PeerWants>> {
         self.lock()
             .sessions
             .get(peer)
-            .map(|session| session.commands.clone())
+            .map(|session| session.peer_wants.clone())
     }
 
     /// Reads what a peer sends on a stream it opened: its wants (for our session with it to
@@ -464,12 +524,13 @@ impl Bitswap {
         }
     }
 
-    /// Hands a peer's wants to our session with it. The session may not exist yet when the
-    /// stream raced ahead of the swarm reporting the connection: wait a little for it.
+    /// Hands a peer's wants to our session with it, waiting while the session is behind (so
+    /// the peer's stream is not read meanwhile). The session may not exist yet when the stream
+    /// raced ahead of the swarm reporting the connection: wait a little for it.
     async fn forward_wants(&self, peer: &PeerId, entries: Vec<Entry>, full: bool) {
         for _ in 0..50 {
-            if let Some(commands) = self.session_commands(peer) {
-                let _ = commands.send(SessionCommand::Serve { entries, full });
+            if let Some(wants) = self.session_wants(peer) {
+                let _ = wants.send(PeerWants { entries, full }).await;
                 return;
             }
             if self.lock().closed {
@@ -536,6 +597,24 @@ impl Bitswap {
             );
         }
         wanted
+    }
+}
+
+/// Counts one open inbound stream of a peer while it lives.
+struct InboundGuard {
+    engine: Arc<Bitswap>,
+    peer: PeerId,
+}
+
+impl Drop for InboundGuard {
+    fn drop(&mut self) {
+        let mut state = self.engine.lock();
+        if let Some(open) = state.inbound.get_mut(&self.peer) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                state.inbound.remove(&self.peer);
+            }
+        }
     }
 }
 

@@ -5,9 +5,16 @@
 //! to a peer are ordered and batched into messages of at most 4 MiB. The loop never waits on
 //! another peer: it only awaits its own stream and block-store reads, so two peers serving each
 //! other cannot deadlock.
+//!
+//! A peer is untrusted, including one that simply stops reading. Everything queued for it is
+//! bounded: its wantlist, the blocks read for it (about [`QUEUED_BYTES`]), presences, and the
+//! notices from the engine (which carry CIDs, never block data; a session that falls behind
+//! catches up from the engine's state instead). A write that makes no progress for
+//! [`write_timeout`] ends the stream, drops what was queued, and has the peer disconnected.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,7 +30,7 @@ use tokio::time::Instant;
 use super::message::{
     BlockPresence, Entry, Message, PayloadBlock, Presence, Version, WantType, MAX_MESSAGE_SIZE,
 };
-use super::{write_message, CidPrefix, PROTOCOLS};
+use super::{write_message, Bitswap, CidPrefix, PROTOCOLS};
 use crate::store::{BlockStore, StoreError};
 
 /// Block-store reads in flight per peer.
@@ -36,6 +43,16 @@ const MESSAGE_HEADROOM: usize = 64 << 10;
 const MAX_ITEMS: usize = 1024;
 /// Wants of one peer we track at most (a misbehaving peer cannot grow it without bound).
 const MAX_PEER_WANTS: usize = 65_536;
+/// HAVE / DONT_HAVE answers queued for a peer at most; further ones are dropped (the peer's
+/// wants stand, and it asks again).
+const MAX_QUEUED_PRESENCES: usize = 8 * MAX_ITEMS;
+/// A write may take this long plus [`MIN_SEND_RATE`]'s worth per byte before the peer counts
+/// as not reading (as boxo bounds its message sends).
+const WRITE_LATENCY: Duration = Duration::from_secs(10);
+/// Slowest throughput, in bytes per second, a peer must read a message at.
+const MIN_SEND_RATE: u64 = 128 << 10;
+/// Upper bound of [`write_timeout`].
+const MAX_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause before opening a stream again after a failure.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Consecutive failures to send before pending output is dropped.
@@ -46,28 +63,43 @@ const MAX_SEND_FAILURES: u32 = 3;
 /// rebroadcasts its wantlist; wants pending for one to two intervals are resent.
 const REBROADCAST_INTERVAL: Duration = Duration::from_secs(3);
 
+/// How long writing `len` bytes to a peer may take.
+pub(super) fn write_timeout(len: usize) -> Duration {
+    let transfer = Duration::from_millis((len as u64).saturating_mul(1000) / MIN_SEND_RATE);
+    (WRITE_LATENCY + transfer).min(MAX_WRITE_TIMEOUT)
+}
+
 /// What the engine tells a session.
 pub(super) enum SessionCommand {
     /// We want these blocks (CID, priority).
     Want(Vec<(Cid, i32)>),
     /// We no longer want these blocks.
     Cancel(Vec<Cid>),
-    /// The peer's wantlist update, to serve.
-    Serve {
-        /// Wants and cancels.
-        entries: Vec<Entry>,
-        /// The entries replace the peer's whole wantlist.
-        full: bool,
-    },
     /// We stored this block (from `from_this_peer` or another one).
     Received {
         /// The block.
         cid: Cid,
-        /// Its data.
-        data: Bytes,
         /// Whether this session's peer sent it.
         from_this_peer: bool,
     },
+}
+
+/// A wantlist update from the peer, to serve.
+pub(super) struct PeerWants {
+    /// Wants and cancels.
+    pub(super) entries: Vec<Entry>,
+    /// The entries replace the peer's whole wantlist.
+    pub(super) full: bool,
+}
+
+/// What a session receives.
+pub(super) struct Inbox {
+    /// Notices from the engine.
+    pub(super) notices: mpsc::Receiver<SessionCommand>,
+    /// Set by the engine when it dropped a notice because `notices` was full.
+    pub(super) behind: Arc<AtomicBool>,
+    /// The peer's wantlist updates.
+    pub(super) peer_wants: mpsc::Receiver<PeerWants>,
 }
 
 /// Where a want of the peer stands.
@@ -100,6 +132,7 @@ struct Session {
     peer: PeerId,
     control: libp2p_stream::Control,
     blocks: Arc<BlockStore>,
+    engine: Weak<Bitswap>,
     stream: Option<(Stream, Version)>,
     /// The peer speaks no Bitswap version: nothing is ever sent.
     unsupported: bool,
@@ -129,28 +162,16 @@ pub(super) async fn run(
     peer: PeerId,
     control: libp2p_stream::Control,
     blocks: Arc<BlockStore>,
-    mut commands: mpsc::UnboundedReceiver<SessionCommand>,
+    engine: Weak<Bitswap>,
+    inbox: Inbox,
 ) {
     tracing::debug!("bitswap session started");
-    let mut session = Session {
-        peer,
-        control,
-        blocks,
-        stream: None,
-        unsupported: false,
-        retry_at: None,
-        send_failures: 0,
-        our_wants: HashMap::new(),
-        rebroadcast_candidates: HashSet::new(),
-        out_entries: Vec::new(),
-        send_full: false,
-        peer_wants: HashMap::new(),
-        queue: VecDeque::new(),
-        reads: FuturesUnordered::new(),
-        out_blocks: VecDeque::new(),
-        out_bytes: 0,
-        out_presences: Vec::new(),
-    };
+    let Inbox {
+        notices: mut commands,
+        behind,
+        mut peer_wants,
+    } = inbox;
+    let mut session = Session::new(peer, control, blocks, engine);
     let mut rebroadcast = tokio::time::interval(REBROADCAST_INTERVAL);
     rebroadcast.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -161,6 +182,12 @@ pub(super) async fn run(
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
             }
+        }
+        if behind.swap(false, Ordering::Relaxed) {
+            session.catch_up();
+        }
+        while let Ok(wants) = peer_wants.try_recv() {
+            session.serve(wants.entries, wants.full);
         }
         while let Some(Some(read)) = session.reads.next().now_or_never() {
             session.finish_read(read);
@@ -178,6 +205,7 @@ pub(super) async fn run(
                 Some(command) => session.handle(command),
                 None => return,
             },
+            Some(wants) = peer_wants.recv() => session.serve(wants.entries, wants.full),
             Some(read) = session.reads.next(), if !session.reads.is_empty() => {
                 session.finish_read(read);
             }
@@ -197,6 +225,34 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Session {
+    fn new(
+        peer: PeerId,
+        control: libp2p_stream::Control,
+        blocks: Arc<BlockStore>,
+        engine: Weak<Bitswap>,
+    ) -> Self {
+        Session {
+            peer,
+            control,
+            blocks,
+            engine,
+            stream: None,
+            unsupported: false,
+            retry_at: None,
+            send_failures: 0,
+            our_wants: HashMap::new(),
+            rebroadcast_candidates: HashSet::new(),
+            out_entries: Vec::new(),
+            send_full: false,
+            peer_wants: HashMap::new(),
+            queue: VecDeque::new(),
+            reads: FuturesUnordered::new(),
+            out_blocks: VecDeque::new(),
+            out_bytes: 0,
+            out_presences: Vec::new(),
+        }
+    }
+
     fn handle(&mut self, command: SessionCommand) {
         if self.unsupported {
             return;
@@ -214,20 +270,47 @@ impl Session {
                     self.cancel_ours(cid, true);
                 }
             }
-            SessionCommand::Serve { entries, full } => self.serve(entries, full),
             SessionCommand::Received {
                 cid,
-                data,
                 from_this_peer,
             } => {
                 // The peer that sent the block already dropped our want; others get a cancel.
                 self.cancel_ours(cid, !from_this_peer);
-                if let Some(want) = self.peer_wants.get(&cid).copied() {
-                    if want.stage == Stage::Waiting {
-                        self.answer(cid, want, Lookup::Block(data));
-                    }
-                }
+                self.look_again(cid);
             }
+        }
+    }
+
+    /// A want of the peer we could not answer may be answerable now: queue a store read.
+    fn look_again(&mut self, cid: Cid) {
+        if let Some(want) = self.peer_wants.get_mut(&cid) {
+            if want.stage == Stage::Waiting {
+                want.stage = Stage::Queued;
+                self.queue.push_back(cid);
+            }
+        }
+    }
+
+    /// The engine dropped notices while we were stuck: take its wants as they are now (sent
+    /// as a full wantlist, which also cancels the rest at the peer), and look again for every
+    /// block the peer waits for, since any of them may have arrived.
+    fn catch_up(&mut self) {
+        let Some(engine) = self.engine.upgrade() else {
+            return;
+        };
+        tracing::debug!("catching up after dropped notices");
+        self.our_wants = engine.pending_wants().into_iter().collect();
+        self.out_entries.clear();
+        self.rebroadcast_candidates.clear();
+        self.send_full = true;
+        let waiting: Vec<Cid> = self
+            .peer_wants
+            .iter()
+            .filter(|(_, w)| w.stage == Stage::Waiting)
+            .map(|(cid, _)| *cid)
+            .collect();
+        for cid in waiting {
+            self.look_again(cid);
         }
     }
 
@@ -264,9 +347,12 @@ impl Session {
     }
 
     fn serve(&mut self, entries: Vec<Entry>, full: bool) {
+        if self.unsupported {
+            return;
+        }
         if full {
-            // The stale queue entries are skipped when popped.
             self.peer_wants.clear();
+            self.queue.clear();
         }
         let mut wants: Vec<Entry> = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -308,6 +394,24 @@ impl Session {
                 }
             }
         }
+        self.compact_queue();
+    }
+
+    /// Drops queue entries that no longer stand for a queued want (cancelled, or queued twice
+    /// after a cancel and a new want), once they outnumber the wants: a peer cycling wants and
+    /// cancels cannot grow the queue.
+    fn compact_queue(&mut self) {
+        if self.queue.len() <= 2 * self.peer_wants.len() + MAX_ITEMS {
+            return;
+        }
+        let mut seen = HashSet::new();
+        let peer_wants = &self.peer_wants;
+        self.queue.retain(|cid| {
+            peer_wants
+                .get(cid)
+                .is_some_and(|w| w.stage == Stage::Queued)
+                && seen.insert(*cid)
+        });
     }
 
     fn start_reads(&mut self) {
@@ -371,17 +475,11 @@ impl Session {
             }
             (Lookup::Block(_) | Lookup::Have, _) => {
                 self.peer_wants.remove(&cid);
-                self.out_presences.push(BlockPresence {
-                    cid,
-                    presence: Presence::Have,
-                });
+                self.queue_presence(cid, Presence::Have);
             }
             (Lookup::Missing, _) => {
                 if want.send_dont_have && want.stage != Stage::Waiting {
-                    self.out_presences.push(BlockPresence {
-                        cid,
-                        presence: Presence::DontHave,
-                    });
+                    self.queue_presence(cid, Presence::DontHave);
                 }
                 if let Some(w) = self.peer_wants.get_mut(&cid) {
                     w.stage = Stage::Waiting;
@@ -390,9 +488,15 @@ impl Session {
         }
     }
 
+    fn queue_presence(&mut self, cid: Cid, presence: Presence) {
+        if self.out_presences.len() < MAX_QUEUED_PRESENCES {
+            self.out_presences.push(BlockPresence { cid, presence });
+        }
+    }
+
     fn has_output(&self) -> bool {
         !self.out_entries.is_empty()
-            || (self.send_full && !self.our_wants.is_empty())
+            || (self.send_full && (!self.our_wants.is_empty() || self.stream.is_some()))
             || !self.out_blocks.is_empty()
             || !self.out_presences.is_empty()
     }
@@ -425,6 +529,22 @@ impl Session {
         self.out_presences.clear();
         self.peer_wants.clear();
         None
+    }
+
+    /// The peer has not read a message for `waited`: it is gone or hostile. Drop everything
+    /// queued for it and have it disconnected; if it connects again, it starts afresh.
+    fn stalled(&mut self, waited: Duration) {
+        tracing::warn!(peer = %self.peer, ?waited, "peer stopped reading its bitswap stream: dropping what was queued for it and disconnecting");
+        self.stream = None;
+        self.out_blocks.clear();
+        self.out_bytes = 0;
+        self.out_presences.clear();
+        self.peer_wants.clear();
+        self.queue.clear();
+        self.retry_at = Some(Instant::now() + RETRY_DELAY);
+        if let Some(engine) = self.engine.upgrade() {
+            engine.peer_stalled(self.peer);
+        }
     }
 
     fn failed(&mut self) {
@@ -499,7 +619,17 @@ impl Session {
         let Some((stream, version)) = self.stream.as_mut() else {
             return;
         };
-        match write_message(stream, &message, *version).await {
+        let size = sent.iter().map(|(_, data)| data.len()).sum::<usize>() + MESSAGE_HEADROOM;
+        let limit = write_timeout(size);
+        let written =
+            match tokio::time::timeout(limit, write_message(stream, &message, *version)).await {
+                Ok(written) => written,
+                Err(_) => {
+                    self.stalled(limit);
+                    return;
+                }
+            };
+        match written {
             Ok(()) => {
                 self.send_failures = 0;
                 tracing::trace!(
@@ -523,5 +653,72 @@ impl Session {
                 self.failed();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{cid_of, RAW};
+
+    fn session(dir: &tempfile::TempDir) -> Session {
+        let blocks = Arc::new(BlockStore::open(dir.path().join("blocks")).unwrap());
+        let control = libp2p_stream::Behaviour::new().new_control();
+        Session::new(PeerId::random(), control, blocks, Weak::new())
+    }
+
+    fn wants(from: u32, count: u32) -> Vec<Entry> {
+        (from..from + count)
+            .map(|i| Entry::want_block(cid_of(RAW, &i.to_le_bytes()), 1))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_peer_cannot_grow_its_wantlist_or_our_queue_without_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut session = session(&dir);
+        let over = MAX_PEER_WANTS as u32 + 1000;
+        // Full wantlists replace each other: neither the wantlist nor the read queue grows.
+        for round in 0..3 {
+            session.serve(wants(round * over, over), true);
+            assert_eq!(session.peer_wants.len(), MAX_PEER_WANTS);
+            assert_eq!(session.queue.len(), MAX_PEER_WANTS);
+        }
+        // Partial updates stop at the cap too.
+        session.serve(wants(10 * over, 100), false);
+        assert_eq!(session.peer_wants.len(), MAX_PEER_WANTS);
+
+        // Cancelling and wanting again over and over leaves stale queue entries, which are
+        // compacted away instead of piling up.
+        let mut session = self::session(&dir);
+        let few = wants(0, 10);
+        for _ in 0..10_000 {
+            let cancels = few.iter().map(|e| Entry::cancel(e.cid)).collect();
+            session.serve(cancels, false);
+            session.serve(few.clone(), false);
+        }
+        assert_eq!(session.peer_wants.len(), 10);
+        assert!(
+            session.queue.len() <= 2 * 10 + MAX_ITEMS,
+            "{}",
+            session.queue.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn presences_queued_for_a_peer_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut session = session(&dir);
+        for i in 0..(2 * MAX_QUEUED_PRESENCES) as u32 {
+            session.queue_presence(cid_of(RAW, &i.to_le_bytes()), Presence::DontHave);
+        }
+        assert_eq!(session.out_presences.len(), MAX_QUEUED_PRESENCES);
+    }
+
+    #[test]
+    fn write_timeout_grows_with_size_and_is_capped() {
+        assert_eq!(write_timeout(0), WRITE_LATENCY);
+        assert!(write_timeout(4 << 20) > write_timeout(1 << 20));
+        assert_eq!(write_timeout(usize::MAX), MAX_WRITE_TIMEOUT);
     }
 }

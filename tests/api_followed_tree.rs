@@ -1,0 +1,169 @@
+//! A followed tree is untrusted input: a UnixFS node that declares an absurd size, or a manifest
+//! over the registry's limit, gives the client a clean OCI error and the node keeps serving.
+//! The hostile trees are built locally from a pushed image, then followed by a read-only
+//! registry driven over HTTP.
+
+mod api_support;
+
+use api_support::{assert_error, json, TestRegistry};
+use cid::Cid;
+use ipns_registry::registry::{layout, Digest, RepoName};
+use ipns_registry::tree::{
+    apply_changes, cid_of, Change, DataType, FileImporter, Link, PbNode, UnixfsData, DAG_PB,
+};
+
+const REPO: &str = "hostile/app";
+
+/// A file node that declares `filesize` bytes and holds none: stored, and its CID returned.
+fn declared_only(reg: &TestRegistry, filesize: u64) -> Link {
+    let mut data = UnixfsData::new(DataType::File);
+    data.filesize = Some(filesize);
+    let bytes = PbNode {
+        links: Vec::new(),
+        data: Some(data.encode()),
+    }
+    .encode();
+    let cid = cid_of(DAG_PB, &bytes);
+    reg.registry()
+        .tree()
+        .blocks()
+        .put_blocking(&cid, &bytes)
+        .unwrap();
+    Link {
+        cid,
+        tsize: bytes.len() as u64,
+    }
+}
+
+/// The registry's current tree with `changes` applied, its new blocks stored.
+async fn edited(reg: &TestRegistry, changes: Vec<Change>) -> Cid {
+    let blocks = reg.registry().tree().blocks().clone();
+    let (root, new_blocks) = apply_changes(blocks.as_ref(), &reg.registry().root(), changes)
+        .await
+        .unwrap();
+    for (cid, bytes) in new_blocks {
+        blocks.put_blocking(&cid, &bytes).unwrap();
+    }
+    root.cid
+}
+
+fn digest(text: &str) -> Digest {
+    text.parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_followed_tree_declaring_a_size_of_2_pow_60_gives_a_clean_error() {
+    let mut reg = TestRegistry::start().await;
+    let (manifest, manifest_digest) = reg.push_image(REPO, "v1", 1).await;
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let layer_digest = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+
+    // The same tree, but the manifest's and the layer's data are nodes declaring 2^60 bytes.
+    let huge = declared_only(&reg, 1 << 60);
+    let hostile = edited(
+        &reg,
+        vec![
+            Change::Put {
+                path: layout::blob_data(&digest(&manifest_digest)),
+                link: huge,
+            },
+            Change::Put {
+                path: layout::blob_data(&digest(&layer_digest)),
+                link: huge,
+            },
+        ],
+    )
+    .await;
+    reg.reopen_read_only().await;
+    reg.registry().set_followed_roots(vec![hostile]);
+
+    for reference in ["v1", manifest_digest.as_str()] {
+        let resp = reg.get_manifest(REPO, reference).await;
+        let body = assert_error(resp, 502, "UNKNOWN").await;
+        let message = body["message"].as_str().unwrap().to_owned();
+        assert!(
+            message.contains("followed tree") && message.contains("1152921504606846976"),
+            "{message}"
+        );
+    }
+    for method in ["GET", "HEAD"] {
+        let resp = reg
+            .send(
+                method.parse().unwrap(),
+                &format!("/v2/{REPO}/blobs/{layer_digest}"),
+            )
+            .await;
+        assert!(
+            resp.status().is_server_error(),
+            "{method}: {}",
+            resp.status()
+        );
+        if method == "GET" {
+            let body = json(resp).await;
+            assert!(body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("declares 1152921504606846976 bytes"));
+        }
+    }
+    // Still alive, and still serving what it can.
+    assert_eq!(reg.get("/v2/").await.status(), 200);
+    assert_eq!(
+        reg.get(&format!("/v2/{REPO}/tags/list")).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_followed_manifest_over_the_limit_is_refused_like_a_pushed_one() {
+    let mut reg = TestRegistry::start().await;
+    reg.push_image(REPO, "v1", 2).await;
+    // A 5 MiB "manifest", honest about its size and digest, linked into the repository.
+    let big: Vec<u8> = (0..5u32 << 20).map(|i| (i % 251) as u8).collect();
+    let big_digest = digest(&api_support::sha256(&big));
+    let blocks = reg.registry().tree().blocks().clone();
+    let data = {
+        let mut importer = FileImporter::new(&blocks);
+        importer.write(&big).unwrap();
+        importer.finish().unwrap().0
+    };
+    let (link, (link_cid, link_bytes)) = {
+        let text = big_digest.to_string().into_bytes();
+        let cid = cid_of(ipns_registry::tree::RAW, &text);
+        (
+            Link {
+                cid,
+                tsize: text.len() as u64,
+            },
+            (cid, text),
+        )
+    };
+    blocks.put_blocking(&link_cid, &link_bytes).unwrap();
+    let repo = RepoName::parse(REPO).unwrap();
+    let hostile = edited(
+        &reg,
+        vec![
+            Change::Put {
+                path: layout::blob_data(&big_digest),
+                link: data,
+            },
+            Change::Put {
+                path: layout::revision_link(&repo, &big_digest),
+                link,
+            },
+        ],
+    )
+    .await;
+    reg.reopen_read_only().await;
+    reg.registry().set_followed_roots(vec![hostile]);
+
+    let resp = reg.get_manifest(REPO, &big_digest.to_string()).await;
+    let body = assert_error(resp, 502, "UNKNOWN").await;
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("5242880 bytes") && message.contains("registry.max_manifest_bytes"),
+        "{message}"
+    );
+    // The rest of the followed tree is served as before.
+    assert_eq!(reg.get_manifest(REPO, "v1").await.status(), 200);
+}
