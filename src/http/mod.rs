@@ -29,7 +29,9 @@ use tracing::Instrument;
 
 pub use error::ApiError;
 pub use response::Body;
-pub use route::Route;
+pub use range::{answer as range_answer, RangeAnswer};
+pub use route::{parse as parse_route, Route};
+pub use uploads::parse_content_range;
 
 use crate::registry::Registry;
 

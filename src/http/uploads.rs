@@ -76,6 +76,16 @@ fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
     let Some(value) = headers.get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
+    let text = value.to_str().map_err(|_| ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            "Content-Range must be <start>-<end> with start <= end",
+        ))?;
+    parse_content_range(text)
+}
+
+/// Parses a `Content-Range` value of a chunk upload into `(start, length)`.
+pub fn parse_content_range(text: &str) -> Result<Option<(u64, u64)>, ApiError> {
     let invalid = || {
         ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
@@ -83,7 +93,7 @@ fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
             "Content-Range must be <start>-<end> with start <= end",
         )
     };
-    let text = value.to_str().map_err(|_| invalid())?.trim();
+    let text = text.trim();
     let text = text
         .strip_prefix("bytes ")
         .or_else(|| text.strip_prefix("bytes="))
