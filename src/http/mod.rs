@@ -27,12 +27,14 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyStream;
 
 pub use error::ApiError;
+pub use range::{answer as range_answer, RangeAnswer};
 pub use response::Body;
-pub use route::Route;
+pub use route::{parse as parse_route, Route};
 pub use server::{
     serve, serve_with, ClientAddr, ServeOptions, DEFAULT_BODY_STALL_TIMEOUT,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
 };
+pub use uploads::parse_content_range;
 
 use crate::registry::{Registry, RepoName};
 use auth::{Action, Auth, Verdict};

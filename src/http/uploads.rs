@@ -71,31 +71,41 @@ pub async fn start(
     session(StatusCode::ACCEPTED, repo, &id, 0)
 }
 
-/// Parses `Content-Range: <start>-<end>` into `(start, length)`.
+fn content_range_invalid() -> ApiError {
+    ApiError::new(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "BLOB_UPLOAD_INVALID",
+        "Content-Range must be <start>-<end> with start <= end",
+    )
+}
+
+/// The `(start, length)` of a request's `Content-Range`, if it has one.
 fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
     let Some(value) = headers.get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let invalid = || {
-        ApiError::new(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "BLOB_UPLOAD_INVALID",
-            "Content-Range must be <start>-<end> with start <= end",
-        )
-    };
-    let text = value.to_str().map_err(|_| invalid())?.trim();
+    let text = value.to_str().map_err(|_| content_range_invalid())?;
+    parse_content_range(text).map(Some)
+}
+
+/// Parses a chunk upload's `Content-Range: <start>-<end>` (also with a `bytes ` or `bytes=` unit
+/// and a `/<size>` suffix, as clients send it) into `(start, length)`.
+pub fn parse_content_range(text: &str) -> Result<(u64, u64), ApiError> {
+    let text = text.trim();
     let text = text
         .strip_prefix("bytes ")
         .or_else(|| text.strip_prefix("bytes="))
         .unwrap_or(text);
     let text = text.split('/').next().unwrap_or(text);
-    let (start, end) = text.split_once('-').ok_or_else(invalid)?;
-    let start: u64 = start.trim().parse().map_err(|_| invalid())?;
-    let end: u64 = end.trim().parse().map_err(|_| invalid())?;
-    if end < start {
-        return Err(invalid());
-    }
-    Ok(Some((start, end - start + 1)))
+    let (start, end) = text.split_once('-').ok_or_else(content_range_invalid)?;
+    let start: u64 = start.trim().parse().map_err(|_| content_range_invalid())?;
+    let end: u64 = end.trim().parse().map_err(|_| content_range_invalid())?;
+    // `0-18446744073709551615` is well formed but names more bytes than a u64 counts.
+    let length = end
+        .checked_sub(start)
+        .and_then(|span| span.checked_add(1))
+        .ok_or_else(content_range_invalid)?;
+    Ok((start, length))
 }
 
 /// PATCH: appends a chunk (or a stream) to a session.

@@ -25,7 +25,10 @@ pub use check::CheckReport;
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::RegistryError;
 pub use listing::Page;
-pub use manifest::{Descriptor, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+pub use manifest::{
+    parse as parse_manifest, Descriptor, Manifest, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX,
+    OCI_MANIFEST,
+};
 pub use manifests::{PushedManifest, StoredManifest};
 pub use mirror::{MirrorCounts, MirrorProgress};
 pub use reference::{ManifestRef, RepoName, Tag};
