@@ -16,8 +16,11 @@ use ipns_registry::tree::{
     file_size, lookup, read_directory, read_file_range, BlockSource, PbNode, TreeError, UnixfsData,
 };
 
+/// A target's body: any input, no panic.
+pub type FuzzBody = fn(&[u8]);
+
 /// The targets by name, for the regression test.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, FuzzBody); 6] = [
     ("manifest", manifest),
     ("ipns_record", ipns_record),
     ("unixfs", unixfs),
