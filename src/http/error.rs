@@ -169,8 +169,18 @@ impl From<RegistryError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message)
             }
             E::ContentInvalid(_) => {
-                tracing::error!(error = %message, "content does not match its digest");
+                tracing::error!(error = %message, "stored or fetched content is invalid");
                 Self::new(StatusCode::BAD_GATEWAY, "UNKNOWN", message)
+            }
+            // The node writes only well-formed trees, so a block that does not decode, or a file
+            // where a directory should be, came from a followed tree: the upstream's fault.
+            E::Tree(TreeError::Decode(_) | TreeError::WrongKind(_)) => {
+                tracing::warn!(error = %message, "malformed tree content");
+                Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "UNKNOWN",
+                    format!("malformed tree content: {message}"),
+                )
             }
             E::Tree(TreeError::BlockMissing(_)) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
