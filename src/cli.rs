@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use ipns_registry::config::{default_data_dir, Config, FollowConfig, Mirror, Role, CONFIG_FILE};
 use ipns_registry::names::{keys, IpnsName};
-use ipns_registry::node::{key_path, Node};
+use ipns_registry::node::{key_path, Node, SystemdNotifier};
 use ipns_registry::registry::{Registry, RegistryOptions};
 
 /// A peer-to-peer replicated OCI container registry node.
@@ -461,7 +461,8 @@ async fn serve(paths: &Paths, config: Config) -> anyhow::Result<()> {
     // Scripts and tests read the bound address (the port may be ephemeral) from this line.
     println!("listening on http://{addr}");
     std::io::stdout().flush().ok();
-    node.serve(listener, shutdown_signal()).await?;
+    node.serve(listener, shutdown_signal(), SystemdNotifier::from_env())
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }
