@@ -88,7 +88,8 @@ if [ "$make_deb" = 1 ]; then
   command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
   cargo deb --no-build --target "$triple" --output "$target_dir/debian"
   deb=$(ls -t "$target_dir"/debian/ipns-registry_*_arm64.deb | head -1)
-  dpkg-deb -I "$deb" | grep -q '^ Architecture: arm64$' || fail "$deb is not an arm64 package"
+  [ "$(dpkg-deb -f "$deb" Architecture)" = arm64 ] || fail "$deb is not an arm64 package"
+  dpkg-deb -f "$deb" Depends
   echo "$deb: $(du -h "$deb" | cut -f1)"
 fi
 echo

@@ -48,7 +48,7 @@ step "dpkg-deb -c: files, owners and modes"
 dpkg-deb -c "$deb" | tee "$work/contents"
 # expect MODE PATH: the entry exists with that mode, owned by root.
 expect() {
-  grep -Eq "^$1 root/root +[0-9]+ [0-9-]+ [0-9:]+ \.$2\$" "$work/contents" || fail "no $2 with mode $1"
+  grep -Eq "^$1 (root/root|0/0) +[0-9]+ [0-9-]+ [0-9:]+ \.$2\$" "$work/contents" || fail "no $2 with mode $1"
 }
 expect '-rwxr-xr-x' /usr/bin/ipns-registry
 expect '-rw-r--r--' /etc/ipns-registry/config.toml
@@ -68,7 +68,9 @@ dpkg-deb -e "$deb" "$work/control"
 grep -qx /etc/ipns-registry/config.toml "$work/control/conffiles" || fail "config.toml is not a conffile"
 grep -q 'useradd --system' "$work/control/postinst" || fail "postinst creates no user"
 grep -q 'deb-systemd-helper.*enable.*ipns-registry.service' "$work/control/postinst" || fail "postinst does not enable the unit"
-grep -q 'deb-systemd-invoke.*\(start\|restart\).*ipns-registry.service' "$work/control/postinst" || fail "postinst does not start the unit"
+grep -q '_dh_action=start' "$work/control/postinst" &&
+  grep -q 'deb-systemd-invoke $_dh_action ipns-registry.service' "$work/control/postinst" || fail "postinst does not start the unit"
+[ "$(grep -c 'Automatically added by cargo-deb' "$work/control/postinst")" = 2 ] || fail "postinst: the generated snippets are not there exactly once"
 grep -q 'deb-systemd-invoke stop.*ipns-registry.service' "$work/control/prerm" || fail "prerm does not stop the unit"
 grep -q 'userdel ipns-registry' "$work/control/postrm" || fail "postrm does not remove the user on purge"
 for script in postinst prerm postrm; do
@@ -81,7 +83,11 @@ dpkg-deb -x "$deb" "$work/root"
 cmp "$work/root/usr/bin/ipns-registry" "$bin" >/dev/null 2>&1 ||
   "$work/root/usr/bin/ipns-registry" --version | grep -qx "ipns-registry $version" ||
   fail "packaged binary is not this build"
-unit=$(ls "$work"/root/{usr/,}lib/systemd/system/ipns-registry.service 2>/dev/null | head -1)
+unit=
+for dir in usr/lib lib; do
+  [ -f "$work/root/$dir/systemd/system/ipns-registry.service" ] && unit=$work/root/$dir/systemd/system/ipns-registry.service
+done
+[ -n "$unit" ] || fail "no unit in the package"
 cmp "$unit" install/ipns-registry.service || fail "packaged unit differs from install/ipns-registry.service"
 cmp "$work/root/etc/ipns-registry/config.toml" config/writer.toml || fail "packaged config is not config/writer.toml"
 sed "s|^ExecStart=/usr/bin/ipns-registry|ExecStart=$work/root/usr/bin/ipns-registry|" "$unit" >"$work/ipns-registry.service"
