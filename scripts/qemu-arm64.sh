@@ -218,7 +218,7 @@ cat >"$w/run/job/run.sh" <<'EOF'
 #!/bin/sh
 # In the VM, started by qemu-job.service: install the package as a user would, then report.
 say() { echo "JOB: $*"; }
-say "boot finished at uptime $(cut -d' ' -f1 /proc/uptime) s; $(uname -m), $(nproc) CPUs, $(free -m | awk '/Mem:/ {print $2}') MiB"
+say "boot finished at uptime $(cut -d' ' -f1 /proc/uptime) s; $(uname -m), $(nproc) CPUs, $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) MiB"
 apt-get install -y /mnt/job/ipns-registry.deb >/tmp/apt.log 2>&1 && say "apt-get install: ok" ||
   { say "apt-get install failed:"; sed 's/^/JOB:   /' /tmp/apt.log; }
 say "installed $(ipns-registry --version); unit $(systemctl is-enabled ipns-registry) and $(systemctl is-active ipns-registry) at uptime $(cut -d' ' -f1 /proc/uptime) s"
@@ -252,13 +252,16 @@ grep -q "JOB: restarted with HTTP" "$w/run.log" || { tail -30 "$w/run.log"; fail
 ready=$(($(date +%s) - start))
 grep "JOB:" "$w/run.log" | head -8
 echo "VM boot, apt install and service start: ${ready} s"
-code=
+# GET /v2/ through the forwarded port; prints the status line.
+v2() { timeout 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port && printf 'GET /v2/ HTTP/1.0\r\n\r\n' >&3 && head -1 <&3" 2>/dev/null || true; }
+answer=
 for _ in $(seq 1 60); do
-  code=$(skopeo list-tags --tls-verify=false "docker://127.0.0.1:$port/pi/hello" 2>&1 | grep -o 'NAME_UNKNOWN\|"Tags"' | head -1) || true
-  [ -n "$code" ] && break
+  answer=$(v2)
+  [ -n "$answer" ] && break
   sleep 2
 done
-[ -n "$code" ] || fail "the node in the VM does not answer on 127.0.0.1:$port"
+[[ "$answer" == *" 200 "* ]] || fail "the node in the VM does not answer on 127.0.0.1:$port: $answer"
+echo "GET /v2/ through 127.0.0.1:$port: $answer"
 
 step "push an image (${layer_mib} MiB layer) from this machine with skopeo"
 src=$w/run/src
@@ -296,9 +299,11 @@ for d in "$config" "$layer" "$manifest"; do
 done
 echo "all 3 blobs byte-identical"
 sleep 11
-grep "JOB: status" "$w/run.log" | tail -1 | grep -q "ActiveState=active SubState=running NRestarts=0" ||
-  fail "the service is not running cleanly: $(grep 'JOB: status' "$w/run.log" | tail -1)"
-grep "JOB: status" "$w/run.log" | tail -1
+status=$(grep "JOB: status" "$w/run.log" | tail -1)
+echo "$status"
+for property in ActiveState=active SubState=running NRestarts=0 WatchdogUSec=1min "StatusText=serving http://0.0.0.0:5000 as k51"; do
+  [[ "$status" == *"$property"* ]] || fail "the service is not running cleanly (no $property)"
+done
 
 echo
 echo "qemu-arm64: 1 passed, 0 failed"
