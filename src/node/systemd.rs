@@ -51,11 +51,6 @@ impl SystemdNotifier {
         }
     }
 
-    /// A notifier that sends nothing (tests, or a node not run by systemd).
-    pub fn disabled() -> Self {
-        Self::default()
-    }
-
     /// How often to ping the watchdog: a third of `WatchdogSec`, so that one late or failed
     /// check still leaves a second chance before systemd gives up on the node.
     pub fn watchdog_interval(&self) -> Option<Duration> {
