@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use ipns_registry::config::{default_data_dir, Config, FollowConfig, Mirror, Role, CONFIG_FILE};
 use ipns_registry::http::auth::htpasswd::{self, HtpasswdFile};
 use ipns_registry::names::{keys, IpnsName};
-use ipns_registry::node::{key_path, Node, StartOptions};
+use ipns_registry::node::{key_path, Node, StartOptions, SystemdNotifier};
 use ipns_registry::registry::{Registry, RegistryOptions};
 
 /// A peer-to-peer replicated OCI container registry node.
@@ -558,7 +558,8 @@ async fn serve(paths: &Paths, config: Config, options: StartOptions) -> anyhow::
     let scheme = if node.uses_tls() { "https" } else { "http" };
     println!("listening on {scheme}://{addr}");
     std::io::stdout().flush().ok();
-    node.serve(listener, shutdown_signal()).await?;
+    node.serve(listener, shutdown_signal(), SystemdNotifier::from_env())
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }

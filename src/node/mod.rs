@@ -4,6 +4,7 @@
 mod blocks;
 mod replication;
 mod status;
+mod systemd;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use crate::registry::{Registry, RegistryError, RegistryOptions, Stores, UploadLi
 pub use blocks::NetworkBlocks;
 pub use replication::{second_writer_refusal, HeldRecords, MirrorState, Replication};
 pub use status::NodeReport;
+pub use systemd::{SystemdNotifier, WatchdogCheckError, WatchdogTarget};
 
 /// Errors starting or running a node.
 #[derive(Debug, thiserror::Error)]
@@ -299,16 +301,40 @@ impl Node {
             })
     }
 
-    /// Serves the OCI API (and `/_status`, `/_health`) on `listener` until `shutdown` completes.
+    /// Serves the OCI API (and `/_status`, `/_health`) on `listener` until `shutdown` completes,
+    /// telling `systemd` when it is ready, that it still works (watchdog) and when it stops.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
+        systemd: SystemdNotifier,
     ) -> Result<(), NodeError> {
         let addr = listener
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        // The root is loaded (open) and the listener bound: connections queue from now on, so
+        // a client that connects once systemd reports the unit started gets its answer.
+        let name = IpnsName::from_peer_id(self.p2p.peer_id());
+        systemd
+            .ready(&format!("serving http://{addr} as {name}"))
+            .await;
+        let watchdog = systemd.watchdog_interval().map(|every| {
+            let target = WatchdogTarget {
+                p2p: self.p2p.clone(),
+                registry: self.registry.clone(),
+                p2p_listens: !self.config.p2p.listen.is_empty(),
+                http_addr: addr.clone(),
+            };
+            tokio::spawn(target.run(systemd, every))
+        });
+        let shutdown = async move {
+            shutdown.await;
+            if let Some(task) = &watchdog {
+                task.abort();
+            }
+            systemd.stopping().await;
+        };
         let report = Arc::new(NodeReport::new(
             self.config.role,
             self.p2p.clone(),
