@@ -38,9 +38,7 @@ const LATENCY_BUCKETS: [f64; 12] = [
 
 /// Upper bounds (seconds) of the commit and publish histograms: both sync to disk, which takes
 /// from a millisecond on an SSD to a second on a busy SD card.
-const SYNC_BUCKETS: [f64; 10] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
-];
+const SYNC_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
 /// The node's metric registry and the handles it hands to each layer.
 pub struct Metrics {
@@ -210,8 +208,14 @@ mod tests {
         metrics.commits().committed(Duration::from_millis(3));
         metrics.publish().failed();
         let text = metrics.encode();
-        assert!(text.contains("ipns_registry_tree_commit_duration_seconds_count 1\n"), "{text}");
-        assert!(text.contains("ipns_registry_publish_failures_total 1\n"), "{text}");
+        assert!(
+            text.contains("ipns_registry_tree_commit_duration_seconds_count 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ipns_registry_publish_failures_total 1\n"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
         // A detached handle counts into nothing that is served.
         CommitMetrics::default().committed(Duration::from_millis(1));

@@ -142,14 +142,14 @@ impl Collector for SampledCollector {
             write_gauge(
                 &mut encoder,
                 "store_blocks",
-                "Blocks held in the local block store",
+                "Blocks held in the local block store.",
                 None,
                 store.blocks,
             )?;
             write_gauge(
                 &mut encoder,
                 "store",
-                "Bytes of the blocks held in the local block store",
+                "Bytes of the blocks held in the local block store.",
                 Some(&Unit::Bytes),
                 store.bytes,
             )?;
@@ -157,7 +157,7 @@ impl Collector for SampledCollector {
         write_gauge(
             &mut encoder,
             "upload_sessions",
-            "Blob upload sessions open",
+            "Blob upload sessions open.",
             None,
             sample.upload_sessions,
         )?;
@@ -165,7 +165,7 @@ impl Collector for SampledCollector {
             write_gauge(
                 &mut encoder,
                 "published_sequence",
-                "Sequence number of the own IPNS record last published",
+                "Sequence number of the own IPNS record last published.",
                 None,
                 sequence,
             )?;
@@ -174,7 +174,7 @@ impl Collector for SampledCollector {
         write_per_name(
             &mut encoder,
             "followed_sequence",
-            "Sequence number of the record held for a followed name",
+            "Sequence number of the record held for a followed name.",
             None,
             followed,
             |f| f.sequence.map(gauge),
@@ -182,7 +182,7 @@ impl Collector for SampledCollector {
         write_per_name(
             &mut encoder,
             "followed_root_age",
-            "Time since the record held for a followed name was accepted (absent until one is accepted after a start)",
+            "Time since the record held for a followed name was accepted (absent until one is accepted after a start).",
             Some(&Unit::Seconds),
             followed,
             |f| f.root_age.map(|age| gauge(age.as_secs())),
@@ -190,7 +190,7 @@ impl Collector for SampledCollector {
         write_per_name(
             &mut encoder,
             "mirror_blocks",
-            "Blocks of a followed name's root fetched or found by its mirror run",
+            "Blocks of a followed name's root fetched or found by its mirror run.",
             None,
             followed,
             |f| f.mirror.map(|m| gauge(m.blocks)),
@@ -198,7 +198,7 @@ impl Collector for SampledCollector {
         write_per_name(
             &mut encoder,
             "mirror",
-            "Bytes of those blocks",
+            "Bytes of the blocks a followed name's mirror run fetched or found.",
             Some(&Unit::Bytes),
             followed,
             |f| f.mirror.map(|m| gauge(m.bytes)),
@@ -206,7 +206,7 @@ impl Collector for SampledCollector {
         write_per_name(
             &mut encoder,
             "mirror_blobs_verified",
-            "Blobs of a followed name's root checked against their digests by its mirror run",
+            "Blobs of a followed name's root checked against their digests by its mirror run.",
             None,
             followed,
             |f| f.mirror.map(|m| gauge(m.blobs_verified)),
@@ -214,7 +214,7 @@ impl Collector for SampledCollector {
         write_per_name(
             &mut encoder,
             "mirror_blobs",
-            "Blobs of a followed name's root its mirror run checks",
+            "Blobs of a followed name's root its mirror run checks.",
             None,
             followed,
             |f| f.mirror.map(|m| gauge(m.blobs_total)),
@@ -222,7 +222,7 @@ impl Collector for SampledCollector {
         write_per_name(
             &mut encoder,
             "mirror_complete",
-            "1 once the mirror run of a followed name's held root completed, else 0",
+            "1 once the mirror run of a followed name's held root completed, else 0.",
             None,
             followed,
             |f| f.mirror.map(|m| gauge(u64::from(m.complete))),

@@ -118,8 +118,7 @@ impl HeldCount {
         }
         let counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
         let (value, held) = change()?;
-        if self.complete.load(Ordering::Acquire) || counted.contains(std::ffi::OsStr::new(shard))
-        {
+        if self.complete.load(Ordering::Acquire) || counted.contains(std::ffi::OsStr::new(shard)) {
             self.apply(held);
         }
         Ok(value)
@@ -276,12 +275,10 @@ impl BlockStore {
             Ok(((), Held::created(created, data.len() as u64)))
         };
         let key = cid.to_string();
-        self.held
-            .track(Self::shard_name(&key), write)
-            .map_err(|e| {
-                let _ = fs::remove_file(&tmp);
-                StoreError::io(format!("writing block {cid}"), e)
-            })
+        self.held.track(Self::shard_name(&key), write).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            StoreError::io(format!("writing block {cid}"), e)
+        })
     }
 
     /// Removes a block; `false` if it was not stored. Blocking. The counts of what the store
@@ -512,7 +509,9 @@ mod tests {
     }
 
     fn block(i: u32) -> (Cid, Vec<u8>) {
-        let data = format!("block number {i}").repeat(i as usize % 7 + 1).into_bytes();
+        let data = format!("block number {i}")
+            .repeat(i as usize % 7 + 1)
+            .into_bytes();
         (cid(&data), data)
     }
 
@@ -530,7 +529,11 @@ mod tests {
             let (cid, data) = block(i);
             store.put_blocking(&cid, &data).expect("put");
         }
-        assert_eq!(store.held(), None, "nothing is known before the first count");
+        assert_eq!(
+            store.held(),
+            None,
+            "nothing is known before the first count"
+        );
         let first = store.count_held_blocking().expect("count");
         assert_eq!(first.blocks, 20);
         assert_eq!(Some(first), store.held());
@@ -549,7 +552,11 @@ mod tests {
             let (cid, data) = block(i);
             staged.store().put_blocking(&cid, &data).expect("stage");
         }
-        assert_eq!(store.held().map(|h| h.blocks), Some(21), "staging is not held");
+        assert_eq!(
+            store.held().map(|h| h.blocks),
+            Some(21),
+            "staging is not held"
+        );
         staged.commit_blocking(&store).expect("commit");
         assert_eq!(store.held(), Some(walked(&store)));
         assert_eq!(store.held().map(|h| h.blocks), Some(35));
