@@ -36,6 +36,17 @@ struct Cli {
     #[arg(long, global = true, env = "IPNS_REGISTRY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// Log lines on stderr: `text` for people (coloured on a terminal), `json` for journald
+    /// and log collectors (one JSON object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "IPNS_REGISTRY_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -182,6 +193,15 @@ enum FollowAction {
     },
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum RoleArg {
     Writer,
@@ -200,7 +220,7 @@ impl From<RoleArg> for Role {
 /// Runs the command line and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -217,13 +237,20 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // Colour codes only where a person reads them: not in files, pipes or the journal.
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Fields at the top level of each object, beside "timestamp", "level" and "target";
+        // the spans (request, peer session) in "spans".
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 struct Paths {

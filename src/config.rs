@@ -76,6 +76,28 @@ pub struct Config {
     pub ipns: IpnsConfig,
     /// Authentication (htpasswd) and access rules of the HTTP API.
     pub auth: AuthConfig,
+    /// The Prometheus endpoint `/metrics`.
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus endpoint `GET /metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` (a 404 when off; nothing else changes).
+    pub enabled: bool,
+    /// Whether `/metrics` needs no credentials once the htpasswd file holds users; `false`:
+    /// any user's credentials (HTTP Basic), as for `GET /v2/`.
+    pub anonymous: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            anonymous: true,
+        }
+    }
 }
 
 /// One followed IPNS name.

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod names;
 pub mod node;
 pub mod p2p;

@@ -2,6 +2,7 @@
 //! data directory, starts replication, and serves HTTP.
 
 mod blocks;
+mod metrics;
 mod replication;
 mod status;
 mod systemd;
@@ -16,10 +17,13 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, HttpConfig, Role};
 use crate::http::auth::{Auth, AuthError};
-use crate::http::{serve_with, tls, HttpApi, ServeOptions};
+use crate::http::{serve_with, tls, HttpApi, MetricsAccess, ServeOptions};
+use crate::metrics::Metrics;
 use crate::names::{keys, FollowError, FollowedName, Follower, IpnsName, PublishError, Publisher};
 use crate::p2p::{parse_swarm_key, P2p, P2pConfig, PreSharedKey};
 use crate::registry::{Registry, RegistryError, RegistryOptions, Stores, UploadLimits};
+
+use self::metrics::NodeGauges;
 
 pub use blocks::NetworkBlocks;
 pub use replication::{second_writer_refusal, HeldRecords, MirrorState, Replication};
@@ -162,6 +166,25 @@ async fn swarm_key(data_dir: &Path, config: &Config) -> Result<Option<PreSharedK
     Ok(Some(key))
 }
 
+/// Counts what the block store holds, once, in the background (a large store takes a while to
+/// list); the count is kept current from then on and `/metrics` reports it once done.
+fn count_held_blocks(blocks: Arc<crate::store::BlockStore>) {
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        match blocks.count_held_blocking() {
+            Ok(held) => tracing::debug!(
+                blocks = held.blocks,
+                bytes = held.bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "counted the blocks held"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "counting the blocks held failed: /metrics leaves them out")
+            }
+        }
+    });
+}
+
 /// One running node.
 pub struct Node {
     registry: Arc<Registry>,
@@ -170,6 +193,7 @@ pub struct Node {
     p2p: P2p,
     replication: Arc<Replication>,
     auth: Arc<Auth>,
+    metrics: Arc<Metrics>,
 }
 
 impl Node {
@@ -190,6 +214,8 @@ impl Node {
         // Bad TLS files or timeouts fail the start, before anything listens.
         let serve_options = serve_options(&config.http, data_dir)?;
         let stores = Stores::open(data_dir)?;
+        let metrics = Arc::new(Metrics::new());
+        count_held_blocks(stores.blocks.clone());
         let keypair = keys::load_or_create(&key_path(data_dir))?;
         let follower = Arc::new(Follower::load(
             followed_names(&config)?,
@@ -234,6 +260,7 @@ impl Node {
                 private_network: swarm_key(data_dir, &config).await?,
                 max_connections: config.p2p.max_connections,
                 max_connections_per_peer: config.p2p.max_connections_per_peer,
+                metrics: metrics.p2p(),
             },
             stores.blocks.clone(),
             records.clone(),
@@ -249,6 +276,7 @@ impl Node {
                 max_sessions: config.registry.max_upload_sessions,
                 max_sessions_per_client: config.registry.max_upload_sessions_per_client,
             },
+            commits: metrics.commits(),
         };
         let registry = Arc::new(Registry::new(&stores, data_dir, options, source).await?);
         if let Some(publisher) = &publisher {
@@ -263,8 +291,14 @@ impl Node {
             follower,
             publisher,
             config.ipns.clone(),
+            metrics.publish(),
         );
         replication.spawn(events);
+        metrics.sample_with(Arc::new(NodeGauges {
+            blocks: stores.blocks.clone(),
+            registry: registry.clone(),
+            replication: replication.clone(),
+        }));
         Ok(Node {
             registry,
             config,
@@ -272,7 +306,13 @@ impl Node {
             p2p,
             replication,
             auth,
+            metrics,
         })
+    }
+
+    /// The node's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The node's registry.
@@ -301,7 +341,7 @@ impl Node {
             })
     }
 
-    /// Serves the OCI API (and `/_status`, `/_health`) on `listener` until `shutdown` completes,
+    /// Serves the OCI API (and `/_status`, `/_health`, `/metrics`) on `listener` until `shutdown` completes,
     /// telling `systemd` when it is ready, that it still works (watchdog) and when it stops.
     pub async fn serve(
         self,
@@ -341,10 +381,16 @@ impl Node {
             self.replication.clone(),
             self.registry.clone(),
         ));
+        let metrics_access = match &self.config.metrics {
+            m if !m.enabled => None,
+            m if m.anonymous => Some(MetricsAccess::Anonymous),
+            _ => Some(MetricsAccess::Users),
+        };
         let api = Arc::new(
             HttpApi::new(self.registry.clone())
                 .with_status(report)
-                .with_auth(self.auth.clone()),
+                .with_auth(self.auth.clone())
+                .with_metrics(self.metrics.clone(), metrics_access),
         );
         serve_with(listener, api, self.serve_options.clone(), shutdown)
             .await

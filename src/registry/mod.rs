@@ -37,6 +37,7 @@ pub use uploads::{
     DEFAULT_UPLOAD_EXPIRY,
 };
 
+use crate::metrics::CommitMetrics;
 use crate::store::{BlockStore, MetaStore};
 use crate::tree::{read_directory, resolve, BlockSource, Link, Tree, TreeError};
 use content::read_link_file;
@@ -58,6 +59,8 @@ pub struct RegistryOptions {
     pub writable: bool,
     /// Expiry and caps of upload sessions.
     pub uploads: UploadLimits,
+    /// Where commits of the own tree are counted.
+    pub commits: CommitMetrics,
 }
 
 impl Default for RegistryOptions {
@@ -66,6 +69,7 @@ impl Default for RegistryOptions {
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
             writable: true,
             uploads: UploadLimits::default(),
+            commits: CommitMetrics::default(),
         }
     }
 }
@@ -118,7 +122,9 @@ impl Registry {
         options: RegistryOptions,
         source: Arc<dyn BlockSource>,
     ) -> Result<Self, RegistryError> {
-        let tree = Tree::open(stores.blocks.clone(), stores.meta.clone()).await?;
+        let tree = Tree::open(stores.blocks.clone(), stores.meta.clone())
+            .await?
+            .with_commit_metrics(options.commits.clone());
         let uploads = BlobUploads::open(
             data_dir.join("uploads"),
             stores.meta.clone(),
@@ -191,6 +197,11 @@ impl Registry {
     /// Largest manifest accepted on push.
     pub fn max_manifest_bytes(&self) -> u64 {
         self.options.max_manifest_bytes
+    }
+
+    /// Upload sessions open now.
+    pub fn open_upload_sessions(&self) -> usize {
+        self.uploads.open_sessions()
     }
 
     /// The storage tree.

@@ -284,6 +284,11 @@ impl BlobUploads {
         Ok(BlobUploads { sessions })
     }
 
+    /// Sessions open now (in total).
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.counts().total
+    }
+
     /// Starts a session for `repo` on behalf of `client`; returns its id. Refused with
     /// [`RegistryError::TooManyUploads`] when the caps are reached.
     pub async fn start(

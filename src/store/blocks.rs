@@ -7,12 +7,18 @@
 //! Content that may yet be refused (an upload whose digest is checked only at its end) is written
 //! to a [`StagedBlocks`] area under `staging/` first and moved in by rename only once accepted,
 //! so a refused upload never leaves a block behind.
+//!
+//! The store keeps a running count of the blocks and bytes it holds (for metrics): one count of
+//! what is on disk (see [`BlockStore::count_held_blocking`]), then every block a put or a
+//! commit creates and every removal. Staging areas are not held until moved in.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use cid::Cid;
@@ -27,10 +33,145 @@ pub struct BlockStore {
     /// For a staging area: the store it feeds. Blocks that store already holds are not written
     /// again, and directory syncs are left to the move into it.
     main: Option<PathBuf>,
+    held: HeldCount,
 }
 
 /// Name of the directory (inside a store) holding staging areas.
 const STAGING: &str = "staging";
+
+/// What a store holds: its blocks, and their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldBlocks {
+    /// Number of blocks.
+    pub blocks: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// How a change to the store's files changed what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// A block of this many bytes appeared.
+    Added(u64),
+    /// A block of this many bytes went.
+    Removed(u64),
+    /// Nothing (the block was already there, or already gone).
+    Same,
+}
+
+/// The running count of what a store holds. Until its first count has covered every shard,
+/// changes in shards it has not reached yet are left to it (it will see them), and changes
+/// hold `counted` across the file operation, so that no file is both counted and accounted.
+#[derive(Debug, Default)]
+struct HeldCount {
+    blocks: AtomicU64,
+    bytes: AtomicU64,
+    /// The first count covered every shard: changes update the counts without the lock.
+    complete: AtomicBool,
+    /// Shards the first count has covered so far.
+    counted: Mutex<HashSet<OsString>>,
+}
+
+impl Held {
+    /// A block of `bytes` bytes was written: added if the write `created` its file.
+    fn created(created: bool, bytes: u64) -> Self {
+        if created {
+            Held::Added(bytes)
+        } else {
+            Held::Same
+        }
+    }
+}
+
+impl HeldCount {
+    fn apply(&self, change: Held) {
+        let less = |atomic: &AtomicU64, n: u64| {
+            // Never below zero, even if a file vanished behind the store's back.
+            let _ = atomic.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
+        };
+        match change {
+            Held::Added(bytes) => {
+                self.blocks.fetch_add(1, Ordering::Relaxed);
+                self.bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            Held::Removed(bytes) => {
+                less(&self.blocks, 1);
+                less(&self.bytes, bytes);
+            }
+            Held::Same => {}
+        }
+    }
+
+    /// Runs `change`, a file operation in `shard`, and accounts what it did to the holdings.
+    /// Every change to the store's blocks goes through here.
+    fn track<T, E>(
+        &self,
+        shard: &str,
+        change: impl FnOnce() -> Result<(T, Held), E>,
+    ) -> Result<T, E> {
+        if self.complete.load(Ordering::Acquire) {
+            let (value, held) = change()?;
+            self.apply(held);
+            return Ok(value);
+        }
+        let counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        let (value, held) = change()?;
+        if self.complete.load(Ordering::Acquire) || counted.contains(std::ffi::OsStr::new(shard)) {
+            self.apply(held);
+        }
+        Ok(value)
+    }
+
+    fn current(&self) -> Option<HeldBlocks> {
+        self.complete.load(Ordering::Acquire).then(|| HeldBlocks {
+            blocks: self.blocks.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Gives the finished file `from` the name `to`, unless a file already has that name; `true`
+/// if this created it. A hard link fails atomically when the name exists, so two writers of
+/// the same block (the same bytes) never both count it, where a rename would silently replace.
+/// File systems without hard links (FAT) fall back to the rename.
+fn place(from: &Path, to: &Path) -> std::io::Result<bool> {
+    match fs::hard_link(from, to) {
+        Ok(()) => {
+            let _ = fs::remove_file(from);
+            Ok(true)
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            let _ = fs::remove_file(from);
+            Ok(false)
+        }
+        Err(_) => {
+            let existed = to.exists();
+            fs::rename(from, to)?;
+            Ok(!existed)
+        }
+    }
+}
+
+/// Blocks and bytes of the block files in one shard directory.
+fn count_shard(dir: &Path) -> Result<HeldBlocks, StoreError> {
+    let mut held = HeldBlocks::default();
+    let entries =
+        fs::read_dir(dir).map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
+        match entry.metadata() {
+            Ok(meta) if meta.is_file() => {
+                held.blocks += 1;
+                held.bytes += meta.len();
+            }
+            // Gone since the listing (a removal, accounted by it once the shard is counted).
+            Ok(_) | Err(_) => {}
+        }
+    }
+    Ok(held)
+}
 
 impl BlockStore {
     /// Opens (creating if needed) the block store rooted at `dir`.
@@ -50,6 +191,7 @@ impl BlockStore {
             dir,
             tmp_counter: AtomicU64::new(0),
             main: None,
+            held: HeldCount::default(),
         })
     }
 
@@ -68,6 +210,7 @@ impl BlockStore {
                 dir,
                 tmp_counter: AtomicU64::new(0),
                 main: Some(self.dir.clone()),
+                held: HeldCount::default(),
             },
             done: false,
         })
@@ -124,16 +267,88 @@ impl BlockStore {
             .dir
             .join("tmp")
             .join(format!("{}-{}-{n}", std::process::id(), cid));
-        let write = || -> std::io::Result<()> {
+        let write = || -> std::io::Result<((), Held)> {
             let mut file = File::create(&tmp)?;
             file.write_all(data)?;
             file.sync_data()?;
-            fs::rename(&tmp, &path)
+            let created = place(&tmp, &path)?;
+            Ok(((), Held::created(created, data.len() as u64)))
         };
-        write().map_err(|e| {
+        let key = cid.to_string();
+        self.held.track(Self::shard_name(&key), write).map_err(|e| {
             let _ = fs::remove_file(&tmp);
             StoreError::io(format!("writing block {cid}"), e)
         })
+    }
+
+    /// Removes a block; `false` if it was not stored. Blocking. The counts of what the store
+    /// holds follow (every deletion of a block must come through here).
+    pub fn remove_blocking(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let key = cid.to_string();
+        let path = self.shard_dir(&key).join(&key);
+        let remove = || -> std::io::Result<(bool, Held)> {
+            let len = match fs::metadata(&path) {
+                Ok(meta) => meta.len(),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok((false, Held::Same)),
+                Err(e) => return Err(e),
+            };
+            match fs::remove_file(&path) {
+                Ok(()) => Ok((true, Held::Removed(len))),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok((false, Held::Same)),
+                Err(e) => Err(e),
+            }
+        };
+        self.held
+            .track(Self::shard_name(&key), remove)
+            .map_err(|e| StoreError::io(format!("removing block {cid}"), e))
+    }
+
+    /// Counts the blocks and bytes on disk, once, so that [`Self::held`] can answer from then
+    /// on; blocks stored and removed meanwhile are accounted as they come and go. Blocking
+    /// (lists every shard: run it on a blocking thread, in the background).
+    pub fn count_held_blocking(&self) -> Result<HeldBlocks, StoreError> {
+        let skip = |name: &std::ffi::OsStr| name == "tmp" || name == STAGING;
+        let shards = |dir: &Path| -> Result<Vec<(OsString, PathBuf)>, StoreError> {
+            let entries = fs::read_dir(dir)
+                .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
+            Ok(entries
+                .flatten()
+                .filter(|e| !skip(&e.file_name()) && e.path().is_dir())
+                .map(|e| (e.file_name(), e.path()))
+                .collect())
+        };
+        let lock = || self.held.counted.lock().unwrap_or_else(|p| p.into_inner());
+        // One shard at a time under the lock: puts into other shards go on meanwhile.
+        for (name, path) in shards(&self.dir)? {
+            let mut counted = lock();
+            if counted.contains(&name) {
+                continue;
+            }
+            let held = count_shard(&path)?;
+            self.held.blocks.fetch_add(held.blocks, Ordering::Relaxed);
+            self.held.bytes.fetch_add(held.bytes, Ordering::Relaxed);
+            counted.insert(name);
+        }
+        // Shards created since the listing, counted with every change held off, so that none
+        // is missed before the counts are declared complete.
+        let mut counted = lock();
+        for (name, path) in shards(&self.dir)? {
+            if !counted.contains(&name) {
+                let held = count_shard(&path)?;
+                self.held.blocks.fetch_add(held.blocks, Ordering::Relaxed);
+                self.held.bytes.fetch_add(held.bytes, Ordering::Relaxed);
+                counted.insert(name);
+            }
+        }
+        self.held.complete.store(true, Ordering::Release);
+        drop(counted);
+        Ok(self.held.current().unwrap_or_default())
+    }
+
+    /// What the store holds, from its running count; `None` until
+    /// [`Self::count_held_blocking`] has finished. Cheap: reads two counters.
+    pub fn held(&self) -> Option<HeldBlocks> {
+        self.held.current()
     }
 
     /// Makes the names of the given blocks durable (syncs their shard directories).
@@ -233,10 +448,18 @@ impl StagedBlocks {
                 .map_err(|e| StoreError::io(format!("creating {}", target_dir.display()), e))?;
             let blocks = fs::read_dir(shard.path())
                 .map_err(|e| StoreError::io(format!("listing {}", shard.path().display()), e))?;
+            let shard_name = shard.file_name();
+            let shard_name = shard_name.to_string_lossy();
             for block in blocks.flatten() {
                 let target = target_dir.join(block.file_name());
-                // A block the main store got meanwhile is the same bytes: keep either.
-                fs::rename(block.path(), &target)
+                let len = block.metadata().map(|m| m.len()).unwrap_or_default();
+                // A block the main store got meanwhile is the same bytes: keep that one.
+                let moved = || -> std::io::Result<((), Held)> {
+                    let created = place(&block.path(), &target)?;
+                    Ok(((), Held::created(created, len)))
+                };
+                main.held
+                    .track(&shard_name, moved)
                     .map_err(|e| StoreError::io(format!("moving {}", target.display()), e))?;
             }
             moved.push(target_dir);
@@ -269,4 +492,137 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io(format!("syncing {}", dir.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sha2::{Digest as _, Sha256};
+
+    use super::*;
+
+    fn cid(data: &[u8]) -> Cid {
+        let hash = cid::multihash::Multihash::<64>::wrap(0x12, &Sha256::digest(data))
+            .expect("sha2-256 fits");
+        Cid::new_v1(0x55, hash)
+    }
+
+    fn block(i: u32) -> (Cid, Vec<u8>) {
+        let data = format!("block number {i}")
+            .repeat(i as usize % 7 + 1)
+            .into_bytes();
+        (cid(&data), data)
+    }
+
+    /// What a walk of the directory finds, as the running count should say.
+    fn walked(store: &BlockStore) -> HeldBlocks {
+        let (bytes, blocks) = store.usage_blocking().expect("walk");
+        HeldBlocks { blocks, bytes }
+    }
+
+    #[test]
+    fn the_count_follows_puts_commits_and_removals() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = BlockStore::open(dir.path()).expect("open");
+        for i in 0..20 {
+            let (cid, data) = block(i);
+            store.put_blocking(&cid, &data).expect("put");
+        }
+        assert_eq!(
+            store.held(),
+            None,
+            "nothing is known before the first count"
+        );
+        let first = store.count_held_blocking().expect("count");
+        assert_eq!(first.blocks, 20);
+        assert_eq!(Some(first), store.held());
+        assert_eq!(first, walked(&store));
+
+        // A new block counts, the same block again does not.
+        let (cid, data) = block(100);
+        store.put_blocking(&cid, &data).expect("put");
+        store.put_blocking(&cid, &data).expect("put again");
+        assert_eq!(store.held(), Some(walked(&store)));
+        assert_eq!(store.held().map(|h| h.blocks), Some(21));
+
+        // Staged blocks count once moved in, and only those the store did not hold.
+        let staged = store.staging_blocking().expect("staging");
+        for i in 95..110 {
+            let (cid, data) = block(i);
+            staged.store().put_blocking(&cid, &data).expect("stage");
+        }
+        assert_eq!(
+            store.held().map(|h| h.blocks),
+            Some(21),
+            "staging is not held"
+        );
+        staged.commit_blocking(&store).expect("commit");
+        assert_eq!(store.held(), Some(walked(&store)));
+        assert_eq!(store.held().map(|h| h.blocks), Some(35));
+        let discarded = store.staging_blocking().expect("staging");
+        let (cid, data) = block(500);
+        discarded.store().put_blocking(&cid, &data).expect("stage");
+        discarded.discard_blocking();
+        assert_eq!(store.held(), Some(walked(&store)));
+
+        // Removals count down; removing what is not there changes nothing.
+        let (cid, _) = block(3);
+        assert!(store.remove_blocking(&cid).expect("remove"));
+        assert!(!store.remove_blocking(&cid).expect("remove again"));
+        assert_eq!(store.held(), Some(walked(&store)));
+        assert_eq!(store.held().map(|h| h.blocks), Some(34));
+    }
+
+    #[test]
+    fn changes_during_the_first_count_are_counted_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Arc::new(BlockStore::open(dir.path()).expect("open"));
+        for i in 0..800 {
+            let (cid, data) = block(i);
+            store.put_blocking(&cid, &data).expect("put");
+        }
+        // Writers add new blocks and remove old ones in every shard while the count runs.
+        let writers: Vec<_> = (0..4u32)
+            .map(|w| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        let (cid, data) = block(10_000 + w * 1000 + i);
+                        store.put_blocking(&cid, &data).expect("put");
+                        let (old, _) = block(w * 200 + i);
+                        store.remove_blocking(&old).expect("remove");
+                    }
+                })
+            })
+            .collect();
+        store.count_held_blocking().expect("count");
+        for writer in writers {
+            writer.join().expect("writer");
+        }
+        assert_eq!(store.held(), Some(walked(&store)));
+        assert_eq!(store.held().map(|h| h.blocks), Some(800));
+    }
+
+    #[test]
+    fn one_block_written_by_many_at_once_counts_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Arc::new(BlockStore::open(dir.path()).expect("open"));
+        store.count_held_blocking().expect("count");
+        for round in 0..50 {
+            let (cid, data) = block(round);
+            let data = Arc::new(data);
+            let writers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (store, data) = (store.clone(), data.clone());
+                    std::thread::spawn(move || store.put_blocking(&cid, &data).expect("put"))
+                })
+                .collect();
+            for writer in writers {
+                writer.join().expect("writer");
+            }
+        }
+        assert_eq!(store.held(), Some(walked(&store)));
+        assert_eq!(store.held().map(|h| h.blocks), Some(50));
+    }
 }

@@ -3,7 +3,7 @@
 mod blocks;
 mod meta;
 
-pub use blocks::{BlockStore, StagedBlocks};
+pub use blocks::{BlockStore, HeldBlocks, StagedBlocks};
 pub use meta::MetaStore;
 
 /// Errors from the local stores.
