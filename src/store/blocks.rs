@@ -7,16 +7,21 @@
 //! Content that may yet be refused (an upload whose digest is checked only at its end) is written
 //! to a [`StagedBlocks`] area under `staging/` first and moved in by rename only once accepted,
 //! so a refused upload never leaves a block behind.
+//!
+//! Every write goes through the store's [`WriteFence`], which lets a garbage collection's sweep
+//! (`sweep.rs`) run while pushes and fetches do.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use cid::Cid;
 
+use super::sweep::{WriteFence, WriteSession};
 use super::StoreError;
 
 /// Blocks on the local disk, addressed by CID.
@@ -27,10 +32,14 @@ pub struct BlockStore {
     /// For a staging area: the store it feeds. Blocks that store already holds are not written
     /// again, and directory syncs are left to the move into it.
     main: Option<PathBuf>,
+    /// Shared by a store and its staging areas: ties writes to a garbage collection's sweep.
+    fence: Arc<WriteFence>,
+    /// For a staging area: the write session its blocks are noted under.
+    session: Option<u64>,
 }
 
 /// Name of the directory (inside a store) holding staging areas.
-const STAGING: &str = "staging";
+pub(super) const STAGING: &str = "staging";
 
 impl BlockStore {
     /// Opens (creating if needed) the block store rooted at `dir`.
@@ -50,7 +59,19 @@ impl BlockStore {
             dir,
             tmp_counter: AtomicU64::new(0),
             main: None,
+            fence: Arc::new(WriteFence::default()),
+            session: None,
         })
+    }
+
+    /// The directory the store lives in.
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What ties this store's writes to a garbage collection.
+    pub(super) fn fence(&self) -> &Arc<WriteFence> {
+        &self.fence
     }
 
     /// Opens a fresh staging area: blocks written to it stay out of this store until
@@ -63,12 +84,16 @@ impl BlockStore {
             .join(format!("{}-{n}", std::process::id()));
         fs::create_dir_all(dir.join("tmp"))
             .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+        let session = self.fence.open_session();
         Ok(StagedBlocks {
             store: BlockStore {
                 dir,
                 tmp_counter: AtomicU64::new(0),
                 main: Some(self.dir.clone()),
+                fence: self.fence.clone(),
+                session: Some(session.id()),
             },
+            session: Some(session),
             done: false,
         })
     }
@@ -101,6 +126,13 @@ impl BlockStore {
 
     /// Reads a block, `None` if it is not stored here.
     pub fn get_blocking(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        self.fence.note_read(cid);
+        self.peek_blocking(cid)
+    }
+
+    /// Reads a block without counting as a use of it: for the garbage collector's mark, whose
+    /// reads must not keep what it finds unreachable.
+    pub fn peek_blocking(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
         let path = self.path_of(cid);
         match fs::read(&path) {
             Ok(data) => Ok(Some(Bytes::from(data))),
@@ -113,8 +145,14 @@ impl BlockStore {
     /// The file content is synced before it becomes visible under its name.
     pub fn put_blocking(&self, cid: &Cid, data: &[u8]) -> Result<(), StoreError> {
         let path = self.path_of(cid);
-        if path.is_file() || self.main_path_of(cid).is_some_and(|p| p.is_file()) {
-            return Ok(());
+        {
+            // Held from finding the block present to noting it: a sweep cannot delete it in
+            // between, so the caller may rely on it.
+            let _writing = self.fence.writing();
+            if path.is_file() || self.main_path_of(cid).is_some_and(|p| p.is_file()) {
+                self.fence.note_write(self.session, cid);
+                return Ok(());
+            }
         }
         let shard = path.parent().unwrap_or(&self.dir).to_path_buf();
         fs::create_dir_all(&shard)
@@ -127,13 +165,45 @@ impl BlockStore {
         let write = || -> std::io::Result<()> {
             let mut file = File::create(&tmp)?;
             file.write_all(data)?;
-            file.sync_data()?;
-            fs::rename(&tmp, &path)
+            file.sync_data()
         };
-        write().map_err(|e| {
+        // The bytes are written and synced outside the fence (a sweep need not wait for a
+        // disk); only the rename that makes the block visible and its note go together.
+        let result = write().and_then(|()| {
+            let _writing = self.fence.writing();
+            fs::rename(&tmp, &path)?;
+            self.fence.note_write(self.session, cid);
+            Ok(())
+        });
+        result.map_err(|e| {
             let _ = fs::remove_file(&tmp);
             StoreError::io(format!("writing block {cid}"), e)
         })
+    }
+
+    /// Size of a stored block, `None` if it is not stored here. Blocking.
+    pub(super) fn block_size_blocking(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
+        let path = self.path_of(cid);
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    /// Deletes a block; returns its size, `None` if it was not stored. The one place blocks
+    /// leave the store: only the garbage collector's sweep calls it, holding the write fence.
+    /// Blocking.
+    pub(super) fn delete_blocking(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
+        let Some(size) = self.block_size_blocking(cid)? else {
+            return Ok(None);
+        };
+        let path = self.path_of(cid);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(Some(size)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(format!("deleting {}", path.display()), e)),
+        }
     }
 
     /// Makes the names of the given blocks durable (syncs their shard directories).
@@ -179,6 +249,7 @@ impl BlockStore {
 
     /// Reads a block without blocking the async runtime.
     pub async fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        self.fence.note_read(cid);
         let path = self.path_of(cid);
         match tokio::fs::read(&path).await {
             Ok(data) => Ok(Some(Bytes::from(data))),
@@ -208,6 +279,8 @@ impl BlockStore {
 #[derive(Debug)]
 pub struct StagedBlocks {
     store: BlockStore,
+    /// Keeps a garbage collection from sweeping what this content consists of.
+    session: Option<WriteSession>,
     done: bool,
 }
 
@@ -220,7 +293,10 @@ impl StagedBlocks {
 
     /// Moves every staged block into `main` (renames on the same file system) and makes their
     /// names durable there. Blocking.
-    pub fn commit_blocking(mut self, main: &BlockStore) -> Result<(), StoreError> {
+    ///
+    /// Returns the write session the blocks were noted under: hold it until the tree commit
+    /// that links them is done, so that a garbage collection running meanwhile keeps them.
+    pub fn commit_blocking(mut self, main: &BlockStore) -> Result<WriteSession, StoreError> {
         let mut moved = Vec::new();
         let shards = fs::read_dir(&self.store.dir)
             .map_err(|e| StoreError::io(format!("listing {}", self.store.dir.display()), e))?;
@@ -246,7 +322,11 @@ impl StagedBlocks {
         }
         self.done = true;
         let _ = fs::remove_dir_all(&self.store.dir);
-        Ok(())
+        match self.session.take() {
+            Some(session) => Ok(session),
+            // Only a staging area made by `staging_blocking` exists, and it always has one.
+            None => Ok(main.fence.open_session()),
+        }
     }
 
     /// Deletes the staged blocks. Blocking; dropping does the same.
