@@ -2,6 +2,7 @@
 //! data directory, starts replication, and serves HTTP.
 
 mod blocks;
+mod gc;
 mod replication;
 mod status;
 mod systemd;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use tokio::net::TcpListener;
 
+use crate::admin::{AdminError, AdminServer};
 use crate::config::{Config, HttpConfig, Role};
 use crate::http::auth::{Auth, AuthError};
 use crate::http::{serve_with, tls, HttpApi, ServeOptions};
@@ -22,6 +24,7 @@ use crate::p2p::{parse_swarm_key, P2p, P2pConfig, PreSharedKey};
 use crate::registry::{Registry, RegistryError, RegistryOptions, Stores, UploadLimits};
 
 pub use blocks::NetworkBlocks;
+pub use gc::GarbageCollector;
 pub use replication::{second_writer_refusal, HeldRecords, MirrorState, Replication};
 pub use status::NodeReport;
 pub use systemd::{SystemdNotifier, WatchdogCheckError, WatchdogTarget};
@@ -50,6 +53,9 @@ pub enum NodeError {
     /// The embedded IPFS node failed to start.
     #[error("p2p: {0}")]
     P2p(#[from] crate::p2p::P2pError),
+    /// The admin API's listener could not be set up.
+    #[error("admin API: {0}")]
+    Admin(#[from] AdminError),
     /// The HTTP listener failed.
     #[error("HTTP listener on {addr}: {source}")]
     Listen {
@@ -170,6 +176,8 @@ pub struct Node {
     p2p: P2p,
     replication: Arc<Replication>,
     auth: Arc<Auth>,
+    data_dir: PathBuf,
+    admin: AdminServer,
 }
 
 impl Node {
@@ -265,6 +273,14 @@ impl Node {
             config.ipns.clone(),
         );
         replication.spawn(events);
+        // Bound here, before anything is reported as listening: a socket that cannot be made
+        // fails the start.
+        let admin = AdminServer::bind(
+            config.admin.socket_path(data_dir).as_deref(),
+            config.admin.listen,
+        )
+        .await?;
+        tracing::info!(endpoints = ?admin.endpoints(), "admin API bound");
         Ok(Node {
             registry,
             config,
@@ -272,6 +288,8 @@ impl Node {
             p2p,
             replication,
             auth,
+            data_dir: data_dir.to_owned(),
+            admin,
         })
     }
 
@@ -283,6 +301,11 @@ impl Node {
     /// The node's embedded IPFS node.
     pub fn p2p(&self) -> &P2p {
         &self.p2p
+    }
+
+    /// Where the admin API is reachable (`unix:PATH`, `http://ADDR`).
+    pub fn admin_endpoints(&self) -> Vec<String> {
+        self.admin.endpoints()
     }
 
     /// Whether the node serves HTTPS (`https://` rather than `http://`).
@@ -301,8 +324,9 @@ impl Node {
             })
     }
 
-    /// Serves the OCI API (and `/_status`, `/_health`) on `listener` until `shutdown` completes,
-    /// telling `systemd` when it is ready, that it still works (watchdog) and when it stops.
+    /// Serves the OCI API (and `/healthz`, `/readyz`) on `listener` and the admin API on its
+    /// listeners until `shutdown` completes, collecting garbage periodically, telling `systemd`
+    /// when it is ready, that it still works (watchdog) and when it stops.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -335,19 +359,31 @@ impl Node {
             }
             systemd.stopping().await;
         };
+        let gc = Arc::new(GarbageCollector::new(
+            self.registry.clone(),
+            self.config.gc.clone(),
+        ));
         let report = Arc::new(NodeReport::new(
             self.config.role,
             self.p2p.clone(),
             self.replication.clone(),
             self.registry.clone(),
+            self.data_dir.clone(),
+            self.config.health.clone(),
+            gc.clone(),
         ));
+        let admin = tokio::spawn(self.admin.serve(report.clone()));
+        let periodic_gc = tokio::spawn(gc.run_periodically());
         let api = Arc::new(
             HttpApi::new(self.registry.clone())
-                .with_status(report)
+                .with_health(report)
                 .with_auth(self.auth.clone()),
         );
-        serve_with(listener, api, self.serve_options.clone(), shutdown)
-            .await
-            .map_err(|source| NodeError::Listen { addr, source })
+        let served = serve_with(listener, api, self.serve_options.clone(), shutdown).await;
+        // Dropping the admin server removes its socket.
+        admin.abort();
+        let _ = admin.await;
+        periodic_gc.abort();
+        served.map_err(|source| NodeError::Listen { addr, source })
     }
 }
