@@ -466,7 +466,7 @@ fn config_file(node: &TestNode, text: &str) -> String {
 async fn who_may_read_metrics_follows_the_config() {
     let client = reqwest::Client::new();
 
-    // By default anyone may, also on a node with users (like /_status).
+    // By default anyone may, also on a node with users (like /healthz).
     let mut node = TestNode::init("writer");
     add_user(&node, "alice", "wonderland");
     node.serve(&[]);

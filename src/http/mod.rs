@@ -6,6 +6,7 @@ pub mod auth;
 mod blobs;
 mod connection;
 mod error;
+mod health;
 mod listing;
 mod manifests;
 mod open_files;
@@ -27,6 +28,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyStream;
 
 pub use error::ApiError;
+pub use health::{Liveness, NodeHealth, Readiness, ALIVE_PATH, LEGACY_HEALTH_PATH, READY_PATH};
 pub use range::{answer as range_answer, RangeAnswer};
 pub use response::Body;
 pub use route::{parse as parse_route, Route};
@@ -46,7 +48,7 @@ pub const METRICS_PATH: &str = "/metrics";
 /// Who may read `/metrics` on a node with users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricsAccess {
-    /// Anyone, like `/_status`.
+    /// Anyone, like `/healthz`.
     Anonymous,
     /// Callers with any user's credentials (when the htpasswd file holds users; without
     /// users, anyone).
@@ -82,19 +84,10 @@ fn query_map(query: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
-/// What a node reports about itself on `/_status` and `/_health` (the HTTP layer only serves it).
-#[async_trait::async_trait]
-pub trait NodeStatus: Send + Sync {
-    /// The status document.
-    async fn status(&self) -> serde_json::Value;
-    /// Why the node is unhealthy, if it is.
-    fn problem(&self) -> Option<String>;
-}
-
 /// The HTTP front of one registry.
 pub struct HttpApi {
     registry: Arc<Registry>,
-    status: Option<Arc<dyn NodeStatus>>,
+    health: Option<Arc<dyn NodeHealth>>,
     auth: Option<Arc<Auth>>,
     /// Where requests are counted (by the server, once each response is sent).
     requests: HttpMetrics,
@@ -107,7 +100,7 @@ impl HttpApi {
     pub fn new(registry: Arc<Registry>) -> Self {
         HttpApi {
             registry,
-            status: None,
+            health: None,
             auth: None,
             requests: HttpMetrics::default(),
             metrics: None,
@@ -133,9 +126,9 @@ impl HttpApi {
         self
     }
 
-    /// Also serves `/_status` and `/_health` from `status`.
-    pub fn with_status(mut self, status: Arc<dyn NodeStatus>) -> Self {
-        self.status = Some(status);
+    /// Answers `/readyz` (and `/_health`) from `health`.
+    pub fn with_health(mut self, health: Arc<dyn NodeHealth>) -> Self {
+        self.health = Some(health);
         self
     }
 
@@ -159,9 +152,9 @@ impl HttpApi {
     ) -> Result<Response<Body>, ApiError> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path();
-        if let (Some(status), "/_status" | "/_health") = (&self.status, path) {
-            *class = RouteClass::Status;
-            return Ok(node_status(status.as_ref(), path).await);
+        if let Some(answer) = health::answer(self.health.as_deref(), &parts.method, path).await {
+            *class = RouteClass::Health;
+            return answer;
         }
         if let (Some((metrics, access)), METRICS_PATH) = (&self.metrics, path) {
             *class = RouteClass::Metrics;
@@ -300,18 +293,5 @@ fn drop_unreadable_mount(query: &mut HashMap<String, String>, verdict: &Verdict)
         tracing::debug!("mount from a repository the caller may not pull: upload instead");
         query.remove("mount");
         query.remove("from");
-    }
-}
-
-async fn node_status(status: &dyn NodeStatus, path: &str) -> Response<Body> {
-    if path == "/_status" {
-        return response::json(StatusCode::OK, &status.status().await);
-    }
-    match status.problem() {
-        None => response::json(StatusCode::OK, &serde_json::json!({ "healthy": true })),
-        Some(problem) => response::json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({ "healthy": false, "problem": problem }),
-        ),
     }
 }

@@ -29,8 +29,8 @@ pub enum RouteClass {
     Upload,
     /// `/v2/<name>/referrers/<digest>`
     Referrers,
-    /// The node's status and health endpoints.
-    Status,
+    /// `/healthz`, `/readyz` and `/_health`.
+    Health,
     /// `/metrics`
     Metrics,
     /// Anything else (unknown paths, malformed names).
@@ -48,7 +48,7 @@ impl RouteClass {
             RouteClass::Blob => "blob",
             RouteClass::Upload => "upload",
             RouteClass::Referrers => "referrers",
-            RouteClass::Status => "status",
+            RouteClass::Health => "health",
             RouteClass::Metrics => "metrics",
             RouteClass::Other => "other",
         }

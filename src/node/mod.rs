@@ -2,6 +2,7 @@
 //! data directory, starts replication, and serves HTTP.
 
 mod blocks;
+mod gc;
 mod metrics;
 mod replication;
 mod status;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use tokio::net::TcpListener;
 
+use crate::admin::{AdminError, AdminServer};
 use crate::config::{Config, HttpConfig, Role};
 use crate::http::auth::{Auth, AuthError};
 use crate::http::{serve_with, tls, HttpApi, MetricsAccess, ServeOptions};
@@ -26,6 +28,7 @@ use crate::registry::{Registry, RegistryError, RegistryOptions, Stores, UploadLi
 use self::metrics::NodeGauges;
 
 pub use blocks::NetworkBlocks;
+pub use gc::GarbageCollector;
 pub use replication::{second_writer_refusal, HeldRecords, MirrorState, Replication};
 pub use status::NodeReport;
 pub use systemd::{SystemdNotifier, WatchdogCheckError, WatchdogTarget};
@@ -54,6 +57,9 @@ pub enum NodeError {
     /// The embedded IPFS node failed to start.
     #[error("p2p: {0}")]
     P2p(#[from] crate::p2p::P2pError),
+    /// The admin API's listener could not be set up.
+    #[error("admin API: {0}")]
+    Admin(#[from] AdminError),
     /// The HTTP listener failed.
     #[error("HTTP listener on {addr}: {source}")]
     Listen {
@@ -194,6 +200,8 @@ pub struct Node {
     replication: Arc<Replication>,
     auth: Arc<Auth>,
     metrics: Arc<Metrics>,
+    data_dir: PathBuf,
+    admin: AdminServer,
 }
 
 impl Node {
@@ -299,6 +307,14 @@ impl Node {
             registry: registry.clone(),
             replication: replication.clone(),
         }));
+        // Bound here, before anything is reported as listening: a socket that cannot be made
+        // fails the start.
+        let admin = AdminServer::bind(
+            config.admin.socket_path(data_dir).as_deref(),
+            config.admin.listen,
+        )
+        .await?;
+        tracing::info!(endpoints = ?admin.endpoints(), "admin API bound");
         Ok(Node {
             registry,
             config,
@@ -307,6 +323,8 @@ impl Node {
             replication,
             auth,
             metrics,
+            data_dir: data_dir.to_owned(),
+            admin,
         })
     }
 
@@ -325,6 +343,11 @@ impl Node {
         &self.p2p
     }
 
+    /// Where the admin API is reachable (`unix:PATH`, `http://ADDR`).
+    pub fn admin_endpoints(&self) -> Vec<String> {
+        self.admin.endpoints()
+    }
+
     /// Whether the node serves HTTPS (`https://` rather than `http://`).
     pub fn uses_tls(&self) -> bool {
         self.serve_options.tls.is_some()
@@ -341,8 +364,9 @@ impl Node {
             })
     }
 
-    /// Serves the OCI API (and `/_status`, `/_health`, `/metrics`) on `listener` until `shutdown` completes,
-    /// telling `systemd` when it is ready, that it still works (watchdog) and when it stops.
+    /// Serves the OCI API (and `/healthz`, `/readyz`, `/metrics`) on `listener` and the admin
+    /// API on its listeners until `shutdown` completes, collecting garbage periodically, telling
+    /// `systemd` when it is ready, that it still works (watchdog) and when it stops.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -375,25 +399,37 @@ impl Node {
             }
             systemd.stopping().await;
         };
+        let gc = Arc::new(GarbageCollector::new(
+            self.registry.clone(),
+            self.config.gc.clone(),
+        ));
         let report = Arc::new(NodeReport::new(
             self.config.role,
             self.p2p.clone(),
             self.replication.clone(),
             self.registry.clone(),
+            self.data_dir.clone(),
+            self.config.health.clone(),
+            gc.clone(),
         ));
         let metrics_access = match &self.config.metrics {
             m if !m.enabled => None,
             m if m.anonymous => Some(MetricsAccess::Anonymous),
             _ => Some(MetricsAccess::Users),
         };
+        let admin = tokio::spawn(self.admin.serve(report.clone()));
+        let periodic_gc = tokio::spawn(gc.run_periodically());
         let api = Arc::new(
             HttpApi::new(self.registry.clone())
-                .with_status(report)
+                .with_health(report)
                 .with_auth(self.auth.clone())
                 .with_metrics(self.metrics.clone(), metrics_access),
         );
-        serve_with(listener, api, self.serve_options.clone(), shutdown)
-            .await
-            .map_err(|source| NodeError::Listen { addr, source })
+        let served = serve_with(listener, api, self.serve_options.clone(), shutdown).await;
+        // Dropping the admin server removes its socket.
+        admin.abort();
+        let _ = admin.await;
+        periodic_gc.abort();
+        served.map_err(|source| NodeError::Listen { addr, source })
     }
 }

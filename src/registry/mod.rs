@@ -3,9 +3,11 @@
 
 mod blobs;
 mod check;
+mod collect;
 mod content;
 mod digest;
 mod error;
+mod inventory;
 pub mod layout;
 mod listing;
 mod manifest;
@@ -22,6 +24,7 @@ use cid::Cid;
 
 pub use blobs::BlobInfo;
 pub use check::CheckReport;
+pub use collect::{GcOptions, GcReport, PruneReport, UploadsReport, DEFAULT_LAYER_GRACE};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::RegistryError;
 pub use listing::Page;
@@ -105,6 +108,10 @@ pub struct Registry {
     followed: RwLock<Arc<Vec<Cid>>>,
     /// Why this writer refuses writes for now (a second writer of its name), if it does.
     write_refusal: RwLock<Option<String>>,
+    /// Held by the garbage collection that runs (one at a time).
+    collecting: tokio::sync::Mutex<()>,
+    /// The report of the last garbage collection.
+    last_gc: RwLock<Option<GcReport>>,
 }
 
 impl Registry {
@@ -138,6 +145,8 @@ impl Registry {
             source,
             followed: RwLock::new(Arc::new(Vec::new())),
             write_refusal: RwLock::new(None),
+            collecting: tokio::sync::Mutex::new(()),
+            last_gc: RwLock::new(None),
         })
     }
 

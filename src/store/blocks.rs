@@ -11,6 +11,9 @@
 //! The store keeps a running count of the blocks and bytes it holds (for metrics): one count of
 //! what is on disk (see [`BlockStore::count_held_blocking`]), then every block a put or a
 //! commit creates and every removal. Staging areas are not held until moved in.
+//!
+//! Every write goes through the store's [`WriteFence`], which lets a garbage collection's sweep
+//! (`sweep.rs`) run while pushes and fetches do.
 
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsString;
@@ -18,11 +21,12 @@ use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cid::Cid;
 
+use super::sweep::{WriteFence, WriteSession};
 use super::StoreError;
 
 /// Blocks on the local disk, addressed by CID.
@@ -34,10 +38,14 @@ pub struct BlockStore {
     /// again, and directory syncs are left to the move into it.
     main: Option<PathBuf>,
     held: HeldCount,
+    /// Shared by a store and its staging areas: ties writes to a garbage collection's sweep.
+    fence: Arc<WriteFence>,
+    /// For a staging area: the write session its blocks are noted under.
+    session: Option<u64>,
 }
 
 /// Name of the directory (inside a store) holding staging areas.
-const STAGING: &str = "staging";
+pub(super) const STAGING: &str = "staging";
 
 /// What a store holds: its blocks, and their bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -192,7 +200,19 @@ impl BlockStore {
             tmp_counter: AtomicU64::new(0),
             main: None,
             held: HeldCount::default(),
+            fence: Arc::new(WriteFence::default()),
+            session: None,
         })
+    }
+
+    /// The directory the store lives in.
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What ties this store's writes to a garbage collection.
+    pub(super) fn fence(&self) -> &Arc<WriteFence> {
+        &self.fence
     }
 
     /// Opens a fresh staging area: blocks written to it stay out of this store until
@@ -205,13 +225,17 @@ impl BlockStore {
             .join(format!("{}-{n}", std::process::id()));
         fs::create_dir_all(dir.join("tmp"))
             .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+        let session = self.fence.open_session();
         Ok(StagedBlocks {
             store: BlockStore {
                 dir,
                 tmp_counter: AtomicU64::new(0),
                 main: Some(self.dir.clone()),
                 held: HeldCount::default(),
+                fence: self.fence.clone(),
+                session: Some(session.id()),
             },
+            session: Some(session),
             done: false,
         })
     }
@@ -244,6 +268,13 @@ impl BlockStore {
 
     /// Reads a block, `None` if it is not stored here.
     pub fn get_blocking(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        self.fence.note_read(cid);
+        self.peek_blocking(cid)
+    }
+
+    /// Reads a block without counting as a use of it: for the garbage collector's mark, whose
+    /// reads must not keep what it finds unreachable.
+    pub fn peek_blocking(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
         let path = self.path_of(cid);
         match fs::read(&path) {
             Ok(data) => Ok(Some(Bytes::from(data))),
@@ -256,8 +287,14 @@ impl BlockStore {
     /// The file content is synced before it becomes visible under its name.
     pub fn put_blocking(&self, cid: &Cid, data: &[u8]) -> Result<(), StoreError> {
         let path = self.path_of(cid);
-        if path.is_file() || self.main_path_of(cid).is_some_and(|p| p.is_file()) {
-            return Ok(());
+        {
+            // Held from finding the block present to noting it: a sweep cannot delete it in
+            // between, so the caller may rely on it.
+            let _writing = self.fence.writing();
+            if path.is_file() || self.main_path_of(cid).is_some_and(|p| p.is_file()) {
+                self.fence.note_write(self.session, cid);
+                return Ok(());
+            }
         }
         let shard = path.parent().unwrap_or(&self.dir).to_path_buf();
         fs::create_dir_all(&shard)
@@ -267,40 +304,62 @@ impl BlockStore {
             .dir
             .join("tmp")
             .join(format!("{}-{}-{n}", std::process::id(), cid));
-        let write = || -> std::io::Result<((), Held)> {
+        let write = || -> std::io::Result<()> {
             let mut file = File::create(&tmp)?;
             file.write_all(data)?;
-            file.sync_data()?;
-            let created = place(&tmp, &path)?;
-            Ok(((), Held::created(created, data.len() as u64)))
+            file.sync_data()
         };
         let key = cid.to_string();
-        self.held.track(Self::shard_name(&key), write).map_err(|e| {
+        // The bytes are written and synced outside the fence (a sweep need not wait for a
+        // disk); only placing the block under its name and its note go together. The fence is
+        // taken before the running count's lock, as the sweep's deletions take them.
+        let result = write().and_then(|()| {
+            let _writing = self.fence.writing();
+            let placed = || -> std::io::Result<((), Held)> {
+                let created = place(&tmp, &path)?;
+                Ok(((), Held::created(created, data.len() as u64)))
+            };
+            self.held.track(Self::shard_name(&key), placed)?;
+            self.fence.note_write(self.session, cid);
+            Ok(())
+        });
+        result.map_err(|e| {
             let _ = fs::remove_file(&tmp);
             StoreError::io(format!("writing block {cid}"), e)
         })
     }
 
-    /// Removes a block; `false` if it was not stored. Blocking. The counts of what the store
-    /// holds follow (every deletion of a block must come through here).
-    pub fn remove_blocking(&self, cid: &Cid) -> Result<bool, StoreError> {
+    /// Size of a stored block, `None` if it is not stored here. Blocking.
+    pub(super) fn block_size_blocking(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
+        let path = self.path_of(cid);
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    /// Deletes a block; returns its size, `None` if it was not stored. The one place blocks
+    /// leave the store (the running count follows): only the garbage collector's sweep calls
+    /// it, holding the write fence. Blocking.
+    pub(super) fn delete_blocking(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
         let key = cid.to_string();
         let path = self.shard_dir(&key).join(&key);
-        let remove = || -> std::io::Result<(bool, Held)> {
+        let remove = || -> std::io::Result<(Option<u64>, Held)> {
             let len = match fs::metadata(&path) {
                 Ok(meta) => meta.len(),
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok((false, Held::Same)),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok((None, Held::Same)),
                 Err(e) => return Err(e),
             };
             match fs::remove_file(&path) {
-                Ok(()) => Ok((true, Held::Removed(len))),
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok((false, Held::Same)),
+                Ok(()) => Ok((Some(len), Held::Removed(len))),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok((None, Held::Same)),
                 Err(e) => Err(e),
             }
         };
         self.held
             .track(Self::shard_name(&key), remove)
-            .map_err(|e| StoreError::io(format!("removing block {cid}"), e))
+            .map_err(|e| StoreError::io(format!("deleting block {cid}"), e))
     }
 
     /// Counts the blocks and bytes on disk, once, so that [`Self::held`] can answer from then
@@ -394,6 +453,7 @@ impl BlockStore {
 
     /// Reads a block without blocking the async runtime.
     pub async fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        self.fence.note_read(cid);
         let path = self.path_of(cid);
         match tokio::fs::read(&path).await {
             Ok(data) => Ok(Some(Bytes::from(data))),
@@ -423,6 +483,8 @@ impl BlockStore {
 #[derive(Debug)]
 pub struct StagedBlocks {
     store: BlockStore,
+    /// Keeps a garbage collection from sweeping what this content consists of.
+    session: Option<WriteSession>,
     done: bool,
 }
 
@@ -435,7 +497,10 @@ impl StagedBlocks {
 
     /// Moves every staged block into `main` (renames on the same file system) and makes their
     /// names durable there. Blocking.
-    pub fn commit_blocking(mut self, main: &BlockStore) -> Result<(), StoreError> {
+    ///
+    /// Returns the write session the blocks were noted under: hold it until the tree commit
+    /// that links them is done, so that a garbage collection running meanwhile keeps them.
+    pub fn commit_blocking(mut self, main: &BlockStore) -> Result<WriteSession, StoreError> {
         let mut moved = Vec::new();
         let shards = fs::read_dir(&self.store.dir)
             .map_err(|e| StoreError::io(format!("listing {}", self.store.dir.display()), e))?;
@@ -469,7 +534,11 @@ impl StagedBlocks {
         }
         self.done = true;
         let _ = fs::remove_dir_all(&self.store.dir);
-        Ok(())
+        match self.session.take() {
+            Some(session) => Ok(session),
+            // Only a staging area made by `staging_blocking` exists, and it always has one.
+            None => Ok(main.fence.open_session()),
+        }
     }
 
     /// Deletes the staged blocks. Blocking; dropping does the same.
@@ -557,7 +626,7 @@ mod tests {
             Some(21),
             "staging is not held"
         );
-        staged.commit_blocking(&store).expect("commit");
+        let _session = staged.commit_blocking(&store).expect("commit");
         assert_eq!(store.held(), Some(walked(&store)));
         assert_eq!(store.held().map(|h| h.blocks), Some(35));
         let discarded = store.staging_blocking().expect("staging");
@@ -568,8 +637,8 @@ mod tests {
 
         // Removals count down; removing what is not there changes nothing.
         let (cid, _) = block(3);
-        assert!(store.remove_blocking(&cid).expect("remove"));
-        assert!(!store.remove_blocking(&cid).expect("remove again"));
+        assert!(store.delete_blocking(&cid).expect("remove").is_some());
+        assert!(store.delete_blocking(&cid).expect("remove again").is_none());
         assert_eq!(store.held(), Some(walked(&store)));
         assert_eq!(store.held().map(|h| h.blocks), Some(34));
     }
@@ -591,7 +660,7 @@ mod tests {
                         let (cid, data) = block(10_000 + w * 1000 + i);
                         store.put_blocking(&cid, &data).expect("put");
                         let (old, _) = block(w * 200 + i);
-                        store.remove_blocking(&old).expect("remove");
+                        store.delete_blocking(&old).expect("remove");
                     }
                 })
             })
