@@ -58,7 +58,7 @@ pub enum NodeError {
     #[error("p2p: {0}")]
     P2p(#[from] crate::p2p::P2pError),
     /// The admin API's listener could not be set up.
-    #[error("admin API: {0}")]
+    #[error("starting the admin API")]
     Admin(#[from] AdminError),
     /// The HTTP listener failed.
     #[error("HTTP listener on {addr}: {source}")]
