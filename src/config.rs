@@ -41,12 +41,12 @@ impl std::fmt::Display for Role {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// The file is not valid configuration.
     #[error("{path}: {message}")]
@@ -348,9 +348,9 @@ pub struct AccessConfig {
 impl Config {
     /// Reads a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
@@ -365,9 +365,9 @@ impl Config {
 
     /// Writes the config file atomically (temporary file, sync, rename).
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let io = |source| ConfigError::Io {
+        let io = |error| ConfigError::Io {
             path: path.to_owned(),
-            source,
+            error,
         };
         let text = toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid {
             path: path.to_owned(),

@@ -26,32 +26,34 @@ pub use replication::{second_writer_refusal, HeldRecords, MirrorState, Replicati
 pub use status::NodeReport;
 pub use systemd::{SystemdNotifier, WatchdogCheckError, WatchdogTarget};
 
-/// Errors starting or running a node.
+/// Errors starting or running a node. A variant wrapping another error names the step that
+/// failed and chains the cause as its `source` without repeating it: printed with the whole
+/// chain (`{:#}` in the command line), each message appears once.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// The registry could not be opened.
-    #[error("opening the registry: {0}")]
+    #[error("opening the registry")]
     Registry(#[from] RegistryError),
     /// The node's key could not be loaded or created.
-    #[error("node key: {0}")]
+    #[error("node key")]
     Key(#[from] keys::KeyError),
     /// The configuration is not usable.
     #[error("configuration: {0}")]
     Config(String),
     /// Access control cannot be set up (a bad access rule or htpasswd file).
-    #[error("authentication: {0}")]
+    #[error("authentication")]
     Auth(#[from] AuthError),
     /// The records of followed names could not be loaded.
-    #[error("followed names: {0}")]
+    #[error("followed names")]
     Follow(#[from] FollowError),
     /// The own published record could not be loaded.
-    #[error("publishing state: {0}")]
+    #[error("publishing state")]
     Publish(#[from] PublishError),
     /// The embedded IPFS node failed to start.
-    #[error("p2p: {0}")]
+    #[error("p2p")]
     P2p(#[from] crate::p2p::P2pError),
     /// The HTTP listener failed.
-    #[error("HTTP listener on {addr}: {source}")]
+    #[error("HTTP listener on {addr}")]
     Listen {
         /// The address.
         addr: String,

@@ -19,6 +19,7 @@
 mod behaviour;
 pub mod bitswap;
 mod frame;
+mod interfaces;
 mod private;
 mod record_codec;
 mod swarm;

@@ -10,16 +10,16 @@ pub use meta::MetaStore;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A filesystem operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {error}")]
     Io {
         /// What was being done.
         context: String,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// The metadata database failed.
     #[error("metadata store: {0}")]
-    Meta(#[from] sled::Error),
+    Meta(sled::Error),
     /// A value in the metadata store could not be decoded.
     #[error("metadata store holds a corrupt value under {key}: {reason}")]
     Corrupt {
@@ -30,14 +30,28 @@ pub enum StoreError {
     },
     /// A blocking task was cancelled or panicked.
     #[error("background task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    Task(tokio::task::JoinError),
 }
 
 impl StoreError {
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub(crate) fn io(context: impl Into<String>, error: std::io::Error) -> Self {
         StoreError::Io {
             context: context.into(),
-            source,
+            error,
         }
+    }
+}
+
+// Written out rather than `#[from]`, which would also make the inner error the `source`: its
+// text is already in the message, and error-chain printers (anyhow's `{:#}`) would repeat it.
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Meta(e)
+    }
+}
+
+impl From<tokio::task::JoinError> for StoreError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        StoreError::Task(e)
     }
 }

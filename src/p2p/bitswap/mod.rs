@@ -85,7 +85,15 @@ pub enum BitswapError {
     UnsupportedHash(u64),
     /// The stream failed.
     #[error("bitswap stream: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+// Written out rather than `#[from]`, which would also make the inner error the `source`: its
+// text is already in the message, and error-chain printers (anyhow's `{:#}`) would repeat it.
+impl From<io::Error> for BitswapError {
+    fn from(e: io::Error) -> Self {
+        BitswapError::Io(e)
+    }
 }
 
 /// Reads one length-prefixed message; `None` at a clean end of stream. The buffer grows as
