@@ -83,6 +83,17 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// Whether the operation failed because the node's file system is full.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            RegistryError::Store(e) | RegistryError::Tree(TreeError::Store(e)) => {
+                e.is_storage_full()
+            }
+            RegistryError::Io { error, .. } => crate::store::is_storage_full_io(error),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, error: std::io::Error) -> Self {
         RegistryError::Io {
             context: context.into(),

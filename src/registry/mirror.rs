@@ -10,7 +10,7 @@ use super::digest::{Algorithm, Digest};
 use super::error::RegistryError;
 use super::layout;
 use super::reference::RepoName;
-use super::{Registry, FETCH_CONCURRENCY};
+use super::Registry;
 use crate::tree::fetch_dag;
 
 /// Counters of a mirror run, readable while it goes on.
@@ -69,7 +69,14 @@ impl Registry {
         let mut digests = Vec::new();
         match repositories {
             None => {
-                fetch_dag(self.source(), root, FETCH_CONCURRENCY, skip, on_block).await?;
+                fetch_dag(
+                    self.source(),
+                    root,
+                    self.options.fetch_concurrency,
+                    skip,
+                    on_block,
+                )
+                .await?;
                 let mut blobs_dir = layout::blob_data(&Digest::of(Algorithm::Sha256, b""));
                 blobs_dir.truncate(4);
                 for alg in self
@@ -103,7 +110,14 @@ impl Registry {
                         tracing::warn!(%repo, "repository to mirror is not in the followed tree");
                         continue;
                     };
-                    fetch_dag(self.source(), dir.cid, FETCH_CONCURRENCY, skip, on_block).await?;
+                    fetch_dag(
+                        self.source(),
+                        dir.cid,
+                        self.options.fetch_concurrency,
+                        skip,
+                        on_block,
+                    )
+                    .await?;
                     let mut layers = layout::repository(repo);
                     layers.push("_layers".into());
                     for dir in [layers, layout::revisions(repo)] {

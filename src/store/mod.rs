@@ -4,7 +4,7 @@ mod blocks;
 mod meta;
 
 pub use blocks::{BlockStore, StagedBlocks};
-pub use meta::MetaStore;
+pub use meta::{MetaStore, DEFAULT_META_CACHE_BYTES};
 
 /// Errors from the local stores.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +33,23 @@ pub enum StoreError {
     Task(tokio::task::JoinError),
 }
 
+/// Whether `e` says the file system is out of space (or the user out of quota).
+pub fn is_storage_full_io(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || matches!(e.raw_os_error(), Some(code) if code == libc::ENOSPC || code == libc::EDQUOT)
+}
+
 impl StoreError {
+    /// Whether the store failed because its file system is full: a push can succeed again
+    /// once space is freed, and what was committed before is intact.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            StoreError::Io { error, .. } => is_storage_full_io(error),
+            StoreError::Meta(sled::Error::Io(error)) => is_storage_full_io(error),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, error: std::io::Error) -> Self {
         StoreError::Io {
             context: context.into(),
