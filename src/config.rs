@@ -76,6 +76,32 @@ pub struct Config {
     pub ipns: IpnsConfig,
     /// Authentication (htpasswd) and access rules of the HTTP API.
     pub auth: AuthConfig,
+    /// Memory knobs, for small boards.
+    pub memory: MemoryConfig,
+}
+
+/// Memory knobs: how much the node caches and keeps in flight (see also `http.max_connections`
+/// and `p2p.max_connections`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// MiB of the metadata store (sled) cached in memory.
+    pub meta_cache_mib: u64,
+    /// Blocks one pull or mirror walk fetches from peers at once (each up to 1 MiB).
+    pub fetch_concurrency: usize,
+    /// Blocks received over Bitswap that are hashed and stored at once, per peer stream (each
+    /// up to 1 MiB).
+    pub bitswap_receive_concurrency: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            meta_cache_mib: crate::store::DEFAULT_META_CACHE_BYTES / (1024 * 1024),
+            fetch_concurrency: crate::registry::DEFAULT_FETCH_CONCURRENCY,
+            bitswap_receive_concurrency: crate::p2p::bitswap::DEFAULT_RECEIVE_CONCURRENCY,
+        }
+    }
 }
 
 /// One followed IPNS name.

@@ -1,6 +1,7 @@
 //! A running node: opens the stores, the key, the embedded IPFS node and the registry from a
 //! data directory, starts replication, and serves HTTP.
 
+mod allocator;
 mod blocks;
 mod replication;
 mod status;
@@ -14,13 +15,14 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, HttpConfig, Role};
+use crate::config::{Config, HttpConfig, MemoryConfig, Role};
 use crate::http::auth::{Auth, AuthError};
 use crate::http::{serve_with, tls, HttpApi, ServeOptions};
 use crate::names::{keys, FollowError, FollowedName, Follower, IpnsName, PublishError, Publisher};
 use crate::p2p::{parse_swarm_key, P2p, P2pConfig, PreSharedKey};
 use crate::registry::{Registry, RegistryError, RegistryOptions, Stores, UploadLimits};
 
+pub use allocator::{limit_malloc_arenas, DEFAULT_MALLOC_ARENAS};
 pub use blocks::NetworkBlocks;
 pub use replication::{second_writer_refusal, HeldRecords, MirrorState, Replication};
 pub use status::NodeReport;
@@ -123,6 +125,42 @@ pub fn serve_options(config: &HttpConfig, data_dir: &Path) -> Result<ServeOption
     })
 }
 
+/// The `[memory]` settings, checked (zero would stall fetches or disable the cache).
+struct MemorySettings {
+    meta_cache_bytes: u64,
+    fetch_concurrency: usize,
+    bitswap_receive_concurrency: usize,
+}
+
+fn memory_settings(config: &MemoryConfig) -> Result<MemorySettings, NodeError> {
+    let at_least_one = |value: usize, key: &str| {
+        if value == 0 {
+            Err(NodeError::Config(format!(
+                "memory.{key} must be at least 1"
+            )))
+        } else {
+            Ok(value)
+        }
+    };
+    Ok(MemorySettings {
+        meta_cache_bytes: match config.meta_cache_mib {
+            0 => {
+                return Err(NodeError::Config(
+                    "memory.meta_cache_mib must be at least 1".into(),
+                ))
+            }
+            mib => mib
+                .checked_mul(1024 * 1024)
+                .ok_or_else(|| NodeError::Config("memory.meta_cache_mib is too large".into()))?,
+        },
+        fetch_concurrency: at_least_one(config.fetch_concurrency, "fetch_concurrency")?,
+        bitswap_receive_concurrency: at_least_one(
+            config.bitswap_receive_concurrency,
+            "bitswap_receive_concurrency",
+        )?,
+    })
+}
+
 /// What one start of a node does beyond its configuration (flags that are not settings).
 #[derive(Debug, Clone, Default)]
 pub struct StartOptions {
@@ -191,7 +229,8 @@ impl Node {
         let auth = Arc::new(Auth::open(&config.auth, data_dir).await?);
         // Bad TLS files or timeouts fail the start, before anything listens.
         let serve_options = serve_options(&config.http, data_dir)?;
-        let stores = Stores::open(data_dir)?;
+        let memory = memory_settings(&config.memory)?;
+        let stores = Stores::open_with_cache(data_dir, memory.meta_cache_bytes)?;
         let keypair = keys::load_or_create(&key_path(data_dir))?;
         let follower = Arc::new(Follower::load(
             followed_names(&config)?,
@@ -236,6 +275,7 @@ impl Node {
                 private_network: swarm_key(data_dir, &config).await?,
                 max_connections: config.p2p.max_connections,
                 max_connections_per_peer: config.p2p.max_connections_per_peer,
+                bitswap_receive_concurrency: memory.bitswap_receive_concurrency,
             },
             stores.blocks.clone(),
             records.clone(),
@@ -251,6 +291,7 @@ impl Node {
                 max_sessions: config.registry.max_upload_sessions,
                 max_sessions_per_client: config.registry.max_upload_sessions_per_client,
             },
+            fetch_concurrency: memory.fetch_concurrency,
         };
         let registry = Arc::new(Registry::new(&stores, data_dir, options, source).await?);
         if let Some(publisher) = &publisher {
@@ -351,5 +392,54 @@ impl Node {
         serve_with(listener, api, self.serve_options.clone(), shutdown)
             .await
             .map_err(|source| NodeError::Listen { addr, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_settings_take_the_defaults_and_refuse_zero() {
+        let settings = memory_settings(&MemoryConfig::default()).expect("defaults are valid");
+        assert_eq!(
+            settings.meta_cache_bytes,
+            crate::store::DEFAULT_META_CACHE_BYTES
+        );
+        assert_eq!(
+            settings.fetch_concurrency,
+            crate::registry::DEFAULT_FETCH_CONCURRENCY
+        );
+        for (config, key) in [
+            (
+                MemoryConfig {
+                    meta_cache_mib: 0,
+                    ..MemoryConfig::default()
+                },
+                "memory.meta_cache_mib",
+            ),
+            (
+                MemoryConfig {
+                    fetch_concurrency: 0,
+                    ..MemoryConfig::default()
+                },
+                "memory.fetch_concurrency",
+            ),
+            (
+                MemoryConfig {
+                    bitswap_receive_concurrency: 0,
+                    ..MemoryConfig::default()
+                },
+                "memory.bitswap_receive_concurrency",
+            ),
+        ] {
+            let err = memory_settings(&config).err().expect("zero is refused");
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let huge = MemoryConfig {
+            meta_cache_mib: u64::MAX,
+            ..MemoryConfig::default()
+        };
+        assert!(memory_settings(&huge).is_err());
     }
 }

@@ -207,7 +207,12 @@ pub(super) async fn spawn(
     let mut swarm = build_swarm(config.keypair.clone(), &settings)?;
     // Registered before any connection exists, so every connection offers Bitswap.
     let (stalled_tx, stalled_rx) = mpsc::unbounded_channel();
-    let bitswap = Bitswap::start(blocks, swarm.behaviour().stream.new_control(), stalled_tx)?;
+    let bitswap = Bitswap::start(
+        blocks,
+        swarm.behaviour().stream.new_control(),
+        stalled_tx,
+        config.bitswap_receive_concurrency,
+    )?;
 
     let mut listening = HashMap::new();
     for addr in &listen {

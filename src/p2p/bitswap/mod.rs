@@ -51,9 +51,9 @@ pub const PROTOCOLS: [(StreamProtocol, Version); 4] = [
     (StreamProtocol::new("/ipfs/bitswap"), Version::V100),
 ];
 
-/// Received blocks being hashed and stored at once per inbound stream: bounds memory (each holds
-/// a block) while keeping disks and cores busy.
-const RECEIVE_CONCURRENCY: usize = 16;
+/// Default of received blocks being hashed and stored at once per inbound stream: bounds memory
+/// (each holds a block, up to 1 MiB) while keeping disks and cores busy.
+pub const DEFAULT_RECEIVE_CONCURRENCY: usize = 16;
 
 /// How long a fetch waits for a first peer when none is connected.
 pub const NO_PEER_GRACE: Duration = Duration::from_secs(5);
@@ -176,15 +176,19 @@ pub(crate) struct Bitswap {
     sessions: watch::Sender<usize>,
     /// Peers that stopped reading what we send them: the swarm disconnects them.
     stalled: mpsc::UnboundedSender<PeerId>,
+    /// Received blocks hashed and stored at once per inbound stream.
+    receive_concurrency: usize,
 }
 
 impl Bitswap {
     /// Starts accepting Bitswap streams; `control` must come from the swarm's stream behaviour.
     /// Peers that stop reading their stream are sent to `stalled`, for the swarm to disconnect.
+    /// At most `receive_concurrency` received blocks per stream are hashed and stored at once.
     pub(crate) fn start(
         blocks: Arc<BlockStore>,
         mut control: libp2p_stream::Control,
         stalled: mpsc::UnboundedSender<PeerId>,
+        receive_concurrency: usize,
     ) -> Result<Arc<Self>, P2pError> {
         let mut incoming = Vec::new();
         for (protocol, _) in PROTOCOLS {
@@ -202,6 +206,7 @@ impl Bitswap {
             }),
             sessions: watch::channel(0).0,
             stalled,
+            receive_concurrency: receive_concurrency.max(1),
         });
         let accepting = engine.clone();
         let task = tokio::spawn(async move {
@@ -486,7 +491,7 @@ impl Bitswap {
     /// Reads what a peer sends on a stream it opened: its wants (for our session with it to
     /// serve) and blocks and presences answering ours.
     async fn read_inbound(self: Arc<Self>, peer: PeerId, mut stream: Stream) {
-        let receiving = Arc::new(Semaphore::new(RECEIVE_CONCURRENCY));
+        let receiving = Arc::new(Semaphore::new(self.receive_concurrency));
         loop {
             let message = match read_message(&mut stream).await {
                 Ok(Some(message)) => message,
