@@ -1,5 +1,6 @@
 //! Parses `/v2/<name...>/<kind>/<reference>` into a typed route, once, before any handler runs.
 
+use crate::metrics::RouteClass;
 use crate::registry::{Digest, ManifestRef, RepoName, Tag};
 
 use super::error::ApiError;
@@ -34,6 +35,19 @@ impl Route {
             Route::Blob(..) => "GET, HEAD, DELETE",
             Route::UploadStart(_) => "POST",
             Route::Upload(..) => "GET, HEAD, PATCH, PUT, DELETE",
+        }
+    }
+
+    /// The class requests to this endpoint are counted under.
+    pub fn class(&self) -> RouteClass {
+        match self {
+            Route::Base => RouteClass::Base,
+            Route::Catalog => RouteClass::Catalog,
+            Route::Tags(_) => RouteClass::Tags,
+            Route::Manifest(..) => RouteClass::Manifest,
+            Route::Blob(..) => RouteClass::Blob,
+            Route::UploadStart(_) | Route::Upload(..) => RouteClass::Upload,
+            Route::Referrers(..) => RouteClass::Referrers,
         }
     }
 

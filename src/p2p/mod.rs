@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use libp2p::pnet::PreSharedKey;
 pub use record_codec::{MAX_RECORD_SIZE, RECORD_PROTOCOL};
 
+use crate::metrics::P2pMetrics;
 use crate::store::{BlockStore, StoreError};
 use bitswap::Bitswap;
 use swarm::Command;
@@ -74,6 +75,8 @@ pub struct P2pConfig {
     /// Received Bitswap blocks hashed and stored at once per peer stream (each holds up to
     /// 1 MiB in memory).
     pub bitswap_receive_concurrency: usize,
+    /// Where peers and Bitswap traffic are counted.
+    pub metrics: P2pMetrics,
 }
 
 impl P2pConfig {
@@ -90,6 +93,7 @@ impl P2pConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
             bitswap_receive_concurrency: bitswap::DEFAULT_RECEIVE_CONCURRENCY,
+            metrics: P2pMetrics::default(),
         }
     }
 }

@@ -3,9 +3,11 @@
 
 mod blobs;
 mod check;
+mod collect;
 mod content;
 mod digest;
 mod error;
+mod inventory;
 pub mod layout;
 mod listing;
 mod manifest;
@@ -22,6 +24,7 @@ use cid::Cid;
 
 pub use blobs::BlobInfo;
 pub use check::CheckReport;
+pub use collect::{GcOptions, GcReport, PruneReport, UploadsReport, DEFAULT_LAYER_GRACE};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::RegistryError;
 pub use listing::Page;
@@ -37,6 +40,7 @@ pub use uploads::{
     DEFAULT_UPLOAD_EXPIRY,
 };
 
+use crate::metrics::CommitMetrics;
 use crate::store::{BlockStore, MetaStore};
 use crate::tree::{read_directory, resolve, BlockSource, Link, Tree, TreeError};
 use content::read_link_file;
@@ -60,6 +64,8 @@ pub struct RegistryOptions {
     pub uploads: UploadLimits,
     /// Blocks one pull or mirror walk fetches from peers at once (each up to 1 MiB in flight).
     pub fetch_concurrency: usize,
+    /// Where commits of the own tree are counted.
+    pub commits: CommitMetrics,
 }
 
 impl Default for RegistryOptions {
@@ -69,6 +75,7 @@ impl Default for RegistryOptions {
             writable: true,
             uploads: UploadLimits::default(),
             fetch_concurrency: DEFAULT_FETCH_CONCURRENCY,
+            commits: CommitMetrics::default(),
         }
     }
 }
@@ -109,6 +116,10 @@ pub struct Registry {
     followed: RwLock<Arc<Vec<Cid>>>,
     /// Why this writer refuses writes for now (a second writer of its name), if it does.
     write_refusal: RwLock<Option<String>>,
+    /// Held by the garbage collection that runs (one at a time).
+    collecting: tokio::sync::Mutex<()>,
+    /// The report of the last garbage collection.
+    last_gc: RwLock<Option<GcReport>>,
 }
 
 impl Registry {
@@ -126,7 +137,9 @@ impl Registry {
         options: RegistryOptions,
         source: Arc<dyn BlockSource>,
     ) -> Result<Self, RegistryError> {
-        let tree = Tree::open(stores.blocks.clone(), stores.meta.clone()).await?;
+        let tree = Tree::open(stores.blocks.clone(), stores.meta.clone())
+            .await?
+            .with_commit_metrics(options.commits.clone());
         let uploads = BlobUploads::open(
             data_dir.join("uploads"),
             stores.meta.clone(),
@@ -140,6 +153,8 @@ impl Registry {
             source,
             followed: RwLock::new(Arc::new(Vec::new())),
             write_refusal: RwLock::new(None),
+            collecting: tokio::sync::Mutex::new(()),
+            last_gc: RwLock::new(None),
         })
     }
 
@@ -199,6 +214,11 @@ impl Registry {
     /// Largest manifest accepted on push.
     pub fn max_manifest_bytes(&self) -> u64 {
         self.options.max_manifest_bytes
+    }
+
+    /// Upload sessions open now.
+    pub fn open_upload_sessions(&self) -> usize {
+        self.uploads.open_sessions()
     }
 
     /// The storage tree.
