@@ -105,6 +105,27 @@ impl TestNode {
         }
     }
 
+    /// Creates a data directory at `data_dir` (which the caller cleans up) with
+    /// `init --role <role>`, without starting the node.
+    pub fn init_at(data_dir: &Path, role: &str) -> Self {
+        let out = Command::new(binary())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["init", "--role", role])
+            .output()
+            .expect("run init");
+        assert!(out.status.success(), "init failed: {out:?}");
+        TestNode {
+            child: None,
+            data_dir: data_dir.to_owned(),
+            _tmp: None,
+            addr: String::new(),
+            p2p_addrs: Vec::new(),
+            extra_args: Vec::new(),
+            admin_endpoints: Vec::new(),
+        }
+    }
+
     /// Starts (or restarts) the node with these `serve` flags, on loopback ports chosen by the
     /// system, without mDNS.
     pub fn serve(&mut self, args: &[&str]) {
