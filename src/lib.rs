@@ -4,6 +4,7 @@
 //! [`registry`] (blobs, manifests, tags, uploads), which works on the [`tree`] (an immutable
 //! UnixFS DAG), which lives in the [`store`] (blocks on disk, metadata in sled).
 
+pub mod car;
 pub mod config;
 pub mod http;
 pub mod names;

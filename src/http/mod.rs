@@ -6,6 +6,7 @@ pub mod auth;
 mod blobs;
 mod connection;
 mod error;
+pub mod gateway;
 mod listing;
 mod manifests;
 mod open_files;
@@ -38,6 +39,7 @@ pub use uploads::parse_content_range;
 
 use crate::registry::{Registry, RepoName};
 use auth::{Action, Auth, Verdict};
+use gateway::Gateway;
 
 /// A request body as a stream of byte chunks.
 pub type RequestBody = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
@@ -82,6 +84,7 @@ pub struct HttpApi {
     registry: Arc<Registry>,
     status: Option<Arc<dyn NodeStatus>>,
     auth: Option<Arc<Auth>>,
+    gateway: Option<Arc<Gateway>>,
 }
 
 impl HttpApi {
@@ -91,12 +94,19 @@ impl HttpApi {
             registry,
             status: None,
             auth: None,
+            gateway: None,
         }
     }
 
     /// Checks credentials and access rules before any handler runs (see [`auth`]).
     pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
         self.auth = Some(auth);
+        self
+    }
+
+    /// Also serves the trustless gateway (`/ipfs/`, `/ipns/`).
+    pub fn with_gateway(mut self, gateway: Arc<Gateway>) -> Self {
+        self.gateway = Some(gateway);
         self
     }
 
@@ -120,6 +130,17 @@ impl HttpApi {
         let path = parts.uri.path();
         if let (Some(status), "/_status" | "/_health") = (&self.status, path) {
             return Ok(node_status(status.as_ref(), path).await);
+        }
+        if let Some(gateway) = &self.gateway {
+            if let Some(request) = route::parse_gateway(path) {
+                if let Some(auth) = &self.auth {
+                    auth.authorize(&parts.headers, Action::Gateway).await?;
+                }
+                let query = query_map(parts.uri.query());
+                return gateway
+                    .handle(&parts.method, request?, &query, &parts.headers)
+                    .await;
+            }
         }
         let route = route::parse(path)?.ok_or_else(|| ApiError::not_found(path))?;
         let read_only_allow = route.read_methods();

@@ -13,6 +13,7 @@ mod file;
 mod hamt;
 mod protobuf;
 mod root;
+mod select;
 mod unixfs;
 mod walk;
 
@@ -26,6 +27,9 @@ pub use directory::{encode_directory, lookup, read_directory};
 pub use edit::{apply_changes, Change};
 pub use file::{file_size, read_file_range, read_small_file, FileImporter, CHUNK_SIZE, MAX_LINKS};
 pub use root::{Tree, TreeWriter};
+pub use select::{
+    select_blocks, walk_path, EntityBytes, EntityKind, PathOutcome, Scope, Selection, WalkedPath,
+};
 pub use unixfs::{DataType, UnixfsData};
 pub use walk::fetch_dag;
 
