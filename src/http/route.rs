@@ -143,13 +143,19 @@ pub fn parse_gateway(path: &str) -> Option<Result<GatewayPath, ApiError>> {
 }
 
 fn gateway_path(ipfs: bool, rest: &str) -> Result<GatewayPath, ApiError> {
-    let bad = |message: String| ApiError::new(http::StatusCode::BAD_REQUEST, "BAD_REQUEST", message);
+    let bad =
+        |message: String| ApiError::new(http::StatusCode::BAD_REQUEST, "BAD_REQUEST", message);
     let mut segments = Vec::new();
     for raw in rest.split('/').filter(|s| !s.is_empty()) {
-        let segment = percent_decode(raw)
-            .ok_or_else(|| bad(format!("path segment {raw:?} is not valid percent-encoded UTF-8")))?;
+        let segment = percent_decode(raw).ok_or_else(|| {
+            bad(format!(
+                "path segment {raw:?} is not valid percent-encoded UTF-8"
+            ))
+        })?;
         if segment == "." || segment == ".." || segment.contains('/') || segment.contains('\0') {
-            return Err(bad(format!("path segment {segment:?} is not a UnixFS name")));
+            return Err(bad(format!(
+                "path segment {segment:?} is not a UnixFS name"
+            )));
         }
         segments.push(segment);
     }
@@ -163,8 +169,8 @@ fn gateway_path(ipfs: bool, rest: &str) -> Result<GatewayPath, ApiError> {
             .map_err(|e| bad(format!("{root:?} is not a valid CID: {e}")))?;
         Ok(GatewayPath::Ipfs { cid, path })
     } else {
-        let name = IpnsName::parse(root)
-            .map_err(|e| bad(format!("{root:?} is not an IPNS name: {e}")))?;
+        let name =
+            IpnsName::parse(root).map_err(|e| bad(format!("{root:?} is not an IPNS name: {e}")))?;
         Ok(GatewayPath::Ipns { name, path })
     }
 }
@@ -264,7 +270,11 @@ mod tests {
             &format!("/ipfs/{cid}/a%2Fb"),
             &format!("/ipfs/{cid}/%ff"),
         ] {
-            assert_eq!(parsed(bad), Some(Err(http::StatusCode::BAD_REQUEST)), "{bad}");
+            assert_eq!(
+                parsed(bad),
+                Some(Err(http::StatusCode::BAD_REQUEST)),
+                "{bad}"
+            );
         }
         assert_eq!(parsed("/ipfsx/abc"), None);
         assert_eq!(parsed("/v2/"), None);

@@ -2,6 +2,7 @@
 //! data directory, starts replication, and serves HTTP.
 
 mod blocks;
+mod gateway;
 mod replication;
 mod status;
 mod systemd;
@@ -16,12 +17,14 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, HttpConfig, Role};
 use crate::http::auth::{Auth, AuthError};
+use crate::http::gateway::Gateway;
 use crate::http::{serve_with, tls, HttpApi, ServeOptions};
 use crate::names::{keys, FollowError, FollowedName, Follower, IpnsName, PublishError, Publisher};
 use crate::p2p::{parse_swarm_key, P2p, P2pConfig, PreSharedKey};
 use crate::registry::{Registry, RegistryError, RegistryOptions, Stores, UploadLimits};
 
 pub use blocks::NetworkBlocks;
+pub use gateway::GatewayClient;
 pub use replication::{second_writer_refusal, HeldRecords, MirrorState, Replication};
 pub use status::NodeReport;
 pub use systemd::{SystemdNotifier, WatchdogCheckError, WatchdogTarget};
@@ -170,6 +173,7 @@ pub struct Node {
     p2p: P2p,
     replication: Arc<Replication>,
     auth: Arc<Auth>,
+    gateway: Option<Arc<Gateway>>,
 }
 
 impl Node {
@@ -237,10 +241,17 @@ impl Node {
             },
             stores.blocks.clone(),
             records.clone(),
-            records,
+            records.clone(),
         )
         .await?;
-        let source = Arc::new(NetworkBlocks::new(stores.blocks.clone(), p2p.clone()));
+        let fetch_timeout = Duration::from_secs(config.p2p.fetch_timeout_secs);
+        let gateways = Arc::new(GatewayClient::new(&config.gateway.urls, fetch_timeout)?);
+        let source = Arc::new(
+            NetworkBlocks::new(stores.blocks.clone(), p2p.clone()).with_gateways(gateways.clone()),
+        );
+        let gateway = config.gateway.enabled.then(|| {
+            Arc::new(Gateway::new(stores.blocks.clone(), records).fetching_through(source.clone()))
+        });
         let options = RegistryOptions {
             max_manifest_bytes: config.registry.max_manifest_bytes,
             writable,
@@ -265,6 +276,13 @@ impl Node {
             config.ipns.clone(),
         );
         replication.spawn(events);
+        if !gateways.is_empty() {
+            gateway::spawn_record_polling(
+                gateways,
+                replication.clone(),
+                Duration::from_secs(config.gateway.poll_interval_secs.max(1)),
+            );
+        }
         Ok(Node {
             registry,
             config,
@@ -272,6 +290,7 @@ impl Node {
             p2p,
             replication,
             auth,
+            gateway,
         })
     }
 
@@ -341,11 +360,13 @@ impl Node {
             self.replication.clone(),
             self.registry.clone(),
         ));
-        let api = Arc::new(
-            HttpApi::new(self.registry.clone())
-                .with_status(report)
-                .with_auth(self.auth.clone()),
-        );
+        let mut api = HttpApi::new(self.registry.clone())
+            .with_status(report)
+            .with_auth(self.auth.clone());
+        if let Some(gateway) = self.gateway.clone() {
+            api = api.with_gateway(gateway);
+        }
+        let api = Arc::new(api);
         serve_with(listener, api, self.serve_options.clone(), shutdown)
             .await
             .map_err(|source| NodeError::Listen { addr, source })
