@@ -55,11 +55,14 @@ expect '-rw-r--r--' /etc/ipns-registry/config.toml
 expect '-rw-r--r--' '(/usr)?/lib/systemd/system/ipns-registry.service'
 expect '-rw-r--r--' /usr/share/doc/ipns-registry/README.md
 expect '-rw-r--r--' /usr/share/doc/ipns-registry/copyright
-for example in writer replica minimal; do
-  expect '-rw-r--r--' "/usr/share/doc/ipns-registry/examples/$example.toml"
+# Every file of config/ ships as an example; the count catches anything else slipping in.
+examples=0
+for example in config/*.toml; do
+  expect '-rw-r--r--' "/usr/share/doc/ipns-registry/examples/$(basename "$example")"
+  examples=$((examples + 1))
 done
 files=$(grep -c '^-' "$work/contents")
-[ "$files" = 8 ] || fail "expected 8 files in the package, found $files"
+[ "$files" = $((5 + examples)) ] || fail "expected $((5 + examples)) files in the package, found $files"
 check
 
 step "conffiles and maintainer scripts"

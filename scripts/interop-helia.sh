@@ -101,7 +101,7 @@ for _ in $(seq 1 300); do
 done
 curl -fsS "$replica/v2/interop/app/blobs/$blob" -o "$work/pulled.bin" || fail "pull from the replica"
 cmp -s "$work/blob.bin" "$work/pulled.bin" || fail "the replica's blob differs"
-peers=$(curl -fsS "$replica/_status" | tr -d ' \n' | grep -o '"peers":\[[^]]*\]' || true)
+peers=$("$bin" --data-dir "$work/replica" status --json | tr -d ' \n' | grep -o '"peers":\[[^]]*\]' || true)
 [ "$peers" = '"peers":[]' ] || fail "the replica had libp2p peers: $peers"
 echo "replica served the blob byte for byte with $peers"
 echo

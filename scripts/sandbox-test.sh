@@ -79,7 +79,7 @@ peer=$("$bin" --data-dir "$work/writer" id --json | sed -n 's/.*"peer_id": *"\([
 start_node "$ns_w" writer
 grep -q "^p2p listening on /ip4/10.213.41.1/tcp/4011/p2p/$peer" "$work/writer.out" ||
   fail "writer does not listen on its veth address: $(cat "$work/writer.out")"
-in_w "$bin" status --listen 127.0.0.1:5000 >/dev/null || fail "writer does not answer"
+in_w "$bin" --data-dir "$work/writer" status >/dev/null || fail "writer does not answer"
 echo "writer $peer serves in $ns_w"
 
 step "push a small image to the writer (skopeo, inside its namespace)"
@@ -112,7 +112,7 @@ step "replica in the other namespace, no --peer: finds the writer by mDNS"
 start_node "$ns_r" replica --follow "$name" --mirror all
 found=
 for _ in $(seq 1 120); do
-  if in_r "$bin" status --json --listen 127.0.0.1:5000 2>/dev/null | grep -q "\"$peer\""; then
+  if in_r "$bin" --data-dir "$work/replica" status --json 2>/dev/null | grep -q "\"$peer\""; then
     found=1
     break
   fi

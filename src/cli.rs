@@ -8,11 +8,14 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
+use ipns_registry::admin::{
+    AdminClient, AdminEndpoint, AdminError, GcRequest, StatusReport, StatusRequest,
+};
 use ipns_registry::config::{default_data_dir, Config, FollowConfig, Mirror, Role, CONFIG_FILE};
 use ipns_registry::http::auth::htpasswd::{self, HtpasswdFile};
-use ipns_registry::names::{keys, IpnsName};
-use ipns_registry::node::{key_path, Node, StartOptions, SystemdNotifier};
-use ipns_registry::registry::{Registry, RegistryOptions};
+use ipns_registry::names::{keys, Follower, IpnsName};
+use ipns_registry::node::{followed_names, key_path, Node, StartOptions, SystemdNotifier};
+use ipns_registry::registry::{GcOptions, GcReport, Registry, RegistryOptions, Stores};
 
 /// A peer-to-peer replicated OCI container registry node.
 ///
@@ -35,6 +38,17 @@ struct Cli {
     /// Config file to use instead of <data-dir>/config.toml.
     #[arg(long, global = true, env = "IPNS_REGISTRY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// Log lines on stderr: `text` for people (coloured on a terminal), `json` for journald
+    /// and log collectors (one JSON object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "IPNS_REGISTRY_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
 
     #[command(subcommand)]
     command: Command,
@@ -63,13 +77,36 @@ enum Command {
         #[command(subcommand)]
         action: FollowAction,
     },
-    /// Ask the running node for its peers, own record, followed names and mirror progress.
+    /// Ask the running node (through its admin API) for its peers, own record, followed names,
+    /// mirror progress, readiness and last garbage collection. Exits 1 when it reports a
+    /// problem.
     Status {
-        /// Print the node's JSON status document.
+        /// Print the node's status report as JSON.
         #[arg(long)]
         json: bool,
-        /// The node's HTTP address, if not the configured http.listen.
-        #[arg(long, env = "IPNS_REGISTRY_LISTEN", value_name = "ADDR")]
+        /// Reach the admin API on this loopback TCP address (the node's admin.listen) instead
+        /// of the data directory's admin socket.
+        #[arg(long, env = "IPNS_REGISTRY_ADMIN_LISTEN", value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Collect garbage: remove blobs no repository needs from the tree, then delete every block
+    /// not reachable from the own root or a followed root held, and expired uploads. Works on
+    /// a running node (through its admin API) and on a stopped one (opening its stores).
+    Gc {
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds a blob linked into a repository must have been referenced by none of its
+        /// manifests before it is unlinked, for this run (config: gc.layer_grace_secs). 0 removes
+        /// such blobs at once: only when no pushes run.
+        #[arg(long, value_name = "SECS")]
+        grace: Option<u64>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Reach the running node's admin API on this loopback TCP address (its admin.listen)
+        /// instead of the data directory's admin socket.
+        #[arg(long, env = "IPNS_REGISTRY_ADMIN_LISTEN", value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
     /// Manage the users of the HTTP API in the htpasswd file (auth.htpasswd, default
@@ -187,6 +224,15 @@ enum FollowAction {
     },
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum RoleArg {
     Writer,
@@ -205,7 +251,7 @@ impl From<RoleArg> for Role {
 /// Runs the command line and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -222,13 +268,20 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // Colour codes only where a person reads them: not in files, pipes or the journal.
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Fields at the top level of each object, beside "timestamp", "level" and "target";
+        // the spans (request, peer session) in "spans".
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 struct Paths {
@@ -275,6 +328,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Id { json } => id(&paths, json),
         Command::Follow { action } => follow(&paths, action),
         Command::Status { json, listen } => status(&paths, json, listen).await,
+        Command::Gc {
+            dry_run,
+            grace,
+            json,
+            listen,
+        } => {
+            let request = GcRequest {
+                dry_run,
+                layer_grace_secs: grace,
+            };
+            gc(&paths, request, json, listen).await
+        }
     }
 }
 
@@ -435,111 +500,235 @@ fn follow(paths: &Paths, action: FollowAction) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Fetches `/_status` from the node configured in this data directory, over HTTP/1.0 (over
-/// TLS, trusting the node's own certificate, when the config has `[http.tls]`).
+/// Where this data directory's node serves its admin API: `listen` if given, else the
+/// configured socket, else the configured TCP address.
+fn admin_endpoint(
+    paths: &Paths,
+    config: &Config,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<AdminEndpoint> {
+    if let Some(addr) = listen {
+        return Ok(AdminEndpoint::Tcp(addr));
+    }
+    if let Some(path) = config.admin.socket_path(&paths.data_dir) {
+        return Ok(AdminEndpoint::Socket(path));
+    }
+    match config.admin.listen {
+        Some(addr) => Ok(AdminEndpoint::Tcp(addr)),
+        None => bail!(
+            "the admin API is off in {} (admin.socket = \"\" and no admin.listen)",
+            paths.config.display()
+        ),
+    }
+}
+
+/// Asks the node for its status report and prints it.
 async fn status(paths: &Paths, json: bool, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
     let config = load_config(paths)?;
-    let addr = listen.unwrap_or(config.http.listen);
-    let connecting = || format!("connecting to the node at {addr} (is it running?)");
-    let response = match &config.http.tls {
-        None => {
-            let stream = tokio::net::TcpStream::connect(addr)
-                .await
-                .with_context(connecting)?;
-            fetch_status(stream).await?
-        }
-        Some(tls) => {
-            let cert = paths.data_dir.join(&tls.cert);
-            let stream = ipns_registry::http::tls::connect_own_node(addr, &cert)
-                .await
-                .with_context(connecting)?;
-            fetch_status(stream).await?
-        }
-    };
-    let text = String::from_utf8_lossy(&response);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .context("malformed answer from the node")?;
-    let doc: serde_json::Value =
-        serde_json::from_str(body).context("the node's status is not JSON")?;
+    let client = AdminClient::new(admin_endpoint(paths, &config, listen)?)?;
+    let report = client
+        .call(&StatusRequest::default())
+        .await
+        .context("asking the node for its status (is it running?)")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(ExitCode::SUCCESS);
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_status(&report);
     }
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
-    println!("role:      {}", s(&doc["role"]));
-    println!("peer id:   {}", s(&doc["peer_id"]));
-    println!("IPNS name: {}", s(&doc["ipns_name"]));
-    let peers = doc["peers"].as_array().cloned().unwrap_or_default();
-    println!("peers:     {}", peers.len());
-    for p in &peers {
-        println!("  {}", s(p));
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_status(report: &StatusReport) {
+    println!("role:      {}", report.role);
+    println!("peer id:   {}", report.peer_id);
+    println!("IPNS name: {}", report.ipns_name);
+    println!("peers:     {}", report.peers.len());
+    for peer in &report.peers {
+        println!("  {peer}");
     }
-    if doc["own"].is_object() {
+    if let Some(own) = &report.own {
+        let sequence = own.sequence.map_or("-".into(), |s| s.to_string());
+        println!("own tree:  root {} sequence {sequence}", own.root);
+    }
+    for f in &report.followed {
+        println!("follows:   {}", f.name);
+        match &f.root {
+            Some(root) => {
+                let age = f
+                    .age_secs
+                    .map_or("since before the last start".to_owned(), |a| {
+                        format!("{a}s ago")
+                    });
+                let sequence = f.sequence.map_or("-".into(), |s| s.to_string());
+                println!("  sequence {sequence}, root {root}, accepted {age}");
+            }
+            None => println!("  not resolved yet"),
+        }
+        match &f.mirror_progress {
+            Some(m) => println!(
+                "  mirror {}: {}, {}/{} blobs, {} blocks, {} bytes",
+                f.mirror,
+                m.state,
+                m.progress.blobs_verified,
+                m.progress.blobs_total,
+                m.progress.blocks,
+                m.progress.bytes
+            ),
+            None => println!("  mirror {}", f.mirror),
+        }
+    }
+    if let Some(disk) = &report.disk {
         println!(
-            "own tree:  root {} sequence {}",
-            s(&doc["own"]["root"]),
-            doc["own"]["sequence"]
+            "disk:      {} of {} bytes free",
+            disk.available_bytes, disk.total_bytes
         );
     }
-    for f in doc["followed"].as_array().cloned().unwrap_or_default() {
-        println!("follows:   {}", s(&f["name"]));
-        if f["root"].is_string() {
-            let age = f["age_secs"]
-                .as_u64()
-                .map_or("since before the last start".to_owned(), |a| {
-                    format!("{a}s ago")
-                });
-            println!(
-                "  sequence {}, root {}, accepted {age}",
-                f["sequence"],
-                s(&f["root"])
-            );
-        } else {
-            println!("  not resolved yet");
-        }
-        let progress = &f["mirror_progress"];
-        if progress.is_object() {
-            let counts = &progress["progress"];
-            println!(
-                "  mirror {}: {}, {}/{} blobs, {} blocks, {} bytes",
-                s(&f["mirror"]),
-                s(&progress["state"]),
-                counts["blobs_verified"],
-                counts["blobs_total"],
-                counts["blocks"],
-                counts["bytes"]
-            );
-        } else {
-            println!("  mirror {}", s(&f["mirror"]));
-        }
+    let every = match report.gc.interval_secs {
+        0 => "periodic gc off".to_owned(),
+        secs => format!("gc every {secs}s"),
+    };
+    match &report.gc.last {
+        Some(last) => println!(
+            "gc:        {every}; last freed {} blocks ({} bytes) in {} ms",
+            last.sweep.blocks_freed, last.sweep.bytes_freed, last.duration_ms
+        ),
+        None => println!("gc:        {every}; none since the start"),
     }
-    if let Some(problem) = doc["problem"].as_str() {
+    if let Some(error) = &report.gc.last_error {
+        println!("  last gc failed: {error}");
+    }
+    println!("ready:     {}", if report.ready { "yes" } else { "no" });
+    if let Some(refused) = &report.writes_refused {
+        println!("writes:    refused: {refused}");
+    }
+    for problem in &report.problems {
         println!("PROBLEM:   {problem}");
-        return Ok(ExitCode::FAILURE);
+    }
+}
+
+/// Collects garbage through the running node's admin API, or, when no node answers on the
+/// data directory's socket, in the stopped node's stores.
+async fn gc(
+    paths: &Paths,
+    request: GcRequest,
+    json: bool,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(paths)?;
+    let endpoint = admin_endpoint(paths, &config, listen);
+    let running = match endpoint {
+        // An address given or configured names a running node: no fallback.
+        Ok(AdminEndpoint::Tcp(addr)) => Some(AdminClient::new(AdminEndpoint::Tcp(addr))?),
+        Ok(AdminEndpoint::Socket(path)) if path.exists() => {
+            Some(AdminClient::new(AdminEndpoint::Socket(path))?)
+        }
+        _ => None,
+    };
+    let report = match running {
+        Some(client) => match client.call(&request).await {
+            Ok(report) => report,
+            // A socket nobody listens on: a node that stopped without removing it.
+            Err(AdminError::Unreachable {
+                endpoint: endpoint @ AdminEndpoint::Socket(_),
+                source,
+            }) => {
+                eprintln!("no node answers on {endpoint} ({source}): collecting in the stopped node's stores");
+                gc_offline(paths, &config, &request).await?
+            }
+            Err(e) => return Err(e).context("garbage collection on the running node"),
+        },
+        None => gc_offline(paths, &config, &request).await?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_gc(&report);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sends `GET /_status` over HTTP/1.0 and reads the whole answer.
-async fn fetch_status<S>(mut stream: S) -> anyhow::Result<Vec<u8>>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream
-        .write_all(b"GET /_status HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await?;
-    let mut response = Vec::new();
-    match stream.read_to_end(&mut response).await {
-        Ok(_) => Ok(response),
-        // A TLS peer that closes without close_notify: the answer is complete all the same
-        // (HTTP/1.0 ends it by closing).
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {
-            Ok(response)
+/// Collects garbage in the stores of a stopped node: its own tree, and the roots of the names
+/// its configuration follows as last resolved.
+async fn gc_offline(
+    paths: &Paths,
+    config: &Config,
+    request: &GcRequest,
+) -> anyhow::Result<GcReport> {
+    if !paths.data_dir.join("meta").exists() {
+        bail!("{} holds no registry", paths.data_dir.display());
+    }
+    let stores = Stores::open(&paths.data_dir).context(
+        "opening the stores (is a node running on this data directory with its admin API off?)",
+    )?;
+    let follower = Follower::load(followed_names(config)?, stores.meta.clone())?;
+    let options = RegistryOptions {
+        writable: config.role == Role::Writer,
+        ..RegistryOptions::default()
+    };
+    let registry = Registry::new(&stores, &paths.data_dir, options, stores.blocks.clone()).await?;
+    registry.set_followed_roots(follower.roots());
+    let grace = request
+        .layer_grace_secs
+        .unwrap_or(config.gc.layer_grace_secs);
+    let options = GcOptions {
+        dry_run: request.dry_run,
+        layer_grace: std::time::Duration::from_secs(grace),
+    };
+    Ok(registry.collect_garbage(&options).await?)
+}
+
+fn print_gc(report: &GcReport) {
+    let (free, freed) = if report.dry_run {
+        ("would remove", "would free")
+    } else {
+        ("removed", "freed")
+    };
+    let tree = &report.tree;
+    match &tree.skipped {
+        Some(why) => println!("tree:    left as it is: {why}"),
+        None => {
+            print!(
+                "tree:    {free} {} layer links and {} blobs",
+                tree.layer_links_removed, tree.blobs_removed
+            );
+            if let Some(root) = &tree.root {
+                print!(" (root {root})");
+            }
+            println!();
+            if tree.layer_links_waiting > 0 {
+                println!(
+                    "         {} layer links referenced by no manifest wait for their grace period",
+                    tree.layer_links_waiting
+                );
+            }
         }
-        Err(e) => Err(e.into()),
+    }
+    let mark = &report.mark;
+    print!(
+        "mark:    {} blocks reachable from {} roots",
+        mark.blocks_marked, mark.roots
+    );
+    if mark.blocks_missing > 0 {
+        print!(" ({} not stored here)", mark.blocks_missing);
+    }
+    println!();
+    let sweep = &report.sweep;
+    println!(
+        "sweep:   {freed} {} of {} blocks ({} bytes); {} kept for writes in flight",
+        sweep.blocks_freed, sweep.blocks_scanned, sweep.bytes_freed, sweep.blocks_in_flight
+    );
+    if !report.dry_run {
+        println!(
+            "uploads: {} expired sessions removed",
+            report.uploads.sessions_expired
+        );
+    }
+    for note in &report.notes {
+        println!("note:    {note}");
     }
 }
 
@@ -562,6 +751,10 @@ async fn serve(paths: &Paths, config: Config, options: StartOptions) -> anyhow::
     let listener = node.bind().await?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, data_dir = %paths.data_dir.display(), root = %node.registry().root(), "serving the OCI API");
+    // Scripts and tests read the admin API's endpoints (a port may be ephemeral) from these.
+    for endpoint in node.admin_endpoints() {
+        println!("admin API on {endpoint}");
+    }
     // Scripts and tests read the bound address (the port may be ephemeral) from this line.
     let scheme = if node.uses_tls() { "https" } else { "http" };
     println!("listening on {scheme}://{addr}");

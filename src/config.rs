@@ -10,7 +10,7 @@ use crate::http::{
     DEFAULT_MAX_CONNECTIONS,
 };
 use crate::registry::{
-    DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_MAX_UPLOAD_SESSIONS,
+    DEFAULT_LAYER_GRACE, DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_MAX_UPLOAD_SESSIONS,
     DEFAULT_MAX_UPLOAD_SESSIONS_PER_CLIENT, DEFAULT_UPLOAD_EXPIRY,
 };
 
@@ -76,6 +76,14 @@ pub struct Config {
     pub ipns: IpnsConfig,
     /// Authentication (htpasswd) and access rules of the HTTP API.
     pub auth: AuthConfig,
+    /// The Prometheus endpoint `/metrics`.
+    pub metrics: MetricsConfig,
+    /// The admin API (`status`, `gc` on a running node).
+    pub admin: AdminConfig,
+    /// Garbage collection.
+    pub gc: GcConfig,
+    /// What `/readyz` checks.
+    pub health: HealthConfig,
     /// The trustless gateway: serving it, and other nodes' gateways to take content from.
     pub gateway: GatewayConfig,
 }
@@ -100,6 +108,26 @@ impl Default for GatewayConfig {
             enabled: true,
             urls: Vec::new(),
             poll_interval_secs: 30,
+        }
+    }
+}
+
+/// The Prometheus endpoint `GET /metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` (a 404 when off; nothing else changes).
+    pub enabled: bool,
+    /// Whether `/metrics` needs no credentials once the htpasswd file holds users; `false`:
+    /// any user's credentials (HTTP Basic), as for `GET /v2/`.
+    pub anonymous: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            anonymous: true,
         }
     }
 }
@@ -369,6 +397,76 @@ pub struct AccessConfig {
     /// Whether pulls need no credentials here; unset: `auth.anonymous_pull`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymous_pull: Option<bool>,
+}
+
+/// The admin API: reachable only from this machine, through a unix socket and, if set, a
+/// loopback TCP port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The unix socket (mode 0600); a relative path is taken under the data directory;
+    /// `""` turns it off.
+    pub socket: PathBuf,
+    /// Also serve the admin API on this TCP address, which must be a loopback address.
+    /// Every local user can reach a TCP port; only the node's user can reach the socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            socket: PathBuf::from(ADMIN_SOCKET_FILE),
+            listen: None,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The admin socket of a node whose data directory is `data_dir`, unless turned off.
+    pub fn socket_path(&self, data_dir: &Path) -> Option<PathBuf> {
+        (!self.socket.as_os_str().is_empty()).then(|| data_dir.join(&self.socket))
+    }
+}
+
+/// Name of the default admin socket inside a data directory.
+pub const ADMIN_SOCKET_FILE: &str = "admin.sock";
+
+/// Garbage collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// Seconds between garbage collections of a running node; 0 turns periodic collection off.
+    pub interval_secs: u64,
+    /// Seconds a blob linked into a repository must have been referenced by none of its
+    /// manifests before a collection unlinks it (pushes upload blobs before their manifest).
+    pub layer_grace_secs: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            interval_secs: 24 * 3600,
+            layer_grace_secs: DEFAULT_LAYER_GRACE.as_secs(),
+        }
+    }
+}
+
+/// What `/readyz` checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// The node is not ready when the data directory's file system has fewer bytes free (for
+    /// unprivileged users) than this.
+    pub min_free_bytes: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            min_free_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 impl Config {

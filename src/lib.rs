@@ -4,9 +4,11 @@
 //! [`registry`] (blobs, manifests, tags, uploads), which works on the [`tree`] (an immutable
 //! UnixFS DAG), which lives in the [`store`] (blocks on disk, metadata in sled).
 
+pub mod admin;
 pub mod car;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod names;
 pub mod node;
 pub mod p2p;

@@ -9,7 +9,7 @@ use api_support::{
 };
 use std::sync::Arc;
 
-use ipns_registry::http::NodeStatus;
+use ipns_registry::http::{NodeHealth, Readiness};
 use reqwest::Method;
 
 #[tokio::test]
@@ -32,42 +32,59 @@ async fn base_endpoint() {
     );
 }
 
-/// A node status whose health the test sets.
-struct FakeStatus(std::sync::Mutex<Option<String>>);
+/// A node whose readiness problems the test sets.
+struct FakeHealth(std::sync::Mutex<Vec<String>>);
 
 #[async_trait::async_trait]
-impl NodeStatus for FakeStatus {
-    async fn status(&self) -> serde_json::Value {
-        serde_json::json!({ "role": "writer" })
-    }
-
-    fn problem(&self) -> Option<String> {
-        self.0.lock().expect("lock").clone()
+impl NodeHealth for FakeHealth {
+    async fn readiness(&self) -> Readiness {
+        Readiness::from_problems(self.0.lock().expect("lock").clone())
     }
 }
 
 #[tokio::test]
-async fn node_status_and_health() {
-    // Without a status source, these are unknown paths like any other.
+async fn health_endpoints() {
+    // Without a node behind the API: alive and ready; the status report is never on this port.
     let reg = TestRegistry::start().await;
-    assert_error(reg.get("/_status").await, 404, "NOT_FOUND").await;
-    assert_error(reg.get("/_health").await, 404, "NOT_FOUND").await;
-
-    let status = Arc::new(FakeStatus(std::sync::Mutex::new(None)));
-    let reg = TestRegistry::with_status(status.clone()).await;
-    let resp = reg.get("/_status").await;
+    let resp = reg.get("/healthz").await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(json(resp).await, serde_json::json!({ "role": "writer" }));
-    let resp = reg.get("/_health").await;
+    assert_eq!(json(resp).await, serde_json::json!({ "alive": true }));
+    let resp = reg.get("/readyz").await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(json(resp).await, serde_json::json!({ "healthy": true }));
-    *status.0.lock().expect("lock") = Some("a second writer".into());
-    let resp = reg.get("/_health").await;
-    assert_eq!(resp.status(), 503);
     assert_eq!(
         json(resp).await,
-        serde_json::json!({ "healthy": false, "problem": "a second writer" })
+        serde_json::json!({ "ready": true, "problems": [] })
     );
+    assert_error(reg.get("/_status").await, 404, "NOT_FOUND").await;
+
+    let health = Arc::new(FakeHealth(std::sync::Mutex::new(Vec::new())));
+    let reg = TestRegistry::with_health(health.clone()).await;
+    for path in ["/readyz", "/_health"] {
+        let resp = reg.get(path).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(
+            json(resp).await,
+            serde_json::json!({ "ready": true, "problems": [] })
+        );
+    }
+    *health.0.lock().expect("lock") = vec!["a second writer".into()];
+    for path in ["/readyz", "/_health"] {
+        let resp = reg.get(path).await;
+        assert_eq!(resp.status(), 503, "{path}");
+        let readiness: Readiness = resp.json().await.expect("readiness JSON");
+        assert_eq!(
+            readiness,
+            Readiness {
+                ready: false,
+                problems: vec!["a second writer".into()]
+            }
+        );
+    }
+    // Alive all the same, and HEAD works too.
+    assert_eq!(reg.get("/healthz").await.status(), 200);
+    assert_eq!(reg.head("/readyz").await.status(), 503);
+    let resp = reg.send(Method::POST, "/readyz").await;
+    assert_error(resp, 405, "UNSUPPORTED").await;
     // The OCI API is served alongside.
     assert_eq!(reg.get("/v2/").await.status(), 200);
 }

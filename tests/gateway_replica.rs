@@ -90,19 +90,8 @@ async fn a_replica_pulls_through_a_gateway_without_peers() {
     assert!(blob == big, "the replica serves the blob byte for byte");
 
     // No libp2p peer was ever involved.
-    let status: serde_json::Value = client
-        .get(format!("{}/_status", replica.url()))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("status JSON");
-    assert_eq!(
-        status["peers"].as_array().map(Vec::len),
-        Some(0),
-        "{status}"
-    );
+    let status = replica.status().await;
+    assert!(status.peers.is_empty(), "{:?}", status.peers);
 
     // The replica's own gateway now serves the followed record it took, unchanged.
     let writer_record = get(

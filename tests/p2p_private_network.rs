@@ -191,16 +191,9 @@ async fn two_nodes_with_the_same_swarm_key_replicate_a_third_cannot_connect() {
 
     // The outsider has been dialling the writer all along (every 3 s) and never got in: no
     // peer, no record, no image.
-    let status: serde_json::Value = client
-        .get(format!("{}/_status", outsider.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(status["peers"], serde_json::json!([]), "{status}");
-    assert!(status["followed"][0]["sequence"].is_null(), "{status}");
+    let status = outsider.status().await;
+    assert!(status.peers.is_empty(), "{status:?}");
+    assert!(status.followed[0].sequence.is_none(), "{status:?}");
     let resp = client
         .get(manifest_url(outsider.url()))
         .header("Accept", "application/vnd.oci.image.manifest.v1+json")
@@ -208,14 +201,10 @@ async fn two_nodes_with_the_same_swarm_key_replicate_a_third_cannot_connect() {
         .await
         .unwrap();
     assert_ne!(resp.status(), 200);
-    let writer_status: serde_json::Value = client
-        .get(format!("{}/_status", writer.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let peers = writer_status["peers"].as_array().unwrap();
-    assert_eq!(peers.len(), 1, "only the replica: {writer_status}");
+    let writer_status = writer.status().await;
+    assert_eq!(
+        writer_status.peers.len(),
+        1,
+        "only the replica: {writer_status:?}"
+    );
 }

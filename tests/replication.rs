@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{push_image, sha256, PushedImage, TestNode};
+use ipns_registry::admin::StatusReport;
+use ipns_registry::config::Role;
 use ipns_registry::names::{IpnsName, IpnsRecord};
 use ipns_registry::p2p::{P2p, P2pConfig, RecordSource, RecordValidator, RecordVerdict};
 use ipns_registry::store::BlockStore;
@@ -62,10 +64,6 @@ async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
         .json()
         .await
         .expect("JSON body")
-}
-
-async fn status(client: &reqwest::Client, base: &str) -> serde_json::Value {
-    get_json(client, &format!("{base}/_status")).await
 }
 
 /// Pulls every blob of `image` from `base` and checks it against its digest.
@@ -199,10 +197,11 @@ async fn replica_serves_what_the_writer_pushes() {
         .expect("manifest push attempt");
     assert_eq!(resp.status(), 405);
 
-    let doc = status(&client, &base).await;
-    assert_eq!(doc["role"], "replica");
-    assert_eq!(doc["followed"][0]["name"], name.as_str());
-    assert!(doc["followed"][0]["sequence"].as_u64().is_some());
+    let report = replica.status().await;
+    assert_eq!(report.role, Role::Replica);
+    assert_eq!(report.followed[0].name, name);
+    assert!(report.followed[0].sequence.is_some());
+    assert!(report.ready, "{:?}", report.problems);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,11 +239,14 @@ async fn ordered_follow_first_hit_wins() {
     replica.serve(&["--peer", &a.p2p_addr(), "--peer", &b.p2p_addr()]);
     let base = replica.url();
     wait_for("both followed names to resolve", || {
-        let (client, base) = (&client, &base);
+        let replica = &replica;
         async move {
-            let doc = status(client, base).await;
-            let followed = doc["followed"].as_array()?;
-            followed.iter().all(|f| f["root"].is_string()).then_some(())
+            let report = replica.status().await;
+            report
+                .followed
+                .iter()
+                .all(|f| f.root.is_some())
+                .then_some(())
         }
     })
     .await;
@@ -295,10 +297,7 @@ async fn replicas_serve_each_other_and_offline() {
                 .expect("push"),
         );
     }
-    let root: String = status(&client, &writer.url()).await["own"]["root"]
-        .as_str()
-        .expect("own root")
-        .to_owned();
+    let root = writer.status().await.own.expect("own tree").root;
 
     let mut r1 = TestNode::init("replica");
     r1.serve(&[
@@ -309,13 +308,12 @@ async fn replicas_serve_each_other_and_offline() {
         "--peer",
         &writer.p2p_addr(),
     ]);
-    let r1_base = r1.url();
     wait_for("R1 to mirror the whole tree", || {
-        let (client, base, root) = (&client, &r1_base, &root);
+        let (r1, root) = (&r1, &root);
         async move {
-            let doc = status(client, base).await;
-            let progress = &doc["followed"][0]["mirror_progress"];
-            (progress["root"] == root.as_str() && progress["state"] == "complete").then_some(())
+            let report = r1.status().await;
+            let progress = report.followed[0].mirror_progress.as_ref()?;
+            (&progress.root == root && progress.state == "complete").then_some(())
         }
     })
     .await;
@@ -325,12 +323,8 @@ async fn replicas_serve_each_other_and_offline() {
     writer.kill();
     let r2_base = r2.url();
     wait_for("R2 to resolve the writer's name from R1", || {
-        let (client, base) = (&client, &r2_base);
-        async move {
-            status(client, base).await["followed"][0]["root"]
-                .as_str()
-                .map(str::to_owned)
-        }
+        let r2 = &r2;
+        async move { r2.status().await.followed[0].root.clone() }
     })
     .await;
     for image in &images {
@@ -340,9 +334,7 @@ async fn replicas_serve_each_other_and_offline() {
     // R1 restarted with no peers at all still serves every image.
     r1.serve(&["--follow", &name, "--mirror", "all"]);
     let r1_base = r1.url();
-    assert!(status(&client, &r1_base).await["peers"]
-        .as_array()
-        .is_some_and(|p| p.is_empty()));
+    assert!(r1.status().await.peers.is_empty());
     for image in &images {
         pull_all(&client, &r1_base, image).await;
     }
@@ -385,7 +377,6 @@ impl RecordValidator for Records {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_records_are_rejected() {
-    let client = reqwest::Client::new();
     let owner = Keypair::generate_ed25519();
     let name = IpnsName::from_peer_id(owner.public().to_peer_id());
     let records = Arc::new(Records::default());
@@ -407,7 +398,6 @@ async fn bad_records_are_rejected() {
 
     let mut replica = TestNode::init("replica");
     replica.serve(&["--follow", &name.to_string(), "--peer", &peer_addr]);
-    let base = replica.url();
     let empty_dir = "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354";
 
     // Hands a record to the replica both ways a peer can: direct answers and pubsub.
@@ -424,14 +414,14 @@ async fn bad_records_are_rejected() {
                 .await;
         }
     };
-    let sequence_of = |doc: &serde_json::Value, i: usize| doc["followed"][i]["sequence"].as_u64();
+    let sequence_of = |report: &StatusReport| report.followed[0].sequence;
 
     let good = sign(&owner, empty_dir, 5);
     wait_for("the valid record to be accepted", || {
-        let (client, base, offer, good, name) = (&client, &base, &offer, &good, &name);
+        let (replica, offer, good, name) = (&replica, &offer, &good, &name);
         async move {
             offer(name, good.to_bytes().to_vec()).await;
-            (sequence_of(&status(client, base).await, 0) == Some(5)).then_some(())
+            (sequence_of(&replica.status().await) == Some(5)).then_some(())
         }
     })
     .await;
@@ -450,10 +440,11 @@ async fn bad_records_are_rejected() {
     ] {
         offer(&name, bytes).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let doc = status(&client, &base).await;
-        assert_eq!(sequence_of(&doc, 0), Some(5), "{what} record was accepted");
+        let report = replica.status().await;
+        assert_eq!(sequence_of(&report), Some(5), "{what} record was accepted");
         assert_eq!(
-            doc["followed"][0]["root"], empty_dir,
+            report.followed[0].root.as_deref(),
+            Some(empty_dir),
             "{what} changed the served root"
         );
     }
@@ -468,21 +459,21 @@ async fn bad_records_are_rejected() {
     .expect("sign");
     offer(&name, expired.to_bytes().to_vec()).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let doc = status(&client, &base).await;
+    let report = replica.status().await;
     assert_eq!(
-        sequence_of(&doc, 0),
+        sequence_of(&report),
         Some(5),
         "an expired record was accepted"
     );
-    assert_eq!(doc["followed"][0]["root"], empty_dir);
+    assert_eq!(report.followed[0].root.as_deref(), Some(empty_dir));
 
     // A newer valid record still gets through: the rejections above were about the records.
     let newer = sign(&owner, other_root, 6);
     wait_for("the newer valid record to be accepted", || {
-        let (client, base, offer, newer, name) = (&client, &base, &offer, &newer, &name);
+        let (replica, offer, newer, name) = (&replica, &offer, &newer, &name);
         async move {
             offer(name, newer.to_bytes().to_vec()).await;
-            (sequence_of(&status(client, base).await, 0) == Some(6)).then_some(())
+            (sequence_of(&replica.status().await) == Some(6)).then_some(())
         }
     })
     .await;
@@ -511,25 +502,31 @@ async fn a_second_writer_with_the_same_key_is_detected() {
         .expect("push to the second writer");
     // Whichever of the two sees the other's record at or above its own sequence stops: the
     // second one if it published before hearing of the first, else the first.
-    let bases = [first.url(), second.url()];
-    let base = wait_for("one writer to report the other", || {
-        let (client, bases) = (&client, &bases);
+    let nodes = [&first, &second];
+    let stopped = wait_for("one writer to report the other", || {
+        let (client, nodes) = (&client, &nodes);
         async move {
-            for base in bases {
-                let resp = client.get(format!("{base}/_health")).send().await.ok()?;
+            for (i, node) in nodes.iter().enumerate() {
+                let resp = client
+                    .get(format!("{}/readyz", node.url()))
+                    .send()
+                    .await
+                    .ok()?;
                 if resp.status() == 503 {
-                    return Some(base.clone());
+                    return Some(i);
                 }
             }
             None
         }
     })
     .await;
-    let doc = status(&client, &base).await;
-    assert!(doc["own"]["conflict"].is_string(), "{doc}");
-    assert!(doc["problem"]
-        .as_str()
-        .is_some_and(|p| p.contains("second writer")));
+    let report = nodes[stopped].status().await;
+    assert!(
+        report.own.as_ref().is_some_and(|o| o.conflict.is_some()),
+        "{report:?}"
+    );
+    assert!(!report.ready);
+    assert!(report.problems.iter().any(|p| p.contains("second writer")));
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
@@ -537,20 +534,22 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     for entry in std::fs::read_dir(from).expect("read dir") {
         let entry = entry.expect("entry");
         let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
+        let kind = entry.file_type().expect("file type");
+        if kind.is_dir() {
             copy_dir(&entry.path(), &target);
-        } else {
+        } else if kind.is_file() {
             std::fs::copy(entry.path(), &target).expect("copy file");
         }
+        // Anything else is the running node's admin socket: not part of its state.
     }
 }
 
-async fn own_sequence(client: &reqwest::Client, base: &str) -> Option<u64> {
-    status(client, base).await["own"]["sequence"].as_u64()
+async fn own_sequence(node: &TestNode) -> Option<u64> {
+    node.status().await.own?.sequence
 }
 
-async fn followed_sequence(client: &reqwest::Client, base: &str) -> Option<u64> {
-    status(client, base).await["followed"][0]["sequence"].as_u64()
+async fn followed_sequence(node: &TestNode) -> Option<u64> {
+    node.status().await.followed[0].sequence
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,11 +575,7 @@ async fn sequence_numbers_never_go_back() {
         }
     })
     .await;
-    let writer_base = writer.url();
-    let first = wait_for("the writer's sequence", || {
-        own_sequence(&client, &writer_base)
-    })
-    .await;
+    let first = wait_for("the writer's sequence", || own_sequence(&writer)).await;
 
     // A backup of the writer taken now, while it is stopped.
     writer.kill();
@@ -603,7 +598,7 @@ async fn sequence_numbers_never_go_back() {
         }
     })
     .await;
-    let second = followed_sequence(&client, &base)
+    let second = followed_sequence(&replica)
         .await
         .expect("replica holds a record");
     assert!(
@@ -618,25 +613,21 @@ async fn sequence_numbers_never_go_back() {
     copy_dir(backup.path(), writer.data_dir());
     writer.serve(&["--peer", &replica.p2p_addr()]);
     let third = wait_for("the replica to take the restored writer's record", || {
-        let (client, base) = (&client, &base);
-        async move {
-            followed_sequence(client, base)
-                .await
-                .filter(|s| *s > second)
-        }
+        let replica = &replica;
+        async move { followed_sequence(replica).await.filter(|s| *s > second) }
     })
     .await;
-    assert_eq!(own_sequence(&client, &writer.url()).await, Some(third));
+    assert_eq!(own_sequence(&writer).await, Some(third));
     assert_eq!(served_manifest(&client, &base, "seq/app", "v2").await, None);
     assert_eq!(
         served_manifest(&client, &base, "seq/app", "v1").await,
         Some(v1.manifest.clone())
     );
     let health = client
-        .get(format!("{}/_health", writer.url()))
+        .get(format!("{}/readyz", writer.url()))
         .send()
         .await
-        .expect("health");
+        .expect("readiness");
     assert_eq!(
         health.status(),
         200,
@@ -667,15 +658,13 @@ async fn records_are_renewed_before_they_lapse() {
         .expect("push");
     let base = replica.url();
     let first = wait_for("the replica to hold a record", || {
-        followed_sequence(&client, &base)
+        followed_sequence(&replica)
     })
     .await;
     // Well past the first record's lifetime, with no pushes: the replica holds a newer record
     // of the same root and still accepts its renewals, so nothing lapsed.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let later = followed_sequence(&client, &base)
-        .await
-        .expect("still a record");
+    let later = followed_sequence(&replica).await.expect("still a record");
     assert!(
         later >= first + 2,
         "sequence {first} -> {later}: not renewed"
@@ -698,29 +687,23 @@ async fn mirroring_a_list_of_repositories_keeps_them_offline() {
     let other = push_image(&client, &writer.url(), "lab/other", "v1", 51)
         .await
         .expect("push");
-    let root: String = status(&client, &writer.url()).await["own"]["root"]
-        .as_str()
-        .expect("own root")
-        .to_owned();
+    let root = writer.status().await.own.expect("own tree").root;
 
     let mut replica = TestNode::init("replica");
     replica.cli(&["follow", "add", &name, "--mirror", "lab/wanted"]);
     replica.serve(&["--peer", &writer.p2p_addr()]);
-    let base = replica.url();
     let progress = wait_for("the replica to mirror lab/wanted", || {
-        let (client, base, root) = (&client, &base, &root);
+        let (replica, root) = (&replica, &root);
         async move {
-            let doc = status(client, base).await;
-            let progress = doc["followed"][0]["mirror_progress"].clone();
-            (progress["root"] == root.as_str() && progress["state"] == "complete")
-                .then_some(progress)
+            let progress = replica.status().await.followed[0].mirror_progress.clone()?;
+            (&progress.root == root && progress.state == "complete").then_some(progress)
         }
     })
     .await;
     // Only the chosen repository's blobs: its manifest, config and layer (lab/other has three
     // more).
-    assert_eq!(progress["progress"]["blobs_total"], 3, "{progress}");
-    assert_eq!(progress["progress"]["blobs_verified"], 3, "{progress}");
+    assert_eq!(progress.progress.blobs_total, 3, "{progress:?}");
+    assert_eq!(progress.progress.blobs_verified, 3, "{progress:?}");
 
     writer.kill();
     // A fetch timeout far longer than the client waits: a block nobody can provide must be

@@ -1,6 +1,6 @@
 //! A second writer of one IPNS name, with real processes on loopback: the first writer sees the
-//! other's record, refuses writes with a clear error, says why on `/_health`, `/_status` and
-//! `ipns-registry status`, keeps refusing after a restart, and accepts writes (and publishes
+//! other's record, refuses writes with a clear error, says why on `/_health` (`/readyz`), in its
+//! status report and `ipns-registry status`, keeps refusing after a restart, and accepts writes (and publishes
 //! again) only when restarted with `--take-over-name`.
 
 mod common;
@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{binary, push_image, sha256, TestNode};
+use ipns_registry::http::Readiness;
 
 const WAIT: Duration = Duration::from_secs(45);
 const ACCEPT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -48,25 +49,15 @@ async fn served_manifest(
     Some(sha256(&resp.bytes().await.ok()?))
 }
 
-async fn health(client: &reqwest::Client, base: &str) -> (u16, serde_json::Value) {
+/// `/_health` (the old name of `/readyz`, still answered): its status and document.
+async fn health(client: &reqwest::Client, base: &str) -> (u16, Readiness) {
     let resp = client
         .get(format!("{base}/_health"))
         .send()
         .await
         .expect("health");
     let status = resp.status().as_u16();
-    (status, resp.json().await.expect("health JSON"))
-}
-
-async fn status(client: &reqwest::Client, base: &str) -> serde_json::Value {
-    client
-        .get(format!("{base}/_status"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("status JSON")
+    (status, resp.json().await.expect("readiness JSON"))
 }
 
 /// Asserts that `base` refuses a write with 503 `UNAVAILABLE`, naming the conflict and the
@@ -132,8 +123,8 @@ async fn a_second_writer_stops_the_first_until_it_takes_the_name_over() {
     let problem = wait_for("the first writer to report the second", || {
         let (client, base) = (&client, &base);
         async move {
-            let (code, doc) = health(client, base).await;
-            (code == 503).then(|| doc["problem"].as_str().map(str::to_owned))?
+            let (code, readiness) = health(client, base).await;
+            (code == 503 && !readiness.ready).then(|| readiness.problems.join("; "))
         }
     })
     .await;
@@ -146,18 +137,22 @@ async fn a_second_writer_stops_the_first_until_it_takes_the_name_over() {
         served_manifest(&client, &base, "dup/app", "v1").await,
         Some(v1.manifest.clone())
     );
-    let doc = status(&client, &base).await;
-    assert!(doc["own"]["conflict"].is_string(), "{doc}");
+    let report = first.status().await;
     assert!(
-        doc["writes_refused"]
-            .as_str()
+        report.own.as_ref().is_some_and(|o| o.conflict.is_some()),
+        "{report:?}"
+    );
+    assert!(
+        report
+            .writes_refused
+            .as_deref()
             .is_some_and(|w| w.contains(&name)),
-        "{doc}"
+        "{report:?}"
     );
     let out = Command::new(binary())
         .arg("--data-dir")
         .arg(first.data_dir())
-        .args(["status", "--listen", &first.addr])
+        .arg("status")
         .output()
         .expect("status");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -170,8 +165,8 @@ async fn a_second_writer_stops_the_first_until_it_takes_the_name_over() {
     // A restart does not forget it.
     first.restart();
     let base = first.url();
-    let (code, doc) = health(&client, &base).await;
-    assert_eq!(code, 503, "{doc}");
+    let (code, readiness) = health(&client, &base).await;
+    assert_eq!(code, 503, "{readiness:?}");
     assert_writes_refused(&client, &base, &name).await;
 
     // The other writer gone, the operator takes the name over: writes are accepted, and the
@@ -179,8 +174,8 @@ async fn a_second_writer_stops_the_first_until_it_takes_the_name_over() {
     second.kill();
     first.serve(&["--peer", &replica.p2p_addr(), "--take-over-name"]);
     let base = first.url();
-    let (code, doc) = health(&client, &base).await;
-    assert_eq!(code, 200, "{doc}");
+    let (code, readiness) = health(&client, &base).await;
+    assert_eq!(code, 200, "{readiness:?}");
     let v2 = push_image(&client, &base, "dup/app", "v2", 2)
         .await
         .expect("push after taking over");
@@ -198,8 +193,8 @@ async fn a_second_writer_stops_the_first_until_it_takes_the_name_over() {
 
     // Taken over for good: a plain restart stays healthy.
     first.serve(&["--peer", &replica.p2p_addr()]);
-    let (code, doc) = health(&client, &first.url()).await;
-    assert_eq!(code, 200, "{doc}");
+    let (code, readiness) = health(&client, &first.url()).await;
+    assert_eq!(code, 200, "{readiness:?}");
 }
 
 #[test]

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
 use super::response::Body;
+use crate::metrics::{HttpMetrics, MethodLabel, RequestOutcome, RouteClass};
 
 /// Every connection the server holds open.
 pub(crate) struct ConnectionTable {
@@ -232,17 +233,68 @@ impl Drop for RequestGuard {
     }
 }
 
-/// A response body that keeps its request counted as in progress until it is sent.
+/// One request as the metrics see it, counted when dropped: when its response body has been
+/// sent, or abandoned (the client went away).
+pub(crate) struct RequestRecord {
+    metrics: HttpMetrics,
+    class: RouteClass,
+    method: MethodLabel,
+    status: u16,
+    started: Instant,
+    /// Request body bytes read (by the handler, perhaps still after it answered).
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: u64,
+}
+
+impl RequestRecord {
+    /// A request that arrived at `started` and was answered with `status`.
+    pub(crate) fn new(
+        metrics: HttpMetrics,
+        class: RouteClass,
+        method: MethodLabel,
+        status: u16,
+        started: Instant,
+        bytes_in: Arc<AtomicU64>,
+    ) -> Self {
+        RequestRecord {
+            metrics,
+            class,
+            method,
+            status,
+            started,
+            bytes_in,
+            bytes_out: 0,
+        }
+    }
+}
+
+impl Drop for RequestRecord {
+    fn drop(&mut self) {
+        self.metrics.observe(RequestOutcome {
+            class: self.class,
+            method: self.method,
+            status: self.status,
+            elapsed: self.started.elapsed(),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out,
+        });
+    }
+}
+
+/// A response body that keeps its request counted as in progress until it is sent, and
+/// counts the request in the metrics then.
 pub(crate) struct TrackedBody {
     inner: Body,
+    record: RequestRecord,
     _request: RequestGuard,
 }
 
 impl TrackedBody {
-    /// Wraps `inner`, ending the request when it is dropped.
-    pub(crate) fn new(inner: Body, request: RequestGuard) -> Self {
+    /// Wraps `inner`, ending the request (and counting it in `record`) when it is dropped.
+    pub(crate) fn new(inner: Body, request: RequestGuard, record: RequestRecord) -> Self {
         TrackedBody {
             inner,
+            record,
             _request: request,
         }
     }
@@ -256,7 +308,13 @@ impl HttpBody for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.record.bytes_out += data.len() as u64;
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -7,6 +7,7 @@ mod blobs;
 mod connection;
 mod error;
 pub mod gateway;
+mod health;
 mod listing;
 mod manifests;
 mod open_files;
@@ -28,6 +29,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyStream;
 
 pub use error::ApiError;
+pub use health::{Liveness, NodeHealth, Readiness, ALIVE_PATH, LEGACY_HEALTH_PATH, READY_PATH};
 pub use range::{answer as range_answer, RangeAnswer};
 pub use response::Body;
 pub use route::{parse as parse_route, Route};
@@ -37,9 +39,23 @@ pub use server::{
 };
 pub use uploads::parse_content_range;
 
+use crate::metrics::{HttpMetrics, Metrics, RouteClass};
 use crate::registry::{Registry, RepoName};
 use auth::{Action, Auth, Verdict};
 use gateway::Gateway;
+
+/// Where the metrics are served.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// Who may read `/metrics` on a node with users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Anyone, like `/healthz`.
+    Anonymous,
+    /// Callers with any user's credentials (when the htpasswd file holds users; without
+    /// users, anyone).
+    Users,
+}
 
 /// A request body as a stream of byte chunks.
 pub type RequestBody = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
@@ -70,21 +86,16 @@ fn query_map(query: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
-/// What a node reports about itself on `/_status` and `/_health` (the HTTP layer only serves it).
-#[async_trait::async_trait]
-pub trait NodeStatus: Send + Sync {
-    /// The status document.
-    async fn status(&self) -> serde_json::Value;
-    /// Why the node is unhealthy, if it is.
-    fn problem(&self) -> Option<String>;
-}
-
 /// The HTTP front of one registry.
 pub struct HttpApi {
     registry: Arc<Registry>,
-    status: Option<Arc<dyn NodeStatus>>,
+    health: Option<Arc<dyn NodeHealth>>,
     auth: Option<Arc<Auth>>,
     gateway: Option<Arc<Gateway>>,
+    /// Where requests are counted (by the server, once each response is sent).
+    requests: HttpMetrics,
+    /// The registry `/metrics` serves, and to whom; `None`: not served.
+    metrics: Option<(Arc<Metrics>, MetricsAccess)>,
 }
 
 impl HttpApi {
@@ -92,10 +103,25 @@ impl HttpApi {
     pub fn new(registry: Arc<Registry>) -> Self {
         HttpApi {
             registry,
-            status: None,
+            health: None,
             auth: None,
             gateway: None,
+            requests: HttpMetrics::default(),
+            metrics: None,
         }
+    }
+
+    /// Counts requests into `metrics`, and serves it on `/metrics` to whom `access` allows
+    /// (`None`: the endpoint is off, requests are still counted).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>, access: Option<MetricsAccess>) -> Self {
+        self.requests = metrics.http();
+        self.metrics = access.map(|access| (metrics, access));
+        self
+    }
+
+    /// Where requests are counted.
+    pub(crate) fn request_metrics(&self) -> &HttpMetrics {
+        &self.requests
     }
 
     /// Checks credentials and access rules before any handler runs (see [`auth`]).
@@ -110,26 +136,39 @@ impl HttpApi {
         self
     }
 
-    /// Also serves `/_status` and `/_health` from `status`.
-    pub fn with_status(mut self, status: Arc<dyn NodeStatus>) -> Self {
-        self.status = Some(status);
+    /// Answers `/readyz` (and `/_health`) from `health`.
+    pub fn with_health(mut self, health: Arc<dyn NodeHealth>) -> Self {
+        self.health = Some(health);
         self
     }
 
-    /// Answers one request. Never fails: every error becomes an OCI error response.
+    /// Answers one request. Never fails: every error becomes an OCI error response. The
+    /// response carries the request's [`RouteClass`] as an extension, for counting.
     pub async fn handle<B: IncomingBody>(&self, req: Request<B>) -> Response<Body> {
         let head = req.method() == Method::HEAD;
-        match self.dispatch(req).await {
+        let mut class = RouteClass::Other;
+        let mut resp = match self.dispatch(req, &mut class).await {
             Ok(resp) => resp,
             Err(err) => response::error(err, head),
-        }
+        };
+        resp.extensions_mut().insert(class);
+        resp
     }
 
-    async fn dispatch<B: IncomingBody>(&self, req: Request<B>) -> Result<Response<Body>, ApiError> {
+    async fn dispatch<B: IncomingBody>(
+        &self,
+        req: Request<B>,
+        class: &mut RouteClass,
+    ) -> Result<Response<Body>, ApiError> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path();
-        if let (Some(status), "/_status" | "/_health") = (&self.status, path) {
-            return Ok(node_status(status.as_ref(), path).await);
+        if let Some(answer) = health::answer(self.health.as_deref(), &parts.method, path).await {
+            *class = RouteClass::Health;
+            return answer;
+        }
+        if let (Some((metrics, access)), METRICS_PATH) = (&self.metrics, path) {
+            *class = RouteClass::Metrics;
+            return self.metrics_page(metrics, *access, &parts).await;
         }
         if let Some(gateway) = &self.gateway {
             if let Some(request) = route::parse_gateway(path) {
@@ -143,6 +182,7 @@ impl HttpApi {
             }
         }
         let route = route::parse(path)?.ok_or_else(|| ApiError::not_found(path))?;
+        *class = route.class();
         let read_only_allow = route.read_methods();
         let result = self.route(route, &parts, body).await;
         // A read-only replica refuses writes with 405; RFC 9110 wants the 405 to say what is
@@ -156,6 +196,29 @@ impl HttpApi {
             }
             err
         })
+    }
+
+    /// `GET /metrics`: every metric as OpenMetrics text. Reads memory only (counters, and the
+    /// node's state through its sampler), so scrapes cost next to nothing.
+    async fn metrics_page(
+        &self,
+        metrics: &Metrics,
+        access: MetricsAccess,
+        parts: &http::request::Parts,
+    ) -> Result<Response<Body>, ApiError> {
+        let head = parts.method == Method::HEAD;
+        if parts.method != Method::GET && !head {
+            return Err(ApiError::method_not_allowed(&parts.method, "GET, HEAD"));
+        }
+        if let (MetricsAccess::Users, Some(auth)) = (access, &self.auth) {
+            // Any user may read them: the check `GET /v2/` makes of a login.
+            auth.authorize(&parts.headers, Action::Login).await?;
+        }
+        Ok(response::content(
+            crate::metrics::CONTENT_TYPE,
+            metrics.encode(),
+            head,
+        ))
     }
 
     /// Decides whether a request may run at all, before its handler reads anything.
@@ -251,18 +314,5 @@ fn drop_unreadable_mount(query: &mut HashMap<String, String>, verdict: &Verdict)
         tracing::debug!("mount from a repository the caller may not pull: upload instead");
         query.remove("mount");
         query.remove("from");
-    }
-}
-
-async fn node_status(status: &dyn NodeStatus, path: &str) -> Response<Body> {
-    if path == "/_status" {
-        return response::json(StatusCode::OK, &status.status().await);
-    }
-    match status.problem() {
-        None => response::json(StatusCode::OK, &serde_json::json!({ "healthy": true })),
-        Some(problem) => response::json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({ "healthy": false, "problem": problem }),
-        ),
     }
 }

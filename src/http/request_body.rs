@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -51,11 +52,19 @@ pub(crate) struct WatchedBody {
     /// The body ended, broke or stalled: nothing to hand back.
     finished: bool,
     leftover: LeftoverSlot,
+    /// Body bytes read so far (for the request's metrics).
+    received: Arc<AtomicU64>,
 }
 
 impl WatchedBody {
-    /// Watches `inner`; what remains unread when it is dropped goes to `leftover`.
-    pub(crate) fn new(inner: Incoming, stall: Duration, leftover: LeftoverSlot) -> Self {
+    /// Watches `inner`; what remains unread when it is dropped goes to `leftover`, and the
+    /// bytes read are added to `received`.
+    pub(crate) fn new(
+        inner: Incoming,
+        stall: Duration,
+        leftover: LeftoverSlot,
+        received: Arc<AtomicU64>,
+    ) -> Self {
         WatchedBody {
             inner: Some(inner),
             stall,
@@ -63,6 +72,7 @@ impl WatchedBody {
             progressed: false,
             finished: false,
             leftover,
+            received,
         }
     }
 
@@ -86,6 +96,10 @@ impl HttpBody for WatchedBody {
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.progressed = true;
+                if let Some(data) = frame.data_ref() {
+                    this.received
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {

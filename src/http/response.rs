@@ -51,6 +51,17 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
         .unwrap_or_else(|_| fallback())
 }
 
+/// A 200 response holding `bytes` of `content_type`; without body for HEAD requests (the
+/// length is still told).
+pub fn content(content_type: &'static str, bytes: impl Into<Bytes>, head: bool) -> Response<Body> {
+    let bytes = bytes.into();
+    builder(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_LENGTH, bytes.len())
+        .body(if head { empty() } else { full(bytes) })
+        .unwrap_or_else(|_| fallback())
+}
+
 /// The response for an error; without body for HEAD requests.
 pub fn error(err: ApiError, head: bool) -> Response<Body> {
     let bytes = serde_json::to_vec(&err.body()).unwrap_or_default();

@@ -2,6 +2,7 @@
 
 use cid::Cid;
 
+use crate::metrics::RouteClass;
 use crate::names::IpnsName;
 use crate::registry::{Digest, ManifestRef, RepoName, Tag};
 
@@ -37,6 +38,19 @@ impl Route {
             Route::Blob(..) => "GET, HEAD, DELETE",
             Route::UploadStart(_) => "POST",
             Route::Upload(..) => "GET, HEAD, PATCH, PUT, DELETE",
+        }
+    }
+
+    /// The class requests to this endpoint are counted under.
+    pub fn class(&self) -> RouteClass {
+        match self {
+            Route::Base => RouteClass::Base,
+            Route::Catalog => RouteClass::Catalog,
+            Route::Tags(_) => RouteClass::Tags,
+            Route::Manifest(..) => RouteClass::Manifest,
+            Route::Blob(..) => RouteClass::Blob,
+            Route::UploadStart(_) | Route::Upload(..) => RouteClass::Upload,
+            Route::Referrers(..) => RouteClass::Referrers,
         }
     }
 

@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,11 +27,12 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use super::connection::{
-    Connection, ConnectionTable, RequestGuard, TrackedBody, TrackedIo, Waiting,
+    Connection, ConnectionTable, RequestGuard, RequestRecord, TrackedBody, TrackedIo, Waiting,
 };
 use super::open_files::{connection_cap, is_resource_exhaustion, raise_open_file_limit};
 use super::request_body::{drain, Leftover, LeftoverSlot, WatchedBody};
 use super::HttpApi;
+use crate::metrics::{MethodLabel, RouteClass};
 
 /// Default time to receive a request head (and a TLS handshake).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
@@ -424,7 +425,7 @@ impl hyper::service::Service<Request<Incoming>> for ApiService {
         Box::pin(
             async move {
                 let started = std::time::Instant::now();
-                let resp = answer(api, req, peer, stall, &close_after, request).await;
+                let resp = answer(api, req, peer, stall, &close_after, request, started).await;
                 tracing::debug!(
                     status = resp.status().as_u16(),
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -444,11 +445,14 @@ async fn answer(
     stall: Duration,
     close_after: &AtomicBool,
     request: RequestGuard,
+    started: std::time::Instant,
 ) -> Response<TrackedBody> {
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(ClientAddr(peer));
+    let method = MethodLabel::of(&parts.method);
     let leftover = LeftoverSlot::default();
-    let body = WatchedBody::new(body, stall, leftover.clone());
+    let bytes_in = Arc::new(AtomicU64::new(0));
+    let body = WatchedBody::new(body, stall, leftover.clone(), bytes_in.clone());
     let mut resp = api.handle(Request::from_parts(parts, body)).await;
     // An answer given before the body was read (an error, mostly) must not leave the rest of
     // the body on the wire, where it would be read as the next request.
@@ -463,7 +467,18 @@ async fn answer(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         close_after.store(true, Ordering::Release);
     }
-    resp.map(|body| TrackedBody::new(body, request))
+    let record = RequestRecord::new(
+        api.request_metrics().clone(),
+        resp.extensions()
+            .get::<RouteClass>()
+            .copied()
+            .unwrap_or(RouteClass::Other),
+        method,
+        resp.status().as_u16(),
+        started,
+        bytes_in,
+    );
+    resp.map(|body| TrackedBody::new(body, request, record))
 }
 
 #[cfg(test)]

@@ -1,14 +1,10 @@
-//! HTTPS: the server's TLS configuration (rustls) from a PEM certificate chain and key, and
-//! the command line's connection to its own node.
+//! HTTPS: the server's TLS configuration (rustls) from a PEM certificate chain and key.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Why the TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +28,6 @@ pub enum TlsError {
     /// rustls refused the pair (e.g. the key does not belong to the certificate).
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
-    /// Connecting or the handshake failed.
-    #[error("connecting over TLS: {0}")]
-    Connect(std::io::Error),
 }
 
 /// The server configuration for the certificate chain in `cert` (PEM, leaf first, then any
@@ -64,108 +57,4 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// A TLS connection from the command line to its own node's HTTPS listener.
-pub type OwnNodeStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
-
-/// Connects to the node's HTTPS listener at `addr`, trusting exactly the certificate it is
-/// configured to serve (the first in the PEM chain `cert`): the command line talks to its own
-/// node without a CA, and a different server (or a man in the middle) is refused.
-pub async fn connect_own_node(addr: SocketAddr, cert: &Path) -> Result<OwnNodeStream, TlsError> {
-    let leaf = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| TlsError::Certificate {
-            path: cert.to_owned(),
-            reason: e.to_string(),
-        })?
-        .next()
-        .ok_or_else(|| TlsError::Certificate {
-            path: cert.to_owned(),
-            reason: "no PEM certificate in the file".into(),
-        })?
-        .map_err(|e| TlsError::Certificate {
-            path: cert.to_owned(),
-            reason: e.to_string(),
-        })?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = Arc::new(PinnedCertificate {
-        leaf,
-        provider: provider.clone(),
-    });
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(TlsError::Connect)?;
-    // The name is not checked (the certificate is pinned), but TLS needs one to send.
-    let name = ServerName::try_from("localhost")
-        .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(TlsError::Connect)
-}
-
-/// Accepts exactly one server certificate (whose key must still sign the handshake).
-#[derive(Debug)]
-struct PinnedCertificate {
-    leaf: CertificateDer<'static>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedCertificate {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.leaf.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

@@ -3,6 +3,8 @@
 
 mod blocks;
 mod gateway;
+mod gc;
+mod metrics;
 mod replication;
 mod status;
 mod systemd;
@@ -15,16 +17,21 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use tokio::net::TcpListener;
 
+use crate::admin::{AdminError, AdminServer};
 use crate::config::{Config, HttpConfig, Role};
 use crate::http::auth::{Auth, AuthError};
 use crate::http::gateway::Gateway;
-use crate::http::{serve_with, tls, HttpApi, ServeOptions};
+use crate::http::{serve_with, tls, HttpApi, MetricsAccess, ServeOptions};
+use crate::metrics::Metrics;
 use crate::names::{keys, FollowError, FollowedName, Follower, IpnsName, PublishError, Publisher};
 use crate::p2p::{parse_swarm_key, P2p, P2pConfig, PreSharedKey};
 use crate::registry::{Registry, RegistryError, RegistryOptions, Stores, UploadLimits};
 
+use self::metrics::NodeGauges;
+
 pub use blocks::NetworkBlocks;
 pub use gateway::GatewayClient;
+pub use gc::GarbageCollector;
 pub use replication::{second_writer_refusal, HeldRecords, MirrorState, Replication};
 pub use status::NodeReport;
 pub use systemd::{SystemdNotifier, WatchdogCheckError, WatchdogTarget};
@@ -53,6 +60,9 @@ pub enum NodeError {
     /// The embedded IPFS node failed to start.
     #[error("p2p: {0}")]
     P2p(#[from] crate::p2p::P2pError),
+    /// The admin API's listener could not be set up.
+    #[error("admin API: {0}")]
+    Admin(#[from] AdminError),
     /// The HTTP listener failed.
     #[error("HTTP listener on {addr}: {source}")]
     Listen {
@@ -165,6 +175,25 @@ async fn swarm_key(data_dir: &Path, config: &Config) -> Result<Option<PreSharedK
     Ok(Some(key))
 }
 
+/// Counts what the block store holds, once, in the background (a large store takes a while to
+/// list); the count is kept current from then on and `/metrics` reports it once done.
+fn count_held_blocks(blocks: Arc<crate::store::BlockStore>) {
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        match blocks.count_held_blocking() {
+            Ok(held) => tracing::debug!(
+                blocks = held.blocks,
+                bytes = held.bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "counted the blocks held"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "counting the blocks held failed: /metrics leaves them out")
+            }
+        }
+    });
+}
+
 /// One running node.
 pub struct Node {
     registry: Arc<Registry>,
@@ -174,6 +203,9 @@ pub struct Node {
     replication: Arc<Replication>,
     auth: Arc<Auth>,
     gateway: Option<Arc<Gateway>>,
+    metrics: Arc<Metrics>,
+    data_dir: PathBuf,
+    admin: AdminServer,
 }
 
 impl Node {
@@ -194,6 +226,8 @@ impl Node {
         // Bad TLS files or timeouts fail the start, before anything listens.
         let serve_options = serve_options(&config.http, data_dir)?;
         let stores = Stores::open(data_dir)?;
+        let metrics = Arc::new(Metrics::new());
+        count_held_blocks(stores.blocks.clone());
         let keypair = keys::load_or_create(&key_path(data_dir))?;
         let follower = Arc::new(Follower::load(
             followed_names(&config)?,
@@ -238,6 +272,7 @@ impl Node {
                 private_network: swarm_key(data_dir, &config).await?,
                 max_connections: config.p2p.max_connections,
                 max_connections_per_peer: config.p2p.max_connections_per_peer,
+                metrics: metrics.p2p(),
             },
             stores.blocks.clone(),
             records.clone(),
@@ -260,6 +295,7 @@ impl Node {
                 max_sessions: config.registry.max_upload_sessions,
                 max_sessions_per_client: config.registry.max_upload_sessions_per_client,
             },
+            commits: metrics.commits(),
         };
         let registry = Arc::new(Registry::new(&stores, data_dir, options, source).await?);
         if let Some(publisher) = &publisher {
@@ -274,6 +310,7 @@ impl Node {
             follower,
             publisher,
             config.ipns.clone(),
+            metrics.publish(),
         );
         replication.spawn(events);
         if !gateways.is_empty() {
@@ -283,6 +320,19 @@ impl Node {
                 Duration::from_secs(config.gateway.poll_interval_secs.max(1)),
             );
         }
+        metrics.sample_with(Arc::new(NodeGauges {
+            blocks: stores.blocks.clone(),
+            registry: registry.clone(),
+            replication: replication.clone(),
+        }));
+        // Bound here, before anything is reported as listening: a socket that cannot be made
+        // fails the start.
+        let admin = AdminServer::bind(
+            config.admin.socket_path(data_dir).as_deref(),
+            config.admin.listen,
+        )
+        .await?;
+        tracing::info!(endpoints = ?admin.endpoints(), "admin API bound");
         Ok(Node {
             registry,
             config,
@@ -291,7 +341,15 @@ impl Node {
             replication,
             auth,
             gateway,
+            metrics,
+            data_dir: data_dir.to_owned(),
+            admin,
         })
+    }
+
+    /// The node's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The node's registry.
@@ -302,6 +360,11 @@ impl Node {
     /// The node's embedded IPFS node.
     pub fn p2p(&self) -> &P2p {
         &self.p2p
+    }
+
+    /// Where the admin API is reachable (`unix:PATH`, `http://ADDR`).
+    pub fn admin_endpoints(&self) -> Vec<String> {
+        self.admin.endpoints()
     }
 
     /// Whether the node serves HTTPS (`https://` rather than `http://`).
@@ -320,8 +383,9 @@ impl Node {
             })
     }
 
-    /// Serves the OCI API (and `/_status`, `/_health`) on `listener` until `shutdown` completes,
-    /// telling `systemd` when it is ready, that it still works (watchdog) and when it stops.
+    /// Serves the OCI API (and `/healthz`, `/readyz`, `/metrics`) on `listener` and the admin
+    /// API on its listeners until `shutdown` completes, collecting garbage periodically, telling
+    /// `systemd` when it is ready, that it still works (watchdog) and when it stops.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -354,21 +418,39 @@ impl Node {
             }
             systemd.stopping().await;
         };
+        let gc = Arc::new(GarbageCollector::new(
+            self.registry.clone(),
+            self.config.gc.clone(),
+        ));
         let report = Arc::new(NodeReport::new(
             self.config.role,
             self.p2p.clone(),
             self.replication.clone(),
             self.registry.clone(),
+            self.data_dir.clone(),
+            self.config.health.clone(),
+            gc.clone(),
         ));
+        let metrics_access = match &self.config.metrics {
+            m if !m.enabled => None,
+            m if m.anonymous => Some(MetricsAccess::Anonymous),
+            _ => Some(MetricsAccess::Users),
+        };
+        let admin = tokio::spawn(self.admin.serve(report.clone()));
+        let periodic_gc = tokio::spawn(gc.run_periodically());
         let mut api = HttpApi::new(self.registry.clone())
-            .with_status(report)
-            .with_auth(self.auth.clone());
+            .with_health(report)
+            .with_auth(self.auth.clone())
+            .with_metrics(self.metrics.clone(), metrics_access);
         if let Some(gateway) = self.gateway.clone() {
             api = api.with_gateway(gateway);
         }
         let api = Arc::new(api);
-        serve_with(listener, api, self.serve_options.clone(), shutdown)
-            .await
-            .map_err(|source| NodeError::Listen { addr, source })
+        let served = serve_with(listener, api, self.serve_options.clone(), shutdown).await;
+        // Dropping the admin server removes its socket.
+        admin.abort();
+        let _ = admin.await;
+        periodic_gc.abort();
+        served.map_err(|source| NodeError::Listen { addr, source })
     }
 }

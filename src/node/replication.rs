@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::{IpnsConfig, Mirror};
+use crate::metrics::PublishMetrics;
 use crate::names::{
     judge_record, FollowedName, Follower, IpnsName, Offer, Publisher, RecordJudgement,
 };
@@ -100,16 +101,19 @@ pub struct Replication {
     publisher: Option<Arc<Publisher>>,
     ipns: IpnsConfig,
     mirrors: Mutex<HashMap<IpnsName, MirrorRun>>,
+    metrics: PublishMetrics,
 }
 
 impl Replication {
-    /// Wires the parts together; nothing runs until [`Replication::spawn`].
+    /// Wires the parts together; nothing runs until [`Replication::spawn`]. Publishing is
+    /// counted into `metrics`.
     pub fn new(
         p2p: P2p,
         registry: Arc<Registry>,
         follower: Arc<Follower>,
         publisher: Option<Arc<Publisher>>,
         ipns: IpnsConfig,
+        metrics: PublishMetrics,
     ) -> Arc<Self> {
         registry.set_followed_roots(follower.roots());
         Arc::new(Replication {
@@ -119,6 +123,7 @@ impl Replication {
             publisher,
             ipns,
             mirrors: Mutex::new(HashMap::new()),
+            metrics,
         })
     }
 
@@ -337,13 +342,18 @@ impl Replication {
 
     async fn publish(&self, publisher: &Publisher) {
         let root = self.registry.root();
+        let started = std::time::Instant::now();
         match publisher.publish_root(&root).await {
             Ok(record) => {
                 tracing::info!(name = %publisher.name(), %root, sequence = record.sequence(), "published");
                 self.send(publisher.name(), record.to_bytes().to_vec())
                     .await;
+                self.metrics.published(started.elapsed());
             }
-            Err(e) => tracing::error!(error = %e, "not publishing"),
+            Err(e) => {
+                self.metrics.failed();
+                tracing::error!(error = %e, "not publishing");
+            }
         }
     }
 

@@ -1,23 +1,35 @@
-//! What `/_status` and `/_health` report: peers, the own name and record, followed names with
-//! sequence, root and age, and mirror progress.
+//! What a running node reports about itself: the typed status report of the admin API
+//! (peers, the own name and record, followed names with sequence, root and age, mirror
+//! progress, garbage collection) and the readiness `/readyz` answers (root loaded, no second
+//! writer, disk not full).
 
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
 
+use super::gc::GarbageCollector;
 use super::replication::Replication;
-use crate::config::Role;
-use crate::http::NodeStatus;
+use crate::admin::{
+    AdminCommands, DiskStatus, FollowedStatus, GcRequest, MirrorStatus, OwnStatus, StatusReport,
+};
+use crate::config::{HealthConfig, Role};
+use crate::http::{NodeHealth, Readiness};
+use crate::names::IpnsName;
 use crate::p2p::P2p;
-use crate::registry::Registry;
+use crate::registry::{GcReport, Registry};
 
-/// The status report of a running node.
+/// The status and readiness of a running node, and its admin commands.
 pub struct NodeReport {
     role: Role,
     p2p: P2p,
     replication: Arc<Replication>,
     registry: Arc<Registry>,
+    data_dir: PathBuf,
+    health: HealthConfig,
+    gc: Arc<GarbageCollector>,
 }
 
 impl NodeReport {
@@ -27,81 +39,165 @@ impl NodeReport {
         p2p: P2p,
         replication: Arc<Replication>,
         registry: Arc<Registry>,
+        data_dir: PathBuf,
+        health: HealthConfig,
+        gc: Arc<GarbageCollector>,
     ) -> Self {
         NodeReport {
             role,
             p2p,
             replication,
             registry,
+            data_dir,
+            health,
+            gc,
         }
     }
-}
 
-#[async_trait]
-impl NodeStatus for NodeReport {
-    async fn status(&self) -> Value {
+    /// The status report.
+    pub async fn report(&self) -> StatusReport {
         let peer_id = self.p2p.peer_id();
-        let peers: Vec<String> = self
-            .p2p
-            .connected_peers()
-            .await
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let listen: Vec<String> = self
-            .p2p
-            .listen_addrs()
-            .await
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let peers = self.p2p.connected_peers().await;
+        let listen = self.p2p.listen_addrs().await;
         let own = self.replication.publisher().map(|p| {
             let record = p.current();
-            json!({
-                "root": self.registry.root().to_string(),
-                "sequence": record.as_ref().map(|r| r.sequence()),
-                "published_root": record.as_ref().and_then(|r| r.root().ok()).map(|c| c.to_string()),
-                "conflict": p.conflict(),
-            })
+            OwnStatus {
+                root: self.registry.root().to_string(),
+                sequence: record.as_ref().map(|r| r.sequence()),
+                published_root: record
+                    .as_ref()
+                    .and_then(|r| r.root().ok())
+                    .map(|c| c.to_string()),
+                conflict: p.conflict(),
+            }
         });
         let follower = self.replication.follower();
-        let followed: Vec<Value> = follower
+        let followed = follower
             .names()
             .iter()
             .map(|f| {
                 let held = follower.held(&f.name);
-                json!({
-                    "name": f.name.to_string(),
-                    "mirror": f.mirror.to_string(),
-                    "sequence": held.as_ref().map(|h| h.record.sequence()),
-                    "root": held.as_ref().map(|h| h.root.to_string()),
-                    "age_secs": follower.age(&f.name).map(|a| a.as_secs()),
-                    "mirror_progress": self.replication.mirror_state(&f.name),
-                })
+                FollowedStatus {
+                    name: f.name.to_string(),
+                    mirror: f.mirror.to_string(),
+                    sequence: held.as_ref().map(|h| h.record.sequence()),
+                    root: held.as_ref().map(|h| h.root.to_string()),
+                    age_secs: follower.age(&f.name).map(|a| a.as_secs()),
+                    mirror_progress: self
+                        .replication
+                        .mirror_state(&f.name)
+                        .map(|m| MirrorStatus {
+                            root: m.root,
+                            state: m.state,
+                            progress: m.progress,
+                        }),
+                }
             })
             .collect();
-        json!({
-            "role": self.role.to_string(),
-            "peer_id": peer_id.to_string(),
-            "ipns_name": crate::names::IpnsName::from_peer_id(peer_id).to_string(),
-            "listen": listen,
-            "peers": peers,
-            "own": own,
-            "followed": followed,
-            "writes_refused": self.registry.write_refusal(),
-            "problem": self.problem(),
-        })
+        let (disk, readiness) = self.readiness_and_disk().await;
+        StatusReport {
+            role: self.role,
+            peer_id: peer_id.to_string(),
+            ipns_name: IpnsName::from_peer_id(peer_id).to_string(),
+            listen: listen.iter().map(ToString::to_string).collect(),
+            peers: peers.iter().map(ToString::to_string).collect(),
+            own,
+            followed,
+            writes_refused: self.registry.write_refusal(),
+            ready: readiness.ready,
+            problems: readiness.problems,
+            disk,
+            gc: self.gc.status(),
+        }
     }
 
-    fn problem(&self) -> Option<String> {
-        self.replication
-            .publisher()
-            .and_then(|p| p.conflict())
-            .map(|c| {
-                format!(
-                    "second writer detected: publishing stopped and writes refused until a \
-                     restart with `serve --take-over-name`: {c}"
-                )
-            })
+    async fn readiness_and_disk(&self) -> (Option<DiskStatus>, Readiness) {
+        let mut problems = Vec::new();
+        if let Some(conflict) = self.replication.publisher().and_then(|p| p.conflict()) {
+            problems.push(format!(
+                "second writer detected: publishing stopped and writes refused until a restart \
+                 with `serve --take-over-name`: {conflict}"
+            ));
+        }
+        // A writer's own root is loaded before the node serves at all. A replica has something
+        // to serve once a followed name resolved.
+        if self.role == Role::Replica {
+            let follower = self.replication.follower();
+            if follower.names().is_empty() {
+                problems.push("this replica follows no names: it has nothing to serve".into());
+            } else if follower.roots().is_empty() {
+                problems.push(
+                    "no followed name has resolved yet: no root is loaded to serve from".into(),
+                );
+            }
+        }
+        let dir = self.data_dir.clone();
+        let space = tokio::task::spawn_blocking(move || free_space(&dir)).await;
+        let disk = match space {
+            Ok(Ok((available_bytes, total_bytes))) => {
+                let disk = DiskStatus {
+                    available_bytes,
+                    total_bytes,
+                    min_free_bytes: self.health.min_free_bytes,
+                };
+                if available_bytes < self.health.min_free_bytes {
+                    problems.push(format!(
+                        "disk nearly full: {available_bytes} bytes free for {}, below \
+                         health.min_free_bytes ({})",
+                        self.data_dir.display(),
+                        self.health.min_free_bytes
+                    ));
+                }
+                Some(disk)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, dir = %self.data_dir.display(), "cannot read the free space of the data directory");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the free-space check stopped");
+                None
+            }
+        };
+        (disk, Readiness::from_problems(problems))
     }
+}
+
+#[async_trait]
+impl NodeHealth for NodeReport {
+    async fn readiness(&self) -> Readiness {
+        self.readiness_and_disk().await.1
+    }
+}
+
+#[async_trait]
+impl AdminCommands for NodeReport {
+    async fn status(&self) -> StatusReport {
+        self.report().await
+    }
+
+    async fn gc(&self, request: GcRequest) -> Result<GcReport, String> {
+        self.gc.collect(&request).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Bytes available to unprivileged users, and the size, of the file system holding `path`.
+fn free_space(path: &Path) -> std::io::Result<(u64, u64)> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs writes into the struct it is given and reads a NUL-terminated path; both
+    // outlive the call.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // The field types differ between targets (32-bit Pis among them).
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    let (available, total, fragment) = (
+        stat.f_bavail as u64,
+        stat.f_blocks as u64,
+        stat.f_frsize as u64,
+    );
+    Ok((available * fragment, total * fragment))
 }

@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use libp2p::pnet::PreSharedKey;
 pub use record_codec::{MAX_RECORD_SIZE, RECORD_PROTOCOL};
 
+use crate::metrics::P2pMetrics;
 use crate::store::{BlockStore, StoreError};
 use bitswap::Bitswap;
 use swarm::Command;
@@ -70,6 +71,8 @@ pub struct P2pConfig {
     pub max_connections: u32,
     /// Established connections with one peer.
     pub max_connections_per_peer: u32,
+    /// Where peers and Bitswap traffic are counted.
+    pub metrics: P2pMetrics,
 }
 
 impl P2pConfig {
@@ -85,6 +88,7 @@ impl P2pConfig {
             private_network: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            metrics: P2pMetrics::default(),
         }
     }
 }

@@ -26,6 +26,7 @@ use super::bitswap::Bitswap;
 use super::private::HANDSHAKE_FAILED as PRIVATE_HANDSHAKE_FAILED;
 use super::record_codec::MAX_RECORD_SIZE;
 use super::{P2pConfig, P2pError, P2pEvent, RecordSource, RecordValidator, RecordVerdict};
+use crate::metrics::P2pMetrics;
 use crate::store::BlockStore;
 
 /// How often configured peers that are not connected are dialled again.
@@ -121,6 +122,7 @@ struct RecordRequest {
 struct SwarmTask {
     swarm: Swarm<NodeBehaviour>,
     bitswap: Arc<Bitswap>,
+    metrics: P2pMetrics,
     records: Arc<dyn RecordSource>,
     validator: Arc<dyn RecordValidator>,
     /// Connections go through a private network's key.
@@ -174,7 +176,12 @@ pub(super) async fn spawn(
     let mut swarm = build_swarm(config.keypair.clone(), &settings)?;
     // Registered before any connection exists, so every connection offers Bitswap.
     let (stalled_tx, stalled_rx) = mpsc::unbounded_channel();
-    let bitswap = Bitswap::start(blocks, swarm.behaviour().stream.new_control(), stalled_tx)?;
+    let bitswap = Bitswap::start(
+        blocks,
+        swarm.behaviour().stream.new_control(),
+        stalled_tx,
+        config.metrics.clone(),
+    )?;
 
     let mut listening = HashMap::new();
     for addr in &listen {
@@ -197,6 +204,7 @@ pub(super) async fn spawn(
     let mut task = SwarmTask {
         swarm,
         bitswap: bitswap.clone(),
+        metrics: config.metrics.clone(),
         records,
         validator,
         events: events_tx,
@@ -807,6 +815,7 @@ impl SwarmTask {
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, address = %endpoint.get_remote_address(), "peer connected");
                     self.bitswap.peer_connected(peer_id);
+                    self.metrics.peer_connected();
                     self.emit(P2pEvent::PeerConnected(peer_id));
                     // A peer new to us may hold newer records for what we follow.
                     let keys: HashSet<Vec<u8>> = self.subscriptions.values().cloned().collect();
@@ -832,6 +841,7 @@ impl SwarmTask {
             } => {
                 tracing::info!(peer = %peer_id, cause = ?cause, "peer disconnected");
                 self.bitswap.peer_disconnected(&peer_id);
+                self.metrics.peer_disconnected();
                 self.emit(P2pEvent::PeerDisconnected(peer_id));
             }
             SwarmEvent::IncomingConnectionError {

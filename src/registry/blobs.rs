@@ -16,6 +16,7 @@ use super::error::RegistryError;
 use super::layout;
 use super::reference::RepoName;
 use super::{Registry, Unreadable, FETCH_CONCURRENCY};
+use crate::store::WriteSession;
 use crate::tree::{fetch_dag, file_size, read_file_range, BlockSource, Change, Link};
 
 /// A blob present in a repository.
@@ -46,6 +47,12 @@ impl Registry {
         let size = file_size(self.source(), &data.cid).await?;
         // Bytes in the own tree were hashed on push; others are checked once before serving.
         let own = self.options.writable && index == 0;
+        if own {
+            // A client that finds the blob here may be about to push a manifest that needs it:
+            // garbage collection's grace period for an unreferenced layer starts again.
+            self.meta
+                .clear_unreferenced(&super::collect::layer_key(repo, digest))?;
+        }
         let verified = own || self.meta.is_verified(&data.cid)?;
         Ok(BlobInfo {
             digest: digest.clone(),
@@ -154,15 +161,19 @@ impl Registry {
                 vec![block],
             )
             .await?;
+        self.meta
+            .clear_unreferenced(&super::collect::layer_key(repo, digest))?;
         Ok(true)
     }
 
-    /// Links freshly imported blob bytes into `repo`.
+    /// Links freshly imported blob bytes into `repo`. `session` keeps a garbage collection from
+    /// sweeping the bytes until they are linked.
     async fn commit_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         data: Link,
+        session: WriteSession,
     ) -> Result<(), RegistryError> {
         // The gate may have closed while the upload streamed in.
         self.ensure_writable()?;
@@ -183,17 +194,21 @@ impl Registry {
                 vec![block],
             )
             .await?;
+        drop(writer);
+        drop(session);
+        self.meta
+            .clear_unreferenced(&super::collect::layer_key(repo, digest))?;
         Ok(())
     }
 
     /// Checks imported content against the digest the client named: on a match its blocks
-    /// move into the block store and its root is returned; otherwise they are deleted and
-    /// nothing of it is kept.
+    /// move into the block store and its root is returned, with the write session to hold
+    /// until it is linked; otherwise they are deleted and nothing of it is kept.
     async fn accept_import(
         &self,
         expected: &Digest,
         imported: Imported,
-    ) -> Result<Link, RegistryError> {
+    ) -> Result<(Link, WriteSession), RegistryError> {
         let Imported {
             link,
             digest,
@@ -208,10 +223,10 @@ impl Registry {
             )));
         }
         let blocks = self.tree().blocks().clone();
-        tokio::task::spawn_blocking(move || staged.commit_blocking(&blocks))
+        let session = tokio::task::spawn_blocking(move || staged.commit_blocking(&blocks))
             .await
             .map_err(crate::store::StoreError::from)??;
-        Ok(link)
+        Ok((link, session))
     }
 
     /// Stores a whole blob sent as one request body (`POST ?digest=`), linked into `repo`.
@@ -269,8 +284,8 @@ impl Registry {
         }
         let imported = imported
             .ok_or_else(|| RegistryError::BlobUploadInvalid("the request body broke off".into()))?;
-        let link = self.accept_import(digest, imported).await?;
-        self.commit_blob(repo, digest, link).await
+        let (link, session) = self.accept_import(digest, imported).await?;
+        self.commit_blob(repo, digest, link, session).await
     }
 
     /// Starts an upload session in `repo` for `client` (counted against the per-client cap);
@@ -337,14 +352,14 @@ impl Registry {
         let imported = tokio::task::spawn_blocking(move || import_file(&blocks, &path, algorithm))
             .await
             .map_err(crate::store::StoreError::from)??;
-        let link = match self.accept_import(digest, imported).await {
-            Ok(link) => link,
+        let (link, session) = match self.accept_import(digest, imported).await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 self.uploads.remove(upload).await?;
                 return Err(e);
             }
         };
-        self.commit_blob(repo, digest, link).await?;
+        self.commit_blob(repo, digest, link, session).await?;
         self.uploads.remove(upload).await
     }
 

@@ -3,7 +3,7 @@
 
 use tokio::sync::mpsc;
 
-use super::digest::{Algorithm, Digest, Hasher};
+use super::digest::{Digest, Hasher};
 use super::error::RegistryError;
 use super::layout;
 use super::reference::{RepoName, Tag};
@@ -32,34 +32,12 @@ impl Registry {
     pub async fn check(&self) -> Result<CheckReport, RegistryError> {
         let root = [self.root()];
         let mut report = CheckReport::default();
-        let mut blobs_dir = layout::blob_data(&Digest::of(Algorithm::Sha256, b""));
-        blobs_dir.truncate(4); // docker/registry/v2/blobs
-        for alg_name in self.list_at(&root, &blobs_dir).await?.into_iter().flatten() {
-            let Some(algorithm) = Algorithm::from_name(&alg_name) else {
-                report
-                    .problems
-                    .push(format!("unknown digest algorithm directory {alg_name}"));
-                continue;
-            };
-            let mut alg_dir = blobs_dir.clone();
-            alg_dir.push(alg_name);
-            for prefix in self.list_at(&root, &alg_dir).await?.into_iter().flatten() {
-                let mut prefix_dir = alg_dir.clone();
-                prefix_dir.push(prefix);
-                for hex in self
-                    .list_at(&root, &prefix_dir)
-                    .await?
-                    .into_iter()
-                    .flatten()
-                {
-                    match Digest::from_parts(algorithm, &hex) {
-                        Ok(digest) => self.check_blob(&root, &digest, &mut report).await?,
-                        Err(e) => report.problems.push(format!("blob directory {hex}: {e}")),
-                    }
-                }
-            }
+        let blobs = self.blob_digests(&root).await?;
+        report.problems.extend(blobs.odd.into_iter().map(|o| o.0));
+        for digest in blobs.found {
+            self.check_blob(&root, &digest, &mut report).await?;
         }
-        let repos = self.catalog(None, None).await?.entries;
+        let repos = self.repositories_at(self.root()).await?;
         report.repositories = repos.len();
         for name in repos {
             let Some(repo) = RepoName::parse(&name) else {
@@ -129,29 +107,12 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         let mut links = Vec::new();
         for (kind, dir) in [
-            ("layer", {
-                let mut p = layout::repository(repo);
-                p.push("_layers".into());
-                p
-            }),
+            ("layer", layout::layers(repo)),
             ("revision", layout::revisions(repo)),
         ] {
-            for alg_name in self.list_at(root, &dir).await?.into_iter().flatten() {
-                let Some(algorithm) = Algorithm::from_name(&alg_name) else {
-                    report
-                        .problems
-                        .push(format!("{repo}: unknown algorithm {alg_name}"));
-                    continue;
-                };
-                let mut alg_dir = dir.clone();
-                alg_dir.push(alg_name);
-                for hex in self.list_at(root, &alg_dir).await?.into_iter().flatten() {
-                    match Digest::from_parts(algorithm, &hex) {
-                        Ok(d) => links.push((kind, d)),
-                        Err(e) => report.problems.push(format!("{repo}: {e}")),
-                    }
-                }
-            }
+            let digests = self.linked_digests(root, repo, &dir).await?;
+            report.problems.extend(digests.odd.into_iter().map(|o| o.0));
+            links.extend(digests.found.into_iter().map(|d| (kind, d)));
         }
         for (kind, digest) in links {
             let path = if kind == "layer" {

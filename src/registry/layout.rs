@@ -12,7 +12,7 @@
 //! A `link` file holds a digest string. `_referrers` is ours: distribution computes referrers by
 //! scanning, which a replica fetching blocks on demand cannot afford.
 
-use super::digest::Digest;
+use super::digest::{Algorithm, Digest};
 use super::reference::{RepoName, Tag};
 
 const BASE: [&str; 3] = ["docker", "registry", "v2"];
@@ -41,10 +41,31 @@ fn in_repo<'a>(name: &RepoName, parts: impl IntoIterator<Item = &'a str>) -> Vec
     p
 }
 
+/// Directory of all blob data (`blobs/<alg>/<2 hex>/<hex>/data`).
+pub fn blobs() -> Vec<String> {
+    path(["blobs"])
+}
+
+/// Directory of the blob data of one digest algorithm (`<2 hex>/<hex>/data` under it).
+pub fn blobs_of(algorithm: Algorithm) -> Vec<String> {
+    path(["blobs", algorithm.name()])
+}
+
+/// The directory holding a blob's `data`: removing it removes the blob from the tree.
+pub fn blob_dir(digest: &Digest) -> Vec<String> {
+    let hex = digest.hex();
+    path(["blobs", digest.algorithm().name(), &hex[..2], hex])
+}
+
 /// The bytes of a blob (or manifest), shared by all repositories.
 pub fn blob_data(digest: &Digest) -> Vec<String> {
     let hex = digest.hex();
     path(["blobs", digest.algorithm().name(), &hex[..2], hex, "data"])
+}
+
+/// Directory of the blobs linked into a repository (`<alg>/<hex>/link` under it).
+pub fn layers(name: &RepoName) -> Vec<String> {
+    in_repo(name, ["_layers"])
 }
 
 /// The link that makes a blob part of a repository.
@@ -69,7 +90,7 @@ pub fn revision_link(name: &RepoName, digest: &Digest) -> Vec<String> {
     )
 }
 
-/// Directory of a repository's manifest revisions.
+/// Directory of a repository's manifest revisions (`<alg>/<hex>/link` under it).
 pub fn revisions(name: &RepoName) -> Vec<String> {
     in_repo(name, ["_manifests", "revisions"])
 }
@@ -124,6 +145,20 @@ pub fn referrer_link(name: &RepoName, subject: &Digest, referrer: &Digest) -> Ve
             .into_iter()
             .map(str::to_owned),
     );
+    p
+}
+
+/// A directory under `dir` for one digest algorithm, as `layers`, `revisions` and `blobs` hold.
+pub fn algorithm_dir(dir: &[String], algorithm: Algorithm) -> Vec<String> {
+    let mut p = dir.to_vec();
+    p.push(algorithm.name().to_owned());
+    p
+}
+
+/// A subdirectory `entry` (listed in the directory `dir`).
+pub fn child(dir: &[String], entry: &str) -> Vec<String> {
+    let mut p = dir.to_vec();
+    p.push(entry.to_owned());
     p
 }
 

@@ -74,7 +74,7 @@ impl Registry {
         Ok(paginate(names, n, last))
     }
 
-    async fn collect_repositories(
+    pub(super) async fn collect_repositories(
         &self,
         dir: Cid,
         prefix: String,

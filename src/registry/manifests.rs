@@ -53,7 +53,11 @@ impl Registry {
         Ok(digest)
     }
 
-    async fn read_manifest(&self, root: &[Cid], digest: &Digest) -> Result<Bytes, RegistryError> {
+    pub(super) async fn read_manifest(
+        &self,
+        root: &[Cid],
+        digest: &Digest,
+    ) -> Result<Bytes, RegistryError> {
         let (index, data) = self
             .find(root, &layout::blob_data(digest), Unreadable::Skip)
             .await?
@@ -221,7 +225,8 @@ impl Registry {
             }
         }
         let blocks = self.tree().blocks().clone();
-        tokio::task::spawn_blocking(move || staged.commit_blocking(&blocks))
+        // Held until the commit below links the blocks: a garbage collection keeps them.
+        let session = tokio::task::spawn_blocking(move || staged.commit_blocking(&blocks))
             .await
             .map_err(crate::store::StoreError::from)??;
         let (link, link_block) = link_file(&digest);
@@ -252,6 +257,7 @@ impl Registry {
             });
         }
         writer.commit(changes, vec![link_block]).await?;
+        drop(session);
         Ok(PushedManifest {
             digest,
             subject: parsed.subject,

@@ -4,9 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cid::Cid;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::digest::{Algorithm, Digest};
 use super::error::RegistryError;
 use super::layout;
 use super::reference::RepoName;
@@ -27,7 +26,7 @@ pub struct MirrorProgress {
 }
 
 /// A snapshot of [`MirrorProgress`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MirrorCounts {
     /// Blocks fetched or found.
     pub blocks: u64,
@@ -70,32 +69,7 @@ impl Registry {
         match repositories {
             None => {
                 fetch_dag(self.source(), root, FETCH_CONCURRENCY, skip, on_block).await?;
-                let mut blobs_dir = layout::blob_data(&Digest::of(Algorithm::Sha256, b""));
-                blobs_dir.truncate(4);
-                for alg in self
-                    .list_at(&roots, &blobs_dir)
-                    .await?
-                    .into_iter()
-                    .flatten()
-                {
-                    let Some(algorithm) = Algorithm::from_name(&alg) else {
-                        continue;
-                    };
-                    let mut alg_dir = blobs_dir.clone();
-                    alg_dir.push(alg);
-                    for prefix in self.list_at(&roots, &alg_dir).await?.into_iter().flatten() {
-                        let mut prefix_dir = alg_dir.clone();
-                        prefix_dir.push(prefix);
-                        for hex in self
-                            .list_at(&roots, &prefix_dir)
-                            .await?
-                            .into_iter()
-                            .flatten()
-                        {
-                            digests.extend(Digest::from_parts(algorithm, &hex).ok());
-                        }
-                    }
-                }
+                digests.extend(self.blob_digests(&roots).await?.found);
             }
             Some(repos) => {
                 for repo in repos {
@@ -104,19 +78,8 @@ impl Registry {
                         continue;
                     };
                     fetch_dag(self.source(), dir.cid, FETCH_CONCURRENCY, skip, on_block).await?;
-                    let mut layers = layout::repository(repo);
-                    layers.push("_layers".into());
-                    for dir in [layers, layout::revisions(repo)] {
-                        for alg in self.list_at(&roots, &dir).await?.into_iter().flatten() {
-                            let Some(algorithm) = Algorithm::from_name(&alg) else {
-                                continue;
-                            };
-                            let mut alg_dir = dir.clone();
-                            alg_dir.push(alg);
-                            for hex in self.list_at(&roots, &alg_dir).await?.into_iter().flatten() {
-                                digests.extend(Digest::from_parts(algorithm, &hex).ok());
-                            }
-                        }
+                    for dir in [layout::layers(repo), layout::revisions(repo)] {
+                        digests.extend(self.linked_digests(&roots, repo, &dir).await?.found);
                     }
                 }
             }

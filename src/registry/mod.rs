@@ -3,9 +3,11 @@
 
 mod blobs;
 mod check;
+mod collect;
 mod content;
 mod digest;
 mod error;
+mod inventory;
 pub mod layout;
 mod listing;
 mod manifest;
@@ -22,6 +24,7 @@ use cid::Cid;
 
 pub use blobs::BlobInfo;
 pub use check::CheckReport;
+pub use collect::{GcOptions, GcReport, PruneReport, UploadsReport, DEFAULT_LAYER_GRACE};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::RegistryError;
 pub use listing::Page;
@@ -37,6 +40,7 @@ pub use uploads::{
     DEFAULT_UPLOAD_EXPIRY,
 };
 
+use crate::metrics::CommitMetrics;
 use crate::store::{BlockStore, MetaStore};
 use crate::tree::{read_directory, resolve, BlockSource, Link, Tree, TreeError};
 use content::read_link_file;
@@ -58,6 +62,8 @@ pub struct RegistryOptions {
     pub writable: bool,
     /// Expiry and caps of upload sessions.
     pub uploads: UploadLimits,
+    /// Where commits of the own tree are counted.
+    pub commits: CommitMetrics,
 }
 
 impl Default for RegistryOptions {
@@ -66,6 +72,7 @@ impl Default for RegistryOptions {
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
             writable: true,
             uploads: UploadLimits::default(),
+            commits: CommitMetrics::default(),
         }
     }
 }
@@ -101,6 +108,10 @@ pub struct Registry {
     followed: RwLock<Arc<Vec<Cid>>>,
     /// Why this writer refuses writes for now (a second writer of its name), if it does.
     write_refusal: RwLock<Option<String>>,
+    /// Held by the garbage collection that runs (one at a time).
+    collecting: tokio::sync::Mutex<()>,
+    /// The report of the last garbage collection.
+    last_gc: RwLock<Option<GcReport>>,
 }
 
 impl Registry {
@@ -118,7 +129,9 @@ impl Registry {
         options: RegistryOptions,
         source: Arc<dyn BlockSource>,
     ) -> Result<Self, RegistryError> {
-        let tree = Tree::open(stores.blocks.clone(), stores.meta.clone()).await?;
+        let tree = Tree::open(stores.blocks.clone(), stores.meta.clone())
+            .await?
+            .with_commit_metrics(options.commits.clone());
         let uploads = BlobUploads::open(
             data_dir.join("uploads"),
             stores.meta.clone(),
@@ -132,6 +145,8 @@ impl Registry {
             source,
             followed: RwLock::new(Arc::new(Vec::new())),
             write_refusal: RwLock::new(None),
+            collecting: tokio::sync::Mutex::new(()),
+            last_gc: RwLock::new(None),
         })
     }
 
@@ -191,6 +206,11 @@ impl Registry {
     /// Largest manifest accepted on push.
     pub fn max_manifest_bytes(&self) -> u64 {
         self.options.max_manifest_bytes
+    }
+
+    /// Upload sessions open now.
+    pub fn open_upload_sessions(&self) -> usize {
+        self.uploads.open_sessions()
     }
 
     /// The storage tree.

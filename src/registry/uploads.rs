@@ -284,6 +284,20 @@ impl BlobUploads {
         Ok(BlobUploads { sessions })
     }
 
+    /// Sessions open now (in total).
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.counts().total
+    }
+
+    /// Removes every expired session not in use now (the periodic sweep does the same);
+    /// returns how many.
+    pub async fn sweep_expired(&self) -> Result<usize, RegistryError> {
+        let sessions = self.sessions.clone();
+        tokio::task::spawn_blocking(move || sessions.sweep_blocking())
+            .await
+            .map_err(crate::store::StoreError::from)?
+    }
+
     /// Starts a session for `repo` on behalf of `client`; returns its id. Refused with
     /// [`RegistryError::TooManyUploads`] when the caps are reached.
     pub async fn start(

@@ -1,4 +1,5 @@
-//! Small local state in sled: the committed tree root and blob upload sessions.
+//! Small local state in sled: the committed tree root, blob upload sessions, records, notes,
+//! and what garbage collection remembers between runs.
 //!
 //! Every write that a client's success response depends on is flushed before it returns.
 
@@ -20,6 +21,7 @@ pub struct MetaStore {
     verified: sled::Tree,
     records: sled::Tree,
     notes: sled::Tree,
+    unreferenced: sled::Tree,
 }
 
 impl MetaStore {
@@ -31,6 +33,7 @@ impl MetaStore {
         let verified = db.open_tree("verified")?;
         let records = db.open_tree("records")?;
         let notes = db.open_tree("notes")?;
+        let unreferenced = db.open_tree("unreferenced")?;
         Ok(MetaStore {
             db,
             roots,
@@ -38,6 +41,7 @@ impl MetaStore {
             verified,
             records,
             notes,
+            unreferenced,
         })
     }
 
@@ -155,5 +159,64 @@ impl MetaStore {
         self.notes.remove(key.as_bytes())?;
         self.db.flush_async().await?;
         Ok(())
+    }
+
+    /// Every file DAG recorded as checked against its digest.
+    pub fn verified_cids(&self) -> Result<Vec<Cid>, StoreError> {
+        let mut cids = Vec::new();
+        for key in self.verified.iter().keys() {
+            // An unreadable key names nothing that could be served: skip it.
+            if let Ok(cid) = Cid::try_from(key?.as_ref()) {
+                cids.push(cid);
+            }
+        }
+        Ok(cids)
+    }
+
+    /// Forgets that the file DAG at `cid` was checked (its blocks were deleted: if it comes
+    /// back, it is fetched and checked again). Not flushed, like [`Self::mark_verified`].
+    pub fn forget_verified(&self, cid: &Cid) -> Result<(), StoreError> {
+        self.verified.remove(cid.to_bytes())?;
+        Ok(())
+    }
+
+    /// Since when (unix seconds) the garbage collector has seen the item `key` unreferenced,
+    /// if it has.
+    pub fn unreferenced_since(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match self.unreferenced.get(key.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => {
+                let secs: [u8; 8] = bytes.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    key: format!("unreferenced {key}"),
+                    reason: format!("{} bytes, not 8", bytes.len()),
+                })?;
+                Ok(Some(u64::from_be_bytes(secs)))
+            }
+        }
+    }
+
+    /// Records that `key` is unreferenced since `unix_secs`. Not flushed: a record lost in a
+    /// crash only restarts its grace period.
+    pub fn set_unreferenced_since(&self, key: &str, unix_secs: u64) -> Result<(), StoreError> {
+        self.unreferenced
+            .insert(key.as_bytes(), &unix_secs.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Forgets that `key` was seen unreferenced (it is in use again). Cheap when it was not.
+    pub fn clear_unreferenced(&self, key: &str) -> Result<(), StoreError> {
+        if self.unreferenced.contains_key(key.as_bytes())? {
+            self.unreferenced.remove(key.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Every key seen unreferenced.
+    pub fn unreferenced_keys(&self) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        for key in self.unreferenced.iter().keys() {
+            keys.push(String::from_utf8_lossy(&key?).into_owned());
+        }
+        Ok(keys)
     }
 }

@@ -2,9 +2,11 @@
 
 mod blocks;
 mod meta;
+mod sweep;
 
-pub use blocks::{BlockStore, StagedBlocks};
+pub use blocks::{BlockStore, HeldBlocks, StagedBlocks};
 pub use meta::MetaStore;
+pub use sweep::{BlockSet, Collection, SweepReport, WriteSession};
 
 /// Errors from the local stores.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,9 @@ pub enum StoreError {
     /// A blocking task was cancelled or panicked.
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A garbage collection was asked to start while another runs on the same store.
+    #[error("a garbage collection is already running on this block store")]
+    CollectionRunning,
 }
 
 impl StoreError {

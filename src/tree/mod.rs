@@ -11,6 +11,7 @@ mod directory;
 mod edit;
 mod file;
 mod hamt;
+mod mark;
 mod protobuf;
 mod root;
 mod select;
@@ -26,6 +27,7 @@ pub use dagpb::{PbLink, PbNode, DAG_PB};
 pub use directory::{encode_directory, lookup, read_directory};
 pub use edit::{apply_changes, Change};
 pub use file::{file_size, read_file_range, read_small_file, FileImporter, CHUNK_SIZE, MAX_LINKS};
+pub use mark::{mark_blocking, MarkReport};
 pub use root::{Tree, TreeWriter};
 pub use select::{
     select_blocks, walk_path, EntityBytes, EntityKind, PathOutcome, Scope, Selection, WalkedPath,

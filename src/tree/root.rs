@@ -10,6 +10,7 @@ use tokio::sync::{watch, Mutex, MutexGuard};
 use super::directory::encode_directory;
 use super::edit::{apply_changes, Change};
 use super::TreeError;
+use crate::metrics::CommitMetrics;
 use crate::store::{BlockStore, MetaStore};
 
 /// The node's own tree. Reads see the last committed root; writes go through [`Tree::writer`].
@@ -18,6 +19,7 @@ pub struct Tree {
     meta: MetaStore,
     root: watch::Sender<Cid>,
     writer: Mutex<()>,
+    commits: CommitMetrics,
 }
 
 impl Tree {
@@ -37,7 +39,14 @@ impl Tree {
             meta,
             root: watch::Sender::new(root),
             writer: Mutex::new(()),
+            commits: CommitMetrics::default(),
         })
+    }
+
+    /// Counts commits (and their latency) into `commits`.
+    pub fn with_commit_metrics(mut self, commits: CommitMetrics) -> Self {
+        self.commits = commits;
+        self
     }
 
     /// The last committed root.
@@ -88,12 +97,14 @@ impl TreeWriter<'_> {
         if changes.is_empty() {
             return Ok(self.root());
         }
+        let started = std::time::Instant::now();
         let source: &BlockStore = &self.tree.blocks;
         let (link, dir_blocks) = apply_changes(source, &self.root(), changes).await?;
         blocks.extend(dir_blocks);
         self.tree.blocks.put_many_durable(blocks).await?;
         self.tree.meta.set_root(&link.cid).await?;
         self.tree.root.send_replace(link.cid);
+        self.tree.commits.committed(started.elapsed());
         Ok(link.cid)
     }
 }

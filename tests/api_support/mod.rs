@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ipns_registry::config::AuthConfig;
 use ipns_registry::http::auth::{htpasswd, Auth, HtpasswdFile};
-use ipns_registry::http::{serve, HttpApi, NodeStatus};
+use ipns_registry::http::{serve, HttpApi, NodeHealth};
 use ipns_registry::registry::{Registry, RegistryOptions};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tokio::net::TcpListener;
@@ -47,7 +47,7 @@ struct Running {
 pub struct TestRegistry {
     tmp: tempfile::TempDir,
     options: RegistryOptions,
-    status: Option<Arc<dyn NodeStatus>>,
+    health: Option<Arc<dyn NodeHealth>>,
     auth: Option<AuthConfig>,
     running: Option<Running>,
     /// Basic credentials every request of the harness carries, if set.
@@ -82,9 +82,9 @@ impl TestRegistry {
         Self::start_full(options, None).await
     }
 
-    /// A registry whose API also serves `/_status` and `/_health` from `status`.
-    pub async fn with_status(status: Arc<dyn NodeStatus>) -> Self {
-        Self::start_full(RegistryOptions::default(), Some(status)).await
+    /// A registry whose API answers `/readyz` (and `/_health`) from `health`.
+    pub async fn with_health(health: Arc<dyn NodeHealth>) -> Self {
+        Self::start_full(RegistryOptions::default(), Some(health)).await
     }
 
     /// A registry whose API checks credentials and access rules: `auth` is the `[auth]` config
@@ -104,13 +104,13 @@ impl TestRegistry {
         registry
     }
 
-    async fn start_full(options: RegistryOptions, status: Option<Arc<dyn NodeStatus>>) -> Self {
-        let mut registry = Self::unstarted(options, status);
+    async fn start_full(options: RegistryOptions, health: Option<Arc<dyn NodeHealth>>) -> Self {
+        let mut registry = Self::unstarted(options, health);
         registry.run().await;
         registry
     }
 
-    fn unstarted(options: RegistryOptions, status: Option<Arc<dyn NodeStatus>>) -> Self {
+    fn unstarted(options: RegistryOptions, health: Option<Arc<dyn NodeHealth>>) -> Self {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
             .timeout(Duration::from_secs(30))
@@ -119,7 +119,7 @@ impl TestRegistry {
         TestRegistry {
             tmp: tempfile::tempdir().expect("temp dir"),
             options,
-            status,
+            health,
             auth: None,
             running: None,
             credentials: None,
@@ -172,8 +172,8 @@ impl TestRegistry {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address").to_string();
         let mut api = HttpApi::new(registry.clone());
-        if let Some(status) = &self.status {
-            api = api.with_status(status.clone());
+        if let Some(health) = &self.health {
+            api = api.with_health(health.clone());
         }
         if let Some(auth) = &self.auth {
             let auth = Auth::open(auth, &self.data_dir()).await.expect("auth");

@@ -26,6 +26,8 @@ pub struct TestNode {
     pub addr: String,
     /// Its libp2p listen addresses (with /p2p/<id>), as printed at start.
     pub p2p_addrs: Vec<String>,
+    /// Where its admin API is (`unix:PATH`, `http://ADDR`), as printed at start.
+    pub admin_endpoints: Vec<String>,
     extra_args: Vec<String>,
 }
 
@@ -59,6 +61,7 @@ impl TestNode {
             _tmp: Some(tmp),
             addr: String::new(),
             p2p_addrs: Vec::new(),
+            admin_endpoints: Vec::new(),
             extra_args: Vec::new(),
         }
     }
@@ -97,6 +100,31 @@ impl TestNode {
             .expect("run ipns-registry");
         assert!(out.status.success(), "{args:?} failed: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The node's status report, asked for through its admin API (the socket in its data
+    /// directory), as `ipns-registry status` does.
+    pub async fn status(&self) -> ipns_registry::admin::StatusReport {
+        self.admin()
+            .call(&ipns_registry::admin::StatusRequest::default())
+            .await
+            .expect("status from the admin API")
+    }
+
+    /// A client of the node's admin API over the socket in its data directory.
+    pub fn admin(&self) -> ipns_registry::admin::AdminClient {
+        ipns_registry::admin::AdminClient::new(ipns_registry::admin::AdminEndpoint::Socket(
+            self.data_dir.join("admin.sock"),
+        ))
+        .expect("admin client")
+    }
+
+    /// Runs `ipns-registry gc --json` with `args` on this data directory (through the running
+    /// node's admin API, or on the stopped node's stores); returns the report.
+    pub fn gc(&self, args: &[&str]) -> ipns_registry::registry::GcReport {
+        let mut all = vec!["gc", "--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.cli(&all)).expect("gc report JSON")
     }
 
     /// The node's TCP libp2p address, for other nodes' `--peer`.
@@ -140,12 +168,16 @@ impl TestNode {
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(60);
         self.p2p_addrs.clear();
+        self.admin_endpoints.clear();
         let addr = loop {
             assert!(Instant::now() < deadline, "node did not report its address");
             match lines.next() {
                 Some(Ok(line)) => {
                     if let Some(addr) = line.strip_prefix("p2p listening on ") {
                         self.p2p_addrs.push(addr.trim().to_owned());
+                    }
+                    if let Some(endpoint) = line.strip_prefix("admin API on ") {
+                        self.admin_endpoints.push(endpoint.trim().to_owned());
                     }
                     if let Some(url) = line.strip_prefix("listening on http://") {
                         break url.trim().to_owned();

@@ -36,6 +36,7 @@ pub use message::{
     BlockPresence, Entry, Message, PayloadBlock, Presence, Version, WantType, MAX_MESSAGE_SIZE,
 };
 
+use crate::metrics::P2pMetrics;
 use crate::store::BlockStore;
 use session::{PeerWants, SessionCommand};
 
@@ -168,15 +169,19 @@ pub(crate) struct Bitswap {
     sessions: watch::Sender<usize>,
     /// Peers that stopped reading what we send them: the swarm disconnects them.
     stalled: mpsc::UnboundedSender<PeerId>,
+    /// Where blocks sent and received are counted.
+    metrics: P2pMetrics,
 }
 
 impl Bitswap {
     /// Starts accepting Bitswap streams; `control` must come from the swarm's stream behaviour.
     /// Peers that stop reading their stream are sent to `stalled`, for the swarm to disconnect.
+    /// Blocks sent and received are counted into `metrics`.
     pub(crate) fn start(
         blocks: Arc<BlockStore>,
         mut control: libp2p_stream::Control,
         stalled: mpsc::UnboundedSender<PeerId>,
+        metrics: P2pMetrics,
     ) -> Result<Arc<Self>, P2pError> {
         let mut incoming = Vec::new();
         for (protocol, _) in PROTOCOLS {
@@ -194,6 +199,7 @@ impl Bitswap {
             }),
             sessions: watch::channel(0).0,
             stalled,
+            metrics,
         });
         let accepting = engine.clone();
         let task = tokio::spawn(async move {
@@ -557,6 +563,7 @@ impl Bitswap {
         match stored {
             Ok(Ok(Some((cid, data)))) => {
                 tracing::trace!(%cid, size = data.len(), "received block");
+                self.metrics.block_received(data.len() as u64);
                 self.complete(cid, data, peer);
             }
             Ok(Ok(None)) => {}

@@ -632,6 +632,10 @@ impl Session {
         match written {
             Ok(()) => {
                 self.send_failures = 0;
+                if let Some(engine) = self.engine.upgrade() {
+                    let bytes = sent.iter().map(|(_, data)| data.len() as u64).sum();
+                    engine.metrics.blocks_sent(sent.len() as u64, bytes);
+                }
                 tracing::trace!(
                     entries = message.entries.len(),
                     blocks = sent.len(),

@@ -1,0 +1,125 @@
+//! The admin API: commands on a running node (`status`, `gc`), reachable only from this
+//! machine: through a unix socket in the data directory (mode 0600: the node's user and root)
+//! and, if configured, a loopback TCP port.
+//!
+//! One typed request and one typed response per command ([`AdminCommand`]), shared by the node
+//! (which serves them, `server`) and the CLI (which sends them, `client`): each command is
+//! `POST <path>` with its request as JSON, answered `200` with its response as JSON, or with
+//! an [`AdminFailure`] and a 4xx/5xx status.
+
+mod client;
+mod server;
+mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use client::{AdminClient, AdminEndpoint};
+pub use server::AdminServer;
+pub use status::{DiskStatus, FollowedStatus, GcStatus, MirrorStatus, OwnStatus, StatusReport};
+
+use crate::registry::GcReport;
+
+/// A command of the admin API: its request type, with the path it is sent to and the type of
+/// its response.
+pub trait AdminCommand: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Where the command is sent (`POST`).
+    const PATH: &'static str;
+    /// What the node answers.
+    type Response: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// `status`: the node's peers, records, followed names, mirrors, readiness and last garbage
+/// collection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRequest {}
+
+impl AdminCommand for StatusRequest {
+    const PATH: &'static str = "/status";
+    type Response = StatusReport;
+}
+
+/// `gc`: a garbage collection now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcRequest {
+    /// Only report what would be removed.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The grace period of unreferenced layer links for this run, instead of the configured
+    /// `gc.layer_grace_secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_grace_secs: Option<u64>,
+}
+
+impl AdminCommand for GcRequest {
+    const PATH: &'static str = "/gc";
+    type Response = GcReport;
+}
+
+/// The body of every failed admin command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminFailure {
+    /// What went wrong.
+    pub error: String,
+}
+
+/// What a node does for the admin API's commands.
+#[async_trait]
+pub trait AdminCommands: Send + Sync {
+    /// Answers `status`.
+    async fn status(&self) -> StatusReport;
+    /// Runs `gc`; the error is told to the caller.
+    async fn gc(&self, request: GcRequest) -> Result<GcReport, String>;
+}
+
+/// Errors serving or calling the admin API.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// A TCP address that is not loopback was configured (`admin.listen`, `--listen`).
+    #[error("{0} is not a loopback address: the admin API is reachable from this machine only")]
+    NotLoopback(SocketAddr),
+    /// The unix socket could not be set up.
+    #[error("admin socket {path}: {source}")]
+    Socket {
+        /// The socket's path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The TCP listener could not be bound.
+    #[error("admin listener {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Nothing answers at the endpoint (no node runs, or it serves no admin API there).
+    #[error("cannot reach the node's admin API at {endpoint}: {source}")]
+    Unreachable {
+        /// The endpoint.
+        endpoint: AdminEndpoint,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The exchange with the node failed or its answer was not understood.
+    #[error("admin API at {endpoint}: {message}")]
+    Protocol {
+        /// The endpoint.
+        endpoint: AdminEndpoint,
+        /// What went wrong.
+        message: String,
+    },
+    /// The node answered with a failure.
+    #[error("the node refused the command ({status}): {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The node's message.
+        message: String,
+    },
+}
