@@ -327,7 +327,10 @@ mod tests {
     use super::*;
     use crate::tree::{cid_of, DAG_PB, RAW};
 
-    fn sample() -> (Vec<Cid>, Vec<(Cid, Vec<u8>)>) {
+    /// A CAR's roots and its blocks.
+    type Contents = (Vec<Cid>, Vec<(Cid, Vec<u8>)>);
+
+    fn sample() -> Contents {
         let blocks: Vec<(Cid, Vec<u8>)> = [b"one".to_vec(), b"two".to_vec(), vec![7u8; 70_000]]
             .into_iter()
             .map(|data| (cid_of(RAW, &data), data))
@@ -343,7 +346,7 @@ mod tests {
         writer.finish().unwrap()
     }
 
-    fn read_all(bytes: &[u8]) -> Result<(Vec<Cid>, Vec<(Cid, Vec<u8>)>), CarError> {
+    fn read_all(bytes: &[u8]) -> Result<Contents, CarError> {
         let mut reader = CarReader::new(bytes)?;
         let roots = reader.roots().to_vec();
         let mut blocks = Vec::new();

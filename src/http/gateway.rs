@@ -688,12 +688,14 @@ fn negotiate(
             CAR => car_variant(&range.params, query),
             _ => continue,
         };
-        // Of equal quality, a variant we serve beats one we do not.
+        // A variant we serve beats any we do not; among those alike, the higher quality wins.
         let better = match &best {
             None => true,
-            Some((q, current)) => {
-                range.quality > *q || (range.quality == *q && current.is_err() && candidate.is_ok())
-            }
+            Some((q, current)) => match (current.is_ok(), candidate.is_ok()) {
+                (false, true) => true,
+                (true, false) => false,
+                _ => range.quality > *q,
+            },
         };
         if better {
             best = Some((range.quality, candidate));

@@ -37,7 +37,7 @@ impl NetworkBlocks {
 
     /// A block from the gateways, verified by the client, then kept locally like one from a
     /// peer.
-    async fn from_gateways(&self, gateways: &GatewayClient, cid: &Cid) -> Option<Bytes> {
+    async fn fetch_from_gateways(&self, gateways: &GatewayClient, cid: &Cid) -> Option<Bytes> {
         let block = gateways.block(cid).await?;
         let store = self.local.clone();
         let (cid, data) = (*cid, block.clone());
@@ -63,7 +63,7 @@ impl BlockSource for NetworkBlocks {
         if let Some(gateways) = gateways {
             if self.p2p.connected_peers().await.is_empty() {
                 gateways_asked = true;
-                if let Some(block) = self.from_gateways(gateways, cid).await {
+                if let Some(block) = self.fetch_from_gateways(gateways, cid).await {
                     return Ok(block);
                 }
             }
@@ -73,7 +73,7 @@ impl BlockSource for NetworkBlocks {
             Err(e) => tracing::debug!(%cid, error = %e, "no peer provided the block"),
         }
         if let Some(gateways) = gateways.filter(|_| !gateways_asked) {
-            if let Some(block) = self.from_gateways(gateways, cid).await {
+            if let Some(block) = self.fetch_from_gateways(gateways, cid).await {
                 return Ok(block);
             }
         }
