@@ -159,6 +159,11 @@ struct ServeArgs {
     /// Do not discover peers on the local network (config: p2p.mdns = false).
     #[arg(long)]
     no_mdns: bool,
+    /// Another node's trustless gateway to take blocks and followed records from, repeatable
+    /// (config: gateway.urls), e.g. http://192.0.2.7:5000: for networks where libp2p is blocked
+    /// but HTTP passes.
+    #[arg(long = "gateway", value_name = "URL")]
+    gateways: Vec<String>,
     /// The htpasswd file of the API's users (config: auth.htpasswd; default
     /// <data-dir>/htpasswd). Authentication is on as soon as it holds a user; changes to the
     /// file (`ipns-registry user add`) apply to the running node within a second.
@@ -355,6 +360,9 @@ fn apply_serve_args(config: &mut Config, args: ServeArgs) -> anyhow::Result<()> 
     }
     if args.no_mdns {
         config.p2p.mdns = false;
+    }
+    if !args.gateways.is_empty() {
+        config.gateway.urls = args.gateways;
     }
     if let Some(htpasswd) = args.htpasswd {
         // A path on the command line is relative to where the command runs, not to the data

@@ -86,6 +86,32 @@ pub struct Config {
     pub gc: GcConfig,
     /// What `/readyz` checks.
     pub health: HealthConfig,
+    /// The trustless gateway: serving it, and other nodes' gateways to take content from.
+    pub gateway: GatewayConfig,
+}
+
+/// The trustless gateway (`/ipfs/`, `/ipns/` on the HTTP port) and the gateways this node
+/// takes blocks and records from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Serve `/ipfs/` and `/ipns/` on the HTTP port.
+    pub enabled: bool,
+    /// Other nodes' gateway URLs to take blocks and followed records from when no peer
+    /// provides them (for networks where libp2p is blocked but HTTP passes), in order.
+    pub urls: Vec<String>,
+    /// Seconds between asking those gateways for the records of followed names.
+    pub poll_interval_secs: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            enabled: true,
+            urls: Vec::new(),
+            poll_interval_secs: 30,
+        }
+    }
 }
 
 /// Memory knobs: how much the node caches and keeps in flight (see also `http.max_connections`

@@ -3,6 +3,7 @@
 
 mod allocator;
 mod blocks;
+mod gateway;
 mod gc;
 mod metrics;
 mod replication;
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use crate::admin::{AdminError, AdminServer};
 use crate::config::{Config, HttpConfig, MemoryConfig, Role};
 use crate::http::auth::{Auth, AuthError};
+use crate::http::gateway::Gateway;
 use crate::http::{serve_with, tls, HttpApi, MetricsAccess, ServeOptions};
 use crate::metrics::Metrics;
 use crate::names::{keys, FollowError, FollowedName, Follower, IpnsName, PublishError, Publisher};
@@ -30,6 +32,7 @@ use self::metrics::NodeGauges;
 pub use allocator::{limit_malloc_arenas, DEFAULT_MALLOC_ARENAS};
 
 pub use blocks::NetworkBlocks;
+pub use gateway::GatewayClient;
 pub use gc::GarbageCollector;
 pub use replication::{second_writer_refusal, HeldRecords, MirrorState, Replication};
 pub use status::NodeReport;
@@ -239,6 +242,7 @@ pub struct Node {
     p2p: P2p,
     replication: Arc<Replication>,
     auth: Arc<Auth>,
+    gateway: Option<Arc<Gateway>>,
     metrics: Arc<Metrics>,
     data_dir: PathBuf,
     admin: AdminServer,
@@ -314,10 +318,17 @@ impl Node {
             },
             stores.blocks.clone(),
             records.clone(),
-            records,
+            records.clone(),
         )
         .await?;
-        let source = Arc::new(NetworkBlocks::new(stores.blocks.clone(), p2p.clone()));
+        let fetch_timeout = Duration::from_secs(config.p2p.fetch_timeout_secs);
+        let gateways = Arc::new(GatewayClient::new(&config.gateway.urls, fetch_timeout)?);
+        let source = Arc::new(
+            NetworkBlocks::new(stores.blocks.clone(), p2p.clone()).with_gateways(gateways.clone()),
+        );
+        let gateway = config.gateway.enabled.then(|| {
+            Arc::new(Gateway::new(stores.blocks.clone(), records).fetching_through(source.clone()))
+        });
         let options = RegistryOptions {
             max_manifest_bytes: config.registry.max_manifest_bytes,
             writable,
@@ -345,6 +356,13 @@ impl Node {
             metrics.publish(),
         );
         replication.spawn(events);
+        if !gateways.is_empty() {
+            gateway::spawn_record_polling(
+                gateways,
+                replication.clone(),
+                Duration::from_secs(config.gateway.poll_interval_secs.max(1)),
+            );
+        }
         metrics.sample_with(Arc::new(NodeGauges {
             blocks: stores.blocks.clone(),
             registry: registry.clone(),
@@ -365,6 +383,7 @@ impl Node {
             p2p,
             replication,
             auth,
+            gateway,
             metrics,
             data_dir: data_dir.to_owned(),
             admin,
@@ -462,12 +481,14 @@ impl Node {
         };
         let admin = tokio::spawn(self.admin.serve(report.clone()));
         let periodic_gc = tokio::spawn(gc.run_periodically());
-        let api = Arc::new(
-            HttpApi::new(self.registry.clone())
-                .with_health(report)
-                .with_auth(self.auth.clone())
-                .with_metrics(self.metrics.clone(), metrics_access),
-        );
+        let mut api = HttpApi::new(self.registry.clone())
+            .with_health(report)
+            .with_auth(self.auth.clone())
+            .with_metrics(self.metrics.clone(), metrics_access);
+        if let Some(gateway) = self.gateway.clone() {
+            api = api.with_gateway(gateway);
+        }
+        let api = Arc::new(api);
         let served = serve_with(listener, api, self.serve_options.clone(), shutdown).await;
         // Dropping the admin server removes its socket.
         admin.abort();

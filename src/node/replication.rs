@@ -182,6 +182,12 @@ impl Replication {
         }
     }
 
+    /// Offers a record that came from outside libp2p (another node's gateway): judged and
+    /// taken like one from a peer.
+    pub async fn offer_record(&self, routing_key: &[u8], record: &[u8]) {
+        self.on_record(routing_key, record, None).await
+    }
+
     async fn on_record(&self, routing_key: &[u8], record: &[u8], from: Option<libp2p::PeerId>) {
         if let Some(publisher) = &self.publisher {
             if publisher.name().routing_key() == routing_key {

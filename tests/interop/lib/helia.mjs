@@ -1,0 +1,60 @@
+// Shared by every interop check: the Node 20 polyfill Helia needs, a Helia node locked down to
+// talk to nothing but our own node on 127.0.0.1, and small assertion helpers.
+//
+// Locked down means: no libp2p at all here (@helia/http), no delegated routers (the default,
+// delegated-ipfs.dev, would reach the internet), no default public gateways: the only router is
+// a fallback router that names our gateway as the provider of every CID, and the only block
+// broker is the trustless-gateway broker, which checks every block against its CID.
+
+// Current Helia releases target Node 22; Node 20 lacks Promise.withResolvers.
+if (typeof Promise.withResolvers !== 'function') {
+  Promise.withResolvers = function withResolvers () {
+    let resolve
+    let reject
+    const promise = new Promise((res, rej) => { resolve = res; reject = rej })
+    return { promise, resolve, reject }
+  }
+}
+
+const { createHeliaLight } = await import('helia')
+const { withHTTP } = await import('@helia/http')
+
+/** The gateway under test, from the runner script. */
+export function gatewayUrl () {
+  const url = process.env.GATEWAY_URL
+  if (url == null || !/^http:\/\/127\.0\.0\.1:\d+$/.test(url)) {
+    throw new Error(`GATEWAY_URL must be http://127.0.0.1:<port>, got ${url}`)
+  }
+  return url
+}
+
+/** A started Helia node whose only source of blocks is our gateway. */
+export async function lockedDownHelia () {
+  const helia = withHTTP(createHeliaLight(), {
+    delegatedRouters: [],
+    recursiveGateways: [gatewayUrl()],
+    allowInsecure: true,
+    allowLocal: true
+  })
+  await helia.start()
+  return helia
+}
+
+/** An environment variable the runner must set. */
+export function env (name) {
+  const value = process.env[name]
+  if (value == null || value === '') throw new Error(`${name} is not set`)
+  return value
+}
+
+/** Throws unless `actual` equals `expected` (compared as JSON). */
+export function assertEqual (actual, expected, what) {
+  const a = JSON.stringify(actual)
+  const e = JSON.stringify(expected)
+  if (a !== e) throw new Error(`${what}: expected ${e}, got ${a}`)
+}
+
+/** Throws unless `condition` holds. */
+export function assert (condition, what) {
+  if (!condition) throw new Error(what)
+}
