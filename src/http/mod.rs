@@ -172,6 +172,7 @@ impl HttpApi {
         }
         if let Some(gateway) = &self.gateway {
             if let Some(request) = route::parse_gateway(path) {
+                *class = RouteClass::Gateway;
                 if let Some(auth) = &self.auth {
                     auth.authorize(&parts.headers, Action::Gateway).await?;
                 }

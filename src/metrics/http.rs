@@ -33,6 +33,8 @@ pub enum RouteClass {
     Health,
     /// `/metrics`
     Metrics,
+    /// The trustless gateway, `/ipfs/` and `/ipns/`.
+    Gateway,
     /// Anything else (unknown paths, malformed names).
     Other,
 }
@@ -50,6 +52,7 @@ impl RouteClass {
             RouteClass::Referrers => "referrers",
             RouteClass::Health => "health",
             RouteClass::Metrics => "metrics",
+            RouteClass::Gateway => "gateway",
             RouteClass::Other => "other",
         }
     }
