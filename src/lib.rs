@@ -5,6 +5,7 @@
 //! UnixFS DAG), which lives in the [`store`] (blocks on disk, metadata in sled).
 
 pub mod admin;
+pub mod car;
 pub mod config;
 pub mod http;
 pub mod metrics;

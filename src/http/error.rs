@@ -3,6 +3,7 @@
 use http::{HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
+use super::gateway::GatewayError;
 use crate::registry::RegistryError;
 use crate::tree::TreeError;
 
@@ -199,5 +200,45 @@ impl From<RegistryError> for ApiError {
                 )
             }
         }
+    }
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> Self {
+        use GatewayError as E;
+        let message = e.to_string();
+        let retry_after = e.retry_after();
+        let mut err = match e {
+            E::BadRequest(_) => Self::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message),
+            E::NotAcceptable(_) => Self::new(StatusCode::NOT_ACCEPTABLE, "NOT_ACCEPTABLE", message),
+            E::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message),
+            E::Unavailable { cid, recursive } => {
+                let status = if recursive {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::NOT_FOUND
+                };
+                Self::new(status, "UNAVAILABLE", message).detail(json!({ "cid": cid.to_string() }))
+            }
+            E::NotCached(cid) => Self::new(StatusCode::PRECONDITION_FAILED, "NOT_CACHED", message)
+                .detail(json!({ "cid": cid.to_string() })),
+            // Malformed content came from a followed tree or a peer: not this node's fault.
+            E::Tree(TreeError::Decode(_) | TreeError::WrongKind(_)) => {
+                tracing::warn!(error = %message, "malformed content behind a gateway request");
+                Self::new(StatusCode::BAD_GATEWAY, "UNKNOWN", message)
+            }
+            E::Tree(_) => {
+                tracing::error!(error = %message, "internal error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "UNKNOWN",
+                    format!("internal error: {message}"),
+                )
+            }
+        };
+        if let Some(secs) = retry_after {
+            err.headers.push(("Retry-After", HeaderValue::from(secs)));
+        }
+        err
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 mod blobs;
 mod connection;
 mod error;
+pub mod gateway;
 mod health;
 mod listing;
 mod manifests;
@@ -41,6 +42,7 @@ pub use uploads::parse_content_range;
 use crate::metrics::{HttpMetrics, Metrics, RouteClass};
 use crate::registry::{Registry, RepoName};
 use auth::{Action, Auth, Verdict};
+use gateway::Gateway;
 
 /// Where the metrics are served.
 pub const METRICS_PATH: &str = "/metrics";
@@ -93,6 +95,7 @@ pub struct HttpApi {
     requests: HttpMetrics,
     /// The registry `/metrics` serves, and to whom; `None`: not served.
     metrics: Option<(Arc<Metrics>, MetricsAccess)>,
+    gateway: Option<Arc<Gateway>>,
 }
 
 impl HttpApi {
@@ -104,6 +107,7 @@ impl HttpApi {
             auth: None,
             requests: HttpMetrics::default(),
             metrics: None,
+            gateway: None,
         }
     }
 
@@ -123,6 +127,12 @@ impl HttpApi {
     /// Checks credentials and access rules before any handler runs (see [`auth`]).
     pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
         self.auth = Some(auth);
+        self
+    }
+
+    /// Also serves the trustless gateway (`/ipfs/`, `/ipns/`).
+    pub fn with_gateway(mut self, gateway: Arc<Gateway>) -> Self {
+        self.gateway = Some(gateway);
         self
     }
 
@@ -159,6 +169,17 @@ impl HttpApi {
         if let (Some((metrics, access)), METRICS_PATH) = (&self.metrics, path) {
             *class = RouteClass::Metrics;
             return self.metrics_page(metrics, *access, &parts).await;
+        }
+        if let Some(gateway) = &self.gateway {
+            if let Some(request) = route::parse_gateway(path) {
+                if let Some(auth) = &self.auth {
+                    auth.authorize(&parts.headers, Action::Gateway).await?;
+                }
+                let query = query_map(parts.uri.query());
+                return gateway
+                    .handle(&parts.method, request?, &query, &parts.headers)
+                    .await;
+            }
         }
         let route = route::parse(path)?.ok_or_else(|| ApiError::not_found(path))?;
         *class = route.class();

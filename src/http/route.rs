@@ -1,6 +1,9 @@
 //! Parses `/v2/<name...>/<kind>/<reference>` into a typed route, once, before any handler runs.
 
+use cid::Cid;
+
 use crate::metrics::RouteClass;
+use crate::names::IpnsName;
 use crate::registry::{Digest, ManifestRef, RepoName, Tag};
 
 use super::error::ApiError;
@@ -120,6 +123,84 @@ pub fn parse(path: &str) -> Result<Option<Route>, ApiError> {
     Ok(Some(route))
 }
 
+/// A content path of the trustless gateway, with its segments percent-decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayPath {
+    /// `/ipfs/<cid>[/<path>]`: immutable content.
+    Ipfs {
+        /// The content root.
+        cid: Cid,
+        /// UnixFS names below it.
+        path: Vec<String>,
+    },
+    /// `/ipns/<name>[/<path>]`: the content a name's record points to.
+    Ipns {
+        /// The name.
+        name: IpnsName,
+        /// UnixFS names below its root.
+        path: Vec<String>,
+    },
+}
+
+/// Parses a gateway path. `None` if the path is not under `/ipfs/` or `/ipns/`; a 400 for a
+/// root that is not a CID (or IPNS name) or a segment that is not a name.
+pub fn parse_gateway(path: &str) -> Option<Result<GatewayPath, ApiError>> {
+    let (ipfs, rest) = if let Some(rest) = path.strip_prefix("/ipfs") {
+        (true, rest)
+    } else {
+        (false, path.strip_prefix("/ipns")?)
+    };
+    if !rest.is_empty() && !rest.starts_with('/') {
+        return None;
+    }
+    Some(gateway_path(ipfs, rest))
+}
+
+fn gateway_path(ipfs: bool, rest: &str) -> Result<GatewayPath, ApiError> {
+    let bad = |message: String| ApiError::new(http::StatusCode::BAD_REQUEST, "BAD_REQUEST", message);
+    let mut segments = Vec::new();
+    for raw in rest.split('/').filter(|s| !s.is_empty()) {
+        let segment = percent_decode(raw)
+            .ok_or_else(|| bad(format!("path segment {raw:?} is not valid percent-encoded UTF-8")))?;
+        if segment == "." || segment == ".." || segment.contains('/') || segment.contains('\0') {
+            return Err(bad(format!("path segment {segment:?} is not a UnixFS name")));
+        }
+        segments.push(segment);
+    }
+    let Some((root, path)) = segments.split_first() else {
+        let what = if ipfs { "a CID" } else { "an IPNS name" };
+        return Err(bad(format!("the path must start with {what}")));
+    };
+    let path = path.to_vec();
+    if ipfs {
+        let cid = Cid::try_from(root.as_str())
+            .map_err(|e| bad(format!("{root:?} is not a valid CID: {e}")))?;
+        Ok(GatewayPath::Ipfs { cid, path })
+    } else {
+        let name = IpnsName::parse(root)
+            .map_err(|e| bad(format!("{root:?} is not an IPNS name: {e}")))?;
+        Ok(GatewayPath::Ipns { name, path })
+    }
+}
+
+/// Decodes `%XX` escapes; `None` for a broken escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +245,42 @@ mod tests {
         assert!(parse("/v2/a/manifests/-x").is_err());
         assert_eq!(parse("/v3/").ok().flatten(), None);
         assert_eq!(parse("/v2/a/other/thing").ok().flatten(), None);
+    }
+
+    #[test]
+    fn gateway_paths() {
+        let cid = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
+        let parsed = |p: &str| parse_gateway(p).map(|r| r.map_err(|e| e.status));
+        assert_eq!(
+            parsed(&format!("/ipfs/{cid}")),
+            Some(Ok(GatewayPath::Ipfs {
+                cid: cid.parse().unwrap(),
+                path: vec![]
+            }))
+        );
+        assert_eq!(
+            parsed(&format!("/ipfs/{cid}/a%20b/c/")),
+            Some(Ok(GatewayPath::Ipfs {
+                cid: cid.parse().unwrap(),
+                path: vec!["a b".into(), "c".into()]
+            }))
+        );
+        assert!(matches!(
+            parsed("/ipns/k51qzi5uqu5dlkw8pxuw9qmqayfdeh4kfebhmreauqdc6a7c3y7d5i9fi8mk9w/x"),
+            Some(Ok(GatewayPath::Ipns { path, .. })) if path == vec!["x".to_owned()]
+        ));
+        for bad in [
+            "/ipfs/",
+            "/ipfs/not-a-cid",
+            "/ipns/not-a-name",
+            &format!("/ipfs/{cid}/../x"),
+            &format!("/ipfs/{cid}/%zz"),
+            &format!("/ipfs/{cid}/a%2Fb"),
+            &format!("/ipfs/{cid}/%ff"),
+        ] {
+            assert_eq!(parsed(bad), Some(Err(http::StatusCode::BAD_REQUEST)), "{bad}");
+        }
+        assert_eq!(parsed("/ipfsx/abc"), None);
+        assert_eq!(parsed("/v2/"), None);
     }
 }

@@ -14,6 +14,7 @@ mod hamt;
 mod mark;
 mod protobuf;
 mod root;
+mod select;
 mod unixfs;
 mod walk;
 
@@ -28,6 +29,9 @@ pub use edit::{apply_changes, Change};
 pub use file::{file_size, read_file_range, read_small_file, FileImporter, CHUNK_SIZE, MAX_LINKS};
 pub use mark::{mark_blocking, MarkReport};
 pub use root::{Tree, TreeWriter};
+pub use select::{
+    select_blocks, walk_path, EntityBytes, EntityKind, PathOutcome, Scope, Selection, WalkedPath,
+};
 pub use unixfs::{DataType, UnixfsData};
 pub use walk::fetch_dag;
 

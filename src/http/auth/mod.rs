@@ -56,6 +56,9 @@ pub enum Action<'a> {
     Push(&'a RepoName),
     /// Delete from a repository.
     Delete(&'a RepoName),
+    /// Read blocks and records through the trustless gateway: any content of any repository
+    /// (a CID says nothing of where it belongs), so only for callers who may pull everywhere.
+    Gateway,
 }
 
 impl<'a> Action<'a> {
@@ -99,7 +102,7 @@ impl<'a> Action<'a> {
             Action::Pull(repo) => Some((repo, Right::Pull)),
             Action::Push(repo) => Some((repo, Right::Push)),
             Action::Delete(repo) => Some((repo, Right::Delete)),
-            Action::Login | Action::Catalog => None,
+            Action::Login | Action::Catalog | Action::Gateway => None,
         }
     }
 }
@@ -222,6 +225,17 @@ impl Auth {
                 Caller::User(user)
             }
         };
+        if action == Action::Gateway && !self.rules.allows_pull_everywhere(&caller) {
+            return Err(match caller {
+                Caller::Anonymous => unauthorized(
+                    "authentication required: the gateway serves content of every repository",
+                    &action,
+                ),
+                Caller::User(user) => ApiError::denied(format!(
+                    "user {user:?} may not pull every repository, which the gateway serves"
+                )),
+            });
+        }
         let Some((repo, right)) = action.target() else {
             if action == Action::Login && caller == Caller::Anonymous {
                 return Err(unauthorized(
