@@ -418,7 +418,11 @@ mod tests {
         .unwrap();
         put_varint(&mut v2, cbor.len() as u64);
         v2.extend_from_slice(&cbor);
-        assert!(err(&v2).contains("version 2 is not supported"), "{}", err(&v2));
+        assert!(
+            err(&v2).contains("version 2 is not supported"),
+            "{}",
+            err(&v2)
+        );
         let mut rootless = Vec::new();
         let cbor = serde_ipld_dagcbor::to_vec(&RawHeader {
             roots: None,
@@ -433,7 +437,10 @@ mod tests {
         for cut in 1..good.len() {
             let result = read_all(&good[..cut]);
             if let Ok((_, read)) = &result {
-                assert!(blocks.starts_with(read), "cut at {cut} yielded a wrong block");
+                assert!(
+                    blocks.starts_with(read),
+                    "cut at {cut} yielded a wrong block"
+                );
                 assert!(read.len() < blocks.len());
             }
         }

@@ -25,8 +25,8 @@ use super::route::GatewayPath;
 use crate::car;
 use crate::names::{IpnsName, IpnsRecord};
 use crate::tree::{
-    select_blocks, walk_path, BlockSource, EntityBytes, EntityKind, PathOutcome, Scope,
-    Selection, TreeError, WalkedPath, DAG_PB,
+    select_blocks, walk_path, BlockSource, EntityBytes, EntityKind, PathOutcome, Scope, Selection,
+    TreeError, WalkedPath, DAG_PB,
 };
 
 /// Media type of one raw block.
@@ -80,7 +80,14 @@ pub enum GatewayError {
 impl GatewayError {
     /// Seconds a client should wait before asking again, for answers that say "try later".
     pub fn retry_after(&self) -> Option<u64> {
-        matches!(self, GatewayError::Unavailable { recursive: true, .. }).then_some(RETRY_AFTER_SECS)
+        matches!(
+            self,
+            GatewayError::Unavailable {
+                recursive: true,
+                ..
+            }
+        )
+        .then_some(RETRY_AFTER_SECS)
     }
 }
 
@@ -197,7 +204,10 @@ impl Gateway {
         let b = with_ttl(b, &record);
         let b = with_location(b, req);
         if not_modified(req.headers, &etag) {
-            return b.status(StatusCode::NOT_MODIFIED).body(empty()).map_err(http_error);
+            return b
+                .status(StatusCode::NOT_MODIFIED)
+                .body(empty())
+                .map_err(http_error);
         }
         b.body(if req.head { empty() } else { full(bytes) })
             .map_err(http_error)
@@ -249,7 +259,10 @@ impl Gateway {
         };
         let b = with_location(b, req);
         if record.is_none() && not_modified(req.headers, &etag) {
-            return b.status(StatusCode::NOT_MODIFIED).body(empty()).map_err(http_error);
+            return b
+                .status(StatusCode::NOT_MODIFIED)
+                .body(empty())
+                .map_err(http_error);
         }
         let block = self.block(&cid, req.only_if_cached).await?;
         b.header(header::CONTENT_LENGTH, block.len())
@@ -257,7 +270,11 @@ impl Gateway {
             .map_err(http_error)
     }
 
-    async fn car(&self, req: &Request<'_>, duplicates: bool) -> Result<Response<Body>, GatewayError> {
+    async fn car(
+        &self,
+        req: &Request<'_>,
+        duplicates: bool,
+    ) -> Result<Response<Body>, GatewayError> {
         let (root, path, record) = self.content_root(req)?;
         let scope = match req.query.get("dag-scope").map(String::as_str) {
             None | Some("all") => Scope::All,
@@ -279,7 +296,11 @@ impl Gateway {
             })?),
         };
         // entity-bytes implies dag-scope=entity.
-        let scope = if bytes.is_some() { Scope::Entity } else { scope };
+        let scope = if bytes.is_some() {
+            Scope::Entity
+        } else {
+            scope
+        };
         if req.only_if_cached {
             self.block(&root, true).await?;
         }
@@ -345,7 +366,10 @@ impl Gateway {
         };
         let b = with_location(b, req);
         if record.is_none() && not_modified(req.headers, &etag) {
-            return b.status(StatusCode::NOT_MODIFIED).body(empty()).map_err(http_error);
+            return b
+                .status(StatusCode::NOT_MODIFIED)
+                .body(empty())
+                .map_err(http_error);
         }
         if req.head {
             return b.body(empty()).map_err(http_error);
@@ -374,7 +398,11 @@ impl Gateway {
         let source = self.blocks.clone();
         let terminus = walked.terminus();
         tokio::spawn(async move {
-            if frames.send(Ok(Bytes::from(car::encode_header(&[root])))).await.is_err() {
+            if frames
+                .send(Ok(Bytes::from(car::encode_header(&[root]))))
+                .await
+                .is_err()
+            {
                 return;
             }
             let mut sent = HashSet::new();
@@ -399,9 +427,7 @@ impl Gateway {
             let (result, ()) = tokio::join!(walk, forward);
             if let Err(e) = result {
                 tracing::warn!(%root, error = %e, "CAR response cut short");
-                let _ = frames
-                    .send(Err(std::io::Error::other(e.to_string())))
-                    .await;
+                let _ = frames.send(Err(std::io::Error::other(e.to_string()))).await;
             }
         });
         let stream = stream::unfold(rx, |mut rx| async move {
@@ -643,9 +669,9 @@ fn negotiate(
                     .map(|f| (f, false))
                     .map_err(GatewayError::BadRequest)
             }
-            "tar" | "dag-json" | "dag-cbor" | "json" | "cbor" => Err(
-                GatewayError::NotAcceptable(format!("format={format} is not served: {supported}")),
-            ),
+            "tar" | "dag-json" | "dag-cbor" | "json" | "cbor" => Err(GatewayError::NotAcceptable(
+                format!("format={format} is not served: {supported}"),
+            )),
             other => Err(GatewayError::BadRequest(format!(
                 "format={other:?} is unknown: {supported}"
             ))),
@@ -676,9 +702,9 @@ fn negotiate(
     match best {
         Some((_, Ok(format))) => Ok((format, true)),
         Some((_, Err(why))) => Err(GatewayError::NotAcceptable(why)),
-        None if ranges.iter().all(|r| r.essence == "*/*") => Err(GatewayError::BadRequest(format!(
-            "no response format asked for: {supported}"
-        ))),
+        None if ranges.iter().all(|r| r.essence == "*/*") => Err(GatewayError::BadRequest(
+            format!("no response format asked for: {supported}"),
+        )),
         None => Err(GatewayError::NotAcceptable(format!(
             "none of the accepted types ({accept}) is served: {supported}"
         ))),
@@ -709,7 +735,10 @@ mod tests {
         assert_eq!(pick(Some("raw"), Some(CAR)), Ok(Format::Raw), "format wins");
         assert_eq!(pick(None, Some(RAW_BLOCK)), Ok(Format::Raw));
         assert_eq!(
-            pick(None, Some("application/vnd.ipld.car; version=1; order=dfs; dups=y")),
+            pick(
+                None,
+                Some("application/vnd.ipld.car; version=1; order=dfs; dups=y")
+            ),
             Ok(Format::Car { duplicates: true })
         );
         assert_eq!(
@@ -728,7 +757,10 @@ mod tests {
         );
         assert_eq!(pick(None, None), Err(StatusCode::BAD_REQUEST));
         assert_eq!(pick(None, Some("*/*")), Err(StatusCode::BAD_REQUEST));
-        assert_eq!(pick(None, Some("text/html")), Err(StatusCode::NOT_ACCEPTABLE));
+        assert_eq!(
+            pick(None, Some("text/html")),
+            Err(StatusCode::NOT_ACCEPTABLE)
+        );
         assert_eq!(
             pick(None, Some("application/vnd.ipld.car; version=2")),
             Err(StatusCode::NOT_ACCEPTABLE)

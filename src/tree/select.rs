@@ -177,7 +177,10 @@ pub async fn walk_path(
             Err(e) => return Err(e),
         }
     }
-    let blocks = recording.read.into_inner().unwrap_or_else(|p| p.into_inner());
+    let blocks = recording
+        .read
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
     Ok(PathOutcome::Found(WalkedPath { blocks, roots }))
 }
 
@@ -290,7 +293,9 @@ pub async fn select_blocks(
         (Some(range), Scope::Entity, EntityKind::File { .. }) => {
             if range.is_empty() {
                 // Nothing of the file: the root block alone, which tells its size.
-                return send(&tx, terminus, first, &mut sent, true).await.map(|_| ());
+                return send(&tx, terminus, first, &mut sent, true)
+                    .await
+                    .map(|_| ());
             }
             Some(range.clone())
         }
