@@ -150,7 +150,7 @@ enum Command {
     /// with no network needed: every block is checked against its CID, every blob against its
     /// digest and every manifest as a push would be, then all is linked in one commit; a CAR
     /// that fails any check imports nothing. Works on a running node (through its admin API)
-    /// and on a stopped one (initialising the data directory as a writer if it is new).
+    /// and on a stopped one (a new data directory becomes a writer's).
     Import {
         /// The CAR file.
         #[arg(value_name = "FILE")]
@@ -1169,7 +1169,8 @@ async fn import(
         .await
         .with_context(|| format!("reading {}", file.display()))?
         .len();
-    let config = load_or_init(paths)?;
+    // A data directory without a config is a writer's to be (`serve` initialises it).
+    let config = load_config(paths)?;
     let mut report = None;
     if let Some(client) = running_node(paths, &config, listen)? {
         let opened = tokio::fs::File::open(file)
