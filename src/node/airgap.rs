@@ -19,7 +19,7 @@ const CHUNKS_IN_FLIGHT: usize = 16;
 fn failure(e: AirGapError) -> CommandFailure {
     let status = match &e {
         AirGapError::Image {
-            source: RegistryError::NameUnknown(_) | RegistryError::ManifestUnknown(_),
+            error: RegistryError::NameUnknown(_) | RegistryError::ManifestUnknown(_),
             ..
         } => 404,
         AirGapError::Registry(RegistryError::Unsupported(_) | RegistryError::WritesRefused(_)) => {

@@ -97,9 +97,9 @@ impl Registry {
         let mut images: Vec<(RepoName, Option<Tag>, Digest)> = Vec::new();
         for selector in selectors {
             let repo = &selector.repository;
-            let wrap = |source| AirGapError::Image {
+            let wrap = |error| AirGapError::Image {
                 image: selector.to_string(),
-                source,
+                error,
             };
             let view = &view;
             let resolve = |tag: Tag| async move {
@@ -145,9 +145,9 @@ impl Registry {
             };
             self.add_image(&view, repo, digest, &mut tree, &mut done)
                 .await
-                .map_err(|source| AirGapError::Image {
+                .map_err(|error| AirGapError::Image {
                     image: label,
-                    source,
+                    error,
                 })?;
             if let Some(tag) = tag {
                 tree.link(layout::tag_current(repo, tag), digest);

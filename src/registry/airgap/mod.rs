@@ -23,16 +23,16 @@ use crate::tree::TreeError;
 #[derive(Debug, thiserror::Error)]
 pub enum AirGapError {
     /// A selected image cannot be exported.
-    #[error("{image}: {source}")]
+    #[error("{image}: {error}")]
     Image {
         /// The image as selected (`REPO`, `REPO:TAG`, `REPO@DIGEST`).
         image: String,
-        /// Why.
-        source: RegistryError,
+        /// Why (in the message, not a source: callers print whole chains).
+        error: RegistryError,
     },
     /// The CAR cannot be read (truncated, malformed, a block not matching its CID).
     #[error("the CAR is refused, nothing was imported: {0}")]
-    Car(#[from] CarError),
+    Car(CarError),
     /// The CAR reads, but what it holds is not a set of valid images.
     #[error("the CAR is refused, nothing was imported: {0}")]
     Refused(String),
@@ -42,6 +42,12 @@ pub enum AirGapError {
     /// The registry or its stores failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+}
+
+impl From<CarError> for AirGapError {
+    fn from(e: CarError) -> Self {
+        AirGapError::Car(e)
+    }
 }
 
 impl From<TreeError> for AirGapError {
