@@ -343,6 +343,7 @@ mod tests {
         writer.finish().unwrap()
     }
 
+    #[allow(clippy::type_complexity)] // a test helper: roots and blocks, spelled out
     fn read_all(bytes: &[u8]) -> Result<(Vec<Cid>, Vec<(Cid, Vec<u8>)>), CarError> {
         let mut reader = CarReader::new(bytes)?;
         let roots = reader.roots().to_vec();

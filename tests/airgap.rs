@@ -374,7 +374,7 @@ async fn corrupted_cars_are_refused_and_import_nothing() {
     cases.push((
         "root missing",
         without_root,
-        &"neither in the CAR nor on this node",
+        "neither in the CAR nor on this node",
     ));
 
     // Every block matches its CID, but the layer's data is the config's bytes.
@@ -404,7 +404,7 @@ async fn corrupted_cars_are_refused_and_import_nothing() {
     forged_blocks.extend(new_blocks.into_iter().map(|(c, d)| (c, d.to_vec())));
     let forged = tmp.path().join("forged.car");
     write_car(&forged, forged_root.cid, &forged_blocks);
-    cases.push(("blob digest", forged, &"hashes to"));
+    cases.push(("blob digest", forged, "hashes to"));
 
     // Into a running node (through the admin API) and into a stopped one.
     let running = TestNode::start();
