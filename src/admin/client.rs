@@ -16,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::task::JoinHandle;
 
+use super::socket_path::SocketPath;
+
 use super::{
     AdminCommand, AdminError, AdminFailure, CarStream, ExportRequest, ImportRequest, REPORT_HEADER,
     REQUEST_HEADER,
@@ -73,7 +75,11 @@ impl AdminClient {
         };
         match &self.endpoint {
             AdminEndpoint::Socket(path) => {
-                let stream = UnixStream::connect(path).await.map_err(unreachable)?;
+                // Opening the socket's directory, when the path is long, is one quick call.
+                let path = SocketPath::new(path).map_err(unreachable)?;
+                let stream = UnixStream::connect(path.as_path())
+                    .await
+                    .map_err(unreachable)?;
                 self.exchange(stream, request).await
             }
             AdminEndpoint::Tcp(addr) => {
@@ -192,7 +198,11 @@ impl AdminClient {
         };
         match &self.endpoint {
             AdminEndpoint::Socket(path) => {
-                let stream = UnixStream::connect(path).await.map_err(unreachable)?;
+                // Long socket paths are reached through their directory, as `call` does.
+                let path = SocketPath::new(path).map_err(unreachable)?;
+                let stream = UnixStream::connect(path.as_path())
+                    .await
+                    .map_err(unreachable)?;
                 self.handshake(stream).await
             }
             AdminEndpoint::Tcp(addr) => {

@@ -54,12 +54,12 @@ pub enum Offer {
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
     /// The record is invalid for the name (bad signature, expired, malformed...).
-    #[error("record for {name} rejected: {source}")]
+    #[error("record for {name} rejected: {error}")]
     Rejected {
         /// The name.
         name: IpnsName,
         /// Why.
-        source: RecordError,
+        error: RecordError,
     },
     /// Persisting failed.
     #[error(transparent)]
@@ -133,10 +133,10 @@ impl Follower {
         };
         let name = followed.name;
         let record = IpnsRecord::validate(&name, bytes, SystemTime::now())
-            .map_err(|source| FollowError::Rejected { name, source })?;
+            .map_err(|error| FollowError::Rejected { name, error })?;
         let root = record
             .root()
-            .map_err(|source| FollowError::Rejected { name, source })?;
+            .map_err(|error| FollowError::Rejected { name, error })?;
         if let Some(held) = self.held(&name) {
             if !record.supersedes(&held.record) {
                 return Ok(Offer::Stale);

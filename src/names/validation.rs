@@ -47,10 +47,18 @@ pub enum StaleRecord {
 pub enum InvalidRecord {
     /// The key is not `/ipns/` followed by a peer id multihash.
     #[error("not an IPNS routing key: {0}")]
-    Key(#[from] NameError),
+    Key(NameError),
     /// The record is not valid for the name.
     #[error(transparent)]
     Record(#[from] RecordError),
+}
+
+// Written out rather than `#[from]`, which would also make the inner error the `source`: its
+// text is already in the message, and error-chain printers (anyhow's `{:#}`) would repeat it.
+impl From<NameError> for InvalidRecord {
+    fn from(e: NameError) -> Self {
+        InvalidRecord::Key(e)
+    }
 }
 
 /// Judges `bytes`, received under `routing_key`, as of `now`, against the records already held
