@@ -9,7 +9,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use ipns_registry::admin::{
-    AdminClient, AdminEndpoint, AdminError, GcRequest, StatusReport, StatusRequest,
+    AdminClient, AdminEndpoint, AdminError, ExportRequest, GcRequest, ImportRequest, StatusReport,
+    StatusRequest,
 };
 use ipns_registry::config::{default_data_dir, Config, FollowConfig, Mirror, Role, CONFIG_FILE};
 use ipns_registry::http::auth::htpasswd::{self, HtpasswdFile};
@@ -123,6 +124,47 @@ enum Command {
         htpasswd: Option<PathBuf>,
         #[command(subcommand)]
         action: UserAction,
+    },
+    /// Write images to a CAR file (CARv1) for an air-gapped move: every block they need and
+    /// a tree root holding just them. IMAGE is REPO (every tag of it), REPO:TAG or
+    /// REPO@DIGEST. Works on a running node (through its admin API) and on a stopped one.
+    Export {
+        /// The images.
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+        /// The CAR file to write (`-`: standard output).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// No progress bar (there is none either when standard output is not a terminal).
+        #[arg(short, long)]
+        quiet: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Reach the running node's admin API on this loopback TCP address (its admin.listen)
+        /// instead of the data directory's admin socket.
+        #[arg(long, env = "IPNS_REGISTRY_ADMIN_LISTEN", value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Make the images of a CAR file written by `export` pullable from this node (a writer),
+    /// with no network needed: every block is checked against its CID, every blob against its
+    /// digest and every manifest as a push would be, then all is linked in one commit; a CAR
+    /// that fails any check imports nothing. Works on a running node (through its admin API)
+    /// and on a stopped one (a new data directory becomes a writer's).
+    Import {
+        /// The CAR file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// No progress bar (there is none either when standard output is not a terminal).
+        #[arg(short, long)]
+        quiet: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Reach the running node's admin API on this loopback TCP address (its admin.listen)
+        /// instead of the data directory's admin socket.
+        #[arg(long, env = "IPNS_REGISTRY_ADMIN_LISTEN", value_name = "ADDR")]
+        listen: Option<SocketAddr>,
     },
     /// Verify the stored tree (the node must be stopped): every block present, every blob
     /// matching its digest, every tag and link pointing at existing content. Exits 1 on problems.
@@ -342,6 +384,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             gc(&paths, request, json, listen).await
         }
+        Command::Export {
+            images,
+            output,
+            quiet,
+            json,
+            listen,
+        } => {
+            let request = ExportRequest { images };
+            export(&paths, request, &output, quiet, json, listen).await
+        }
+        Command::Import {
+            file,
+            quiet,
+            json,
+            listen,
+        } => import(&paths, &file, quiet, json, listen).await,
     }
 }
 
@@ -898,4 +956,299 @@ async fn check(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+// ---- export / import: air-gapped moves in CAR files ----
+
+/// The admin API client of the node running on this data directory, if one may be running
+/// (`None`: no socket, so the node is stopped). An address given or configured names a
+/// running node: no fallback then.
+fn running_node(
+    paths: &Paths,
+    config: &Config,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<Option<AdminClient>> {
+    Ok(match admin_endpoint(paths, config, listen) {
+        Ok(AdminEndpoint::Tcp(addr)) => Some(AdminClient::new(AdminEndpoint::Tcp(addr))?),
+        Ok(AdminEndpoint::Socket(path)) if path.exists() => {
+            Some(AdminClient::new(AdminEndpoint::Socket(path))?)
+        }
+        _ => None,
+    })
+}
+
+/// Whether the error says no node listens on the data directory's socket (one that stopped
+/// without removing it).
+fn no_node_answers(e: &AdminError) -> bool {
+    matches!(
+        e,
+        AdminError::Unreachable {
+            endpoint: AdminEndpoint::Socket(_),
+            ..
+        }
+    )
+}
+
+/// The registry of a stopped node, with the roots of the names it follows as last resolved.
+async fn stopped_registry(paths: &Paths, config: &Config) -> anyhow::Result<Registry> {
+    let stores = Stores::open(&paths.data_dir).context(
+        "opening the stores (is a node running on this data directory with its admin API off?)",
+    )?;
+    let follower = Follower::load(followed_names(config)?, stores.meta.clone())?;
+    let options = RegistryOptions {
+        writable: config.role == Role::Writer,
+        max_manifest_bytes: config.registry.max_manifest_bytes,
+        ..RegistryOptions::default()
+    };
+    let registry = Registry::new(&stores, &paths.data_dir, options, stores.blocks.clone()).await?;
+    registry.set_followed_roots(follower.roots());
+    Ok(registry)
+}
+
+/// A progress bar of bytes with rate on stderr, drawn only for a person watching: not with
+/// `--quiet`, and not when standard output is not a terminal (scripts, pipes, `-o -`).
+fn transfer_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if quiet || !std::io::stdout().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bytes:>10}/{total_bytes} {binary_bytes_per_sec:>12} [{wide_bar}] {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Writes images to a CAR file, through the running node or from a stopped one's stores.
+async fn export(
+    paths: &Paths,
+    request: ExportRequest,
+    output: &Path,
+    quiet: bool,
+    json: bool,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    use ipns_registry::registry::{ExportReport, ImageSelector};
+    let config = load_config(paths)?;
+    let selectors = request
+        .images
+        .iter()
+        .map(|i| i.parse::<ImageSelector>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel::<anyhow::Result<bytes::Bytes>>(16);
+    let client = running_node(paths, &config, listen)?;
+    let mut stopped = client.is_none();
+    let mut report: Option<ExportReport> = None;
+    if let Some(client) = client {
+        match client.export(&request).await {
+            Ok((planned, mut car)) => {
+                report = Some(planned);
+                let chunks_tx = chunks_tx.clone();
+                tokio::spawn(async move {
+                    while let Some(chunk) = car.next_chunk().await {
+                        let failed = chunk.is_err();
+                        if chunks_tx.send(chunk.map_err(Into::into)).await.is_err() || failed {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) if no_node_answers(&e) => {
+                eprintln!("no node answers on its admin socket ({e}): exporting from the stopped node's stores");
+                stopped = true;
+            }
+            Err(e) => return Err(e).context("export on the running node"),
+        }
+    }
+    if stopped {
+        if !paths.data_dir.join("meta").exists() {
+            bail!("{} holds no registry", paths.data_dir.display());
+        }
+        let registry = stopped_registry(paths, &config).await?;
+        let plan = registry.plan_export(&selectors).await?;
+        report = Some(plan.report());
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let writer = tokio::spawn(async move { plan.write(&registry, tx).await });
+        let chunks_tx = chunks_tx.clone();
+        // The writer's chunks, then its error if it failed: one channel for both paths.
+        tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                if chunks_tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+            let failure = match writer.await {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => anyhow::Error::from(e),
+                Err(e) => anyhow::Error::from(e),
+            };
+            let _ = chunks_tx.send(Err(failure)).await;
+        });
+    }
+    drop(chunks_tx);
+    let Some(mut report) = report else {
+        bail!("no export was started");
+    };
+
+    let to_stdout = output == Path::new("-");
+    let bar = transfer_bar(report.bytes, quiet || to_stdout);
+    let partial = output.with_file_name(format!(
+        ".{}.partial-{}",
+        output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let mut written = 0u64;
+    let copied: anyhow::Result<()> = async {
+        use tokio::io::AsyncWriteExt;
+        let mut out: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>> = if to_stdout {
+            Box::pin(tokio::io::stdout())
+        } else {
+            Box::pin(
+                tokio::fs::File::create(&partial)
+                    .await
+                    .with_context(|| format!("creating {}", partial.display()))?,
+            )
+        };
+        while let Some(chunk) = chunks.recv().await {
+            let chunk = chunk?;
+            out.write_all(&chunk).await.context("writing the CAR")?;
+            written += chunk.len() as u64;
+            bar.set_position(written);
+        }
+        out.flush().await.context("writing the CAR")?;
+        Ok(())
+    }
+    .await;
+    bar.finish_and_clear();
+    if let Err(e) = copied {
+        if !to_stdout {
+            let _ = tokio::fs::remove_file(&partial).await;
+        }
+        return Err(e.context("export failed, no CAR written"));
+    }
+    if !to_stdout {
+        tokio::fs::rename(&partial, output)
+            .await
+            .with_context(|| format!("renaming {} to {}", partial.display(), output.display()))?;
+    }
+    report.bytes = written;
+    let summary = if json {
+        serde_json::to_string_pretty(&report)?
+    } else {
+        let mut text = String::new();
+        for image in &report.images {
+            text.push_str(&format!("exported {image}\n"));
+        }
+        text.push_str(&format!(
+            "{} blocks, {} bytes, root {} -> {}",
+            report.blocks,
+            report.bytes,
+            report.root,
+            output.display()
+        ));
+        text
+    };
+    // With the CAR on standard output, the summary goes to standard error.
+    if to_stdout {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Imports a CAR file, through the running node or into a stopped one's stores.
+async fn import(
+    paths: &Paths,
+    file: &Path,
+    quiet: bool,
+    json: bool,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    use futures_util::StreamExt;
+    let length = tokio::fs::metadata(file)
+        .await
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    // A data directory without a config is a writer's to be (`serve` initialises it).
+    let config = load_config(paths)?;
+    let mut report = None;
+    if let Some(client) = running_node(paths, &config, listen)? {
+        let opened = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("opening {}", file.display()))?;
+        let bar = transfer_bar(length, quiet);
+        let counted = bar.clone();
+        let chunks = futures_util::stream::unfold(opened, |mut file| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = bytes::BytesMut::with_capacity(1 << 20);
+            match file.read_buf(&mut buf).await {
+                Ok(0) => None,
+                Ok(_) => Some((Ok(buf.freeze()), file)),
+                Err(e) => Some((Err(e), file)),
+            }
+        })
+        .inspect(move |chunk| {
+            if let Ok(chunk) = chunk {
+                counted.inc(chunk.len() as u64);
+            }
+        });
+        let sent = client
+            .import(&ImportRequest::default(), Box::pin(chunks), Some(length))
+            .await;
+        bar.finish_and_clear();
+        match sent {
+            Ok(imported) => report = Some(imported),
+            Err(e) if no_node_answers(&e) => {
+                eprintln!("no node answers on its admin socket ({e}): importing into the stopped node's stores");
+            }
+            Err(e) => return Err(e).context(format!("import of {}", file.display())),
+        }
+    }
+    let report = match report {
+        Some(report) => report,
+        None => {
+            std::fs::create_dir_all(&paths.data_dir)
+                .with_context(|| format!("creating {}", paths.data_dir.display()))?;
+            let registry = stopped_registry(paths, &config).await?;
+            let opened =
+                std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+            let bar = transfer_bar(length, quiet);
+            let imported = registry
+                .import_car(std::io::BufReader::with_capacity(
+                    1 << 20,
+                    bar.wrap_read(opened),
+                ))
+                .await;
+            bar.finish_and_clear();
+            imported.with_context(|| format!("import of {}", file.display()))?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for image in &report.tags {
+            println!("imported {image}");
+        }
+        println!(
+            "{} repositories, {} manifests, {} blobs verified; {} blocks ({} new), {} bytes; root {}",
+            report.repositories,
+            report.manifests,
+            report.blobs,
+            report.blocks,
+            report.blocks_new,
+            report.bytes,
+            report.new_root
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

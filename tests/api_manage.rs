@@ -124,10 +124,11 @@ async fn deleting_a_tag_keeps_the_manifest() {
         "MANIFEST_UNKNOWN",
     )
     .await;
+    // No manifest can have a name that is not a tag (as the reference registry answers).
     assert_error(
         reg.delete("/v2/app/manifests/-bad").await,
-        400,
-        "MANIFEST_INVALID",
+        404,
+        "MANIFEST_UNKNOWN",
     )
     .await;
     // Deleting every tag leaves the repository and its manifests in place.

@@ -413,7 +413,7 @@ async fn unknown_manifests_blobs_and_names() {
     assert_head_error(reg.head(&format!("/v2/app/blobs/{absent_blob}")).await, 404).await;
     assert_head_error(reg.head(&format!("/v2/other/blobs/{blob}")).await, 404).await;
 
-    // Malformed references: 400, never 404 or 500.
+    // Malformed blob digests: 400, never 404 or 500.
     for bad in [
         "sha256:xyz",
         "sha256:",
@@ -426,7 +426,6 @@ async fn unknown_manifests_blobs_and_names() {
             "DIGEST_INVALID",
         )
         .await;
-        assert_error(reg.get_manifest("app", bad).await, 400, "DIGEST_INVALID").await;
     }
     assert_error(
         reg.get("/v2/app/blobs/notadigest").await,
@@ -434,13 +433,55 @@ async fn unknown_manifests_blobs_and_names() {
         "DIGEST_INVALID",
     )
     .await;
-    for bad_tag in ["-v1", ".v1", &"t".repeat(129)] {
+}
+
+/// A manifest reference that is neither a tag nor a digest names no manifest that can exist:
+/// GET, HEAD and DELETE answer 404 `MANIFEST_UNKNOWN`, as the reference registry does (it
+/// looks a malformed digest up as a tag and finds none), also in a repository that does not
+/// exist; a push to such a name is still the client's mistake, 400.
+#[tokio::test]
+async fn manifests_by_names_that_cannot_be_tags() {
+    let reg = TestRegistry::start().await;
+    let (manifest, _) = reg.push_image("app", "v1", 1).await;
+    let long = "t".repeat(129);
+    let malformed_digests = [
+        "sha256:xyz",
+        "sha256:",
+        "md5:d41d8cd98f00b204e9800998ecf8427e",
+        "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+    ];
+    let bad_tags = [".INVALID_MANIFEST_NAME", "-v1", ".v1", long.as_str()];
+    for repo in ["app", "nope"] {
+        for bad in malformed_digests.iter().chain(&bad_tags) {
+            let err =
+                assert_error(reg.get_manifest(repo, bad).await, 404, "MANIFEST_UNKNOWN").await;
+            assert_eq!(err["detail"]["reference"], *bad);
+            let path = format!("/v2/{repo}/manifests/{bad}");
+            assert_head_error(reg.head(&path).await, 404).await;
+            assert_error(reg.delete(&path).await, 404, "MANIFEST_UNKNOWN").await;
+        }
+    }
+    for bad in malformed_digests {
+        assert_error(
+            reg.put_manifest("app", bad, OCI_MANIFEST, &manifest).await,
+            400,
+            "DIGEST_INVALID",
+        )
+        .await;
+    }
+    for bad in bad_tags {
         let err = assert_error(
-            reg.get_manifest("app", bad_tag).await,
+            reg.put_manifest("app", bad, OCI_MANIFEST, &manifest).await,
             400,
             "MANIFEST_INVALID",
         )
         .await;
-        assert_eq!(err["detail"]["tag"], *bad_tag);
+        assert_eq!(err["detail"]["tag"], bad);
     }
+    // A method the endpoint does not have is still a 405, and the repository is untouched.
+    let resp = reg
+        .send(Method::PATCH, "/v2/app/manifests/.INVALID_MANIFEST_NAME")
+        .await;
+    assert_eq!(resp.status(), 405);
+    assert_eq!(reg.tags("app").await, ["v1"]);
 }

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::TryStreamExt;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, BodyStream, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -20,7 +22,14 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 
 use super::socket_path::SocketPath;
-use super::{AdminCommand, AdminCommands, AdminError, AdminFailure, GcRequest, StatusRequest};
+use super::{
+    AdminCommand, AdminCommands, AdminError, AdminFailure, CarStream, CommandFailure,
+    ExportRequest, GcRequest, ImportRequest, StatusRequest, REPORT_HEADER, REQUEST_HEADER,
+};
+use crate::registry::CAR_MEDIA_TYPE;
+
+/// The body of an admin answer: a small JSON document, or a CAR streamed as it is written.
+type AdminBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// Most admin connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 16;
@@ -200,13 +209,16 @@ async fn serve_connection<S>(
     }
 }
 
-async fn answer(commands: &dyn AdminCommands, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(commands: &dyn AdminCommands, req: Request<Incoming>) -> Response<AdminBody> {
     let path = req.uri().path().to_owned();
     if req.method() != Method::POST {
         return failure(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("admin commands are sent with POST, not {}", req.method()),
         );
+    }
+    if path == ImportRequest::PATH {
+        return import(commands, req).await;
     }
     let body = match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
         .collect()
@@ -227,16 +239,80 @@ async fn answer(commands: &dyn AdminCommands, req: Request<Incoming>) -> Respons
             },
             Err(resp) => resp,
         },
+        ExportRequest::PATH => match parse::<ExportRequest>(&body) {
+            Ok(request) => match commands.export(request).await {
+                Ok((report, car)) => car_response(&report, car),
+                Err(e) => command_failure(e),
+            },
+            Err(resp) => resp,
+        },
         other => failure(
             StatusCode::NOT_FOUND,
-            format!("no admin command {other:?} (this node knows /status and /gc)"),
+            format!(
+                "no admin command {other:?} (this node knows /status, /gc, /export and /import)"
+            ),
         ),
     }
 }
 
+/// `import`: the request in its header, the CAR in the body, streamed to the node as it comes.
+async fn import(commands: &dyn AdminCommands, req: Request<Incoming>) -> Response<AdminBody> {
+    let request = req
+        .headers()
+        .get(REQUEST_HEADER)
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    let request = match parse::<ImportRequest>(&request) {
+        Ok(request) => request,
+        Err(resp) => return resp,
+    };
+    let car: CarStream = Box::pin(
+        BodyStream::new(req.into_body())
+            .try_filter_map(|frame| async move { Ok(frame.into_data().ok()) })
+            .map_err(std::io::Error::other),
+    );
+    match commands.import(request, car).await {
+        Ok(report) => success(&report),
+        Err(e) => command_failure(e),
+    }
+}
+
+/// The CAR as the body, the report as a header before it. A failure while the CAR streams
+/// ends the body early, so the client sees a broken transfer, never a short file taken whole.
+fn car_response(report: &impl Serialize, car: CarStream) -> Response<AdminBody> {
+    let report = match serde_json::to_string(report) {
+        Ok(report) => report,
+        Err(e) => {
+            return failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding the report: {e}"),
+            )
+        }
+    };
+    let Ok(report) = http::HeaderValue::from_str(&report) else {
+        return failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the report does not fit a header",
+        );
+    };
+    let body = StreamBody::new(car.map_ok(hyper::body::Frame::data));
+    let mut resp = Response::new(BodyExt::boxed_unsync(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(CAR_MEDIA_TYPE),
+    );
+    resp.headers_mut().insert(REPORT_HEADER, report);
+    resp
+}
+
+fn command_failure(e: CommandFailure) -> Response<AdminBody> {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    failure(status, e.error)
+}
+
 /// The request of command `C`; an empty body is the command's default request.
 #[allow(clippy::result_large_err)] // the error is the response to send, built once
-fn parse<C: AdminCommand>(body: &[u8]) -> Result<C, Response<Full<Bytes>>> {
+fn parse<C: AdminCommand>(body: &[u8]) -> Result<C, Response<AdminBody>> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}".as_slice()
     } else {
@@ -250,7 +326,7 @@ fn parse<C: AdminCommand>(body: &[u8]) -> Result<C, Response<Full<Bytes>>> {
     })
 }
 
-fn success(value: &impl Serialize) -> Response<Full<Bytes>> {
+fn success(value: &impl Serialize) -> Response<AdminBody> {
     match serde_json::to_vec(value) {
         Ok(bytes) => json(StatusCode::OK, bytes),
         Err(e) => failure(
@@ -260,15 +336,16 @@ fn success(value: &impl Serialize) -> Response<Full<Bytes>> {
     }
 }
 
-fn failure(status: StatusCode, error: impl Into<String>) -> Response<Full<Bytes>> {
+fn failure(status: StatusCode, error: impl Into<String>) -> Response<AdminBody> {
     let body = AdminFailure {
         error: error.into(),
     };
     json(status, serde_json::to_vec(&body).unwrap_or_default())
 }
 
-fn json(status: StatusCode, bytes: Vec<u8>) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+fn json(status: StatusCode, bytes: Vec<u8>) -> Response<AdminBody> {
+    let body = Full::new(Bytes::from(bytes)).map_err(|never| match never {});
+    let mut resp = Response::new(BodyExt::boxed_unsync(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -40,7 +40,7 @@ pub use server::{
 pub use uploads::parse_content_range;
 
 use crate::metrics::{HttpMetrics, Metrics, RouteClass};
-use crate::registry::{Registry, RepoName};
+use crate::registry::{Registry, RegistryError, RepoName};
 use auth::{Action, Auth, Verdict};
 use gateway::Gateway;
 
@@ -272,6 +272,19 @@ impl HttpApi {
                     manifests::put(r, &repo, &reference, headers, request_body(body)).await
                 }
                 Method::DELETE => manifests::delete(r, &repo, &reference).await,
+                _ => Err(ApiError::method_not_allowed(m, allow)),
+            },
+            Route::ManifestByInvalidReference(_, reference) => match *m {
+                // No manifest can be stored under a name that is not a tag or a digest: reads
+                // and deletes find nothing, as with the reference registry (CNCF distribution
+                // looks a malformed digest up as a tag, and routes no other malformed name).
+                Method::GET | Method::HEAD | Method::DELETE => {
+                    Err(RegistryError::ManifestUnknown(reference).into())
+                }
+                // A push names where to store: a name that cannot be one is the client's error.
+                Method::PUT => Err(route::manifest_ref(&reference)
+                    .err()
+                    .unwrap_or_else(|| ApiError::tag_invalid(&reference))),
                 _ => Err(ApiError::method_not_allowed(m, allow)),
             },
             Route::Blob(repo, digest) => match *m {

@@ -19,6 +19,10 @@ pub enum Route {
     Tags(RepoName),
     /// `/v2/<name>/manifests/<reference>`
     Manifest(RepoName, ManifestRef),
+    /// `/v2/<name>/manifests/<reference>` where the reference is neither a tag nor a digest:
+    /// no such manifest can exist, so reads and deletes find nothing (404, as the reference
+    /// registry answers) while a push is refused as malformed (400).
+    ManifestByInvalidReference(RepoName, String),
     /// `/v2/<name>/blobs/<digest>`
     Blob(RepoName, Digest),
     /// `/v2/<name>/blobs/uploads/`
@@ -34,7 +38,7 @@ impl Route {
     pub fn allowed_methods(&self) -> &'static str {
         match self {
             Route::Base | Route::Catalog | Route::Tags(_) | Route::Referrers(..) => "GET, HEAD",
-            Route::Manifest(..) => "GET, HEAD, PUT, DELETE",
+            Route::Manifest(..) | Route::ManifestByInvalidReference(..) => "GET, HEAD, PUT, DELETE",
             Route::Blob(..) => "GET, HEAD, DELETE",
             Route::UploadStart(_) => "POST",
             Route::Upload(..) => "GET, HEAD, PATCH, PUT, DELETE",
@@ -47,7 +51,7 @@ impl Route {
             Route::Base => RouteClass::Base,
             Route::Catalog => RouteClass::Catalog,
             Route::Tags(_) => RouteClass::Tags,
-            Route::Manifest(..) => RouteClass::Manifest,
+            Route::Manifest(..) | Route::ManifestByInvalidReference(..) => RouteClass::Manifest,
             Route::Blob(..) => RouteClass::Blob,
             Route::UploadStart(_) | Route::Upload(..) => RouteClass::Upload,
             Route::Referrers(..) => RouteClass::Referrers,
@@ -74,7 +78,9 @@ pub fn digest(s: &str) -> Result<Digest, ApiError> {
         .map_err(|e: crate::registry::DigestError| ApiError::digest_invalid(e.to_string()))
 }
 
-fn manifest_ref(s: &str) -> Result<ManifestRef, ApiError> {
+/// Parses a manifest reference: a digest (anything with a `:`) or a tag, mapping failures to
+/// `DIGEST_INVALID` or a tag's `MANIFEST_INVALID`.
+pub fn manifest_ref(s: &str) -> Result<ManifestRef, ApiError> {
     if s.contains(':') {
         return digest(s).map(ManifestRef::Digest);
     }
@@ -112,7 +118,12 @@ pub fn parse(path: &str) -> Result<Option<Route>, ApiError> {
     } else if n >= 3 && tail(2) == ["blobs", "uploads"] {
         Route::UploadStart(repo(head(2))?)
     } else if n >= 3 && segments[n - 2] == "manifests" {
-        Route::Manifest(repo(head(2))?, manifest_ref(segments[n - 1])?)
+        let name = repo(head(2))?;
+        let reference = segments[n - 1];
+        match manifest_ref(reference) {
+            Ok(reference) => Route::Manifest(name, reference),
+            Err(_) => Route::ManifestByInvalidReference(name, reference.to_owned()),
+        }
     } else if n >= 3 && segments[n - 2] == "blobs" {
         Route::Blob(repo(head(2))?, digest(segments[n - 1])?)
     } else if n >= 3 && segments[n - 2] == "referrers" {
@@ -248,7 +259,21 @@ mod tests {
         ));
         assert!(parse("/v2/A/manifests/latest").is_err());
         assert!(parse("/v2/a/blobs/sha256:zz").is_err());
-        assert!(parse("/v2/a/manifests/-x").is_err());
+        assert_eq!(
+            parse("/v2/a/manifests/-x").ok().flatten(),
+            Some(Route::ManifestByInvalidReference(name("a"), "-x".into()))
+        );
+        assert_eq!(
+            parse("/v2/a/manifests/sha256:zz").ok().flatten(),
+            Some(Route::ManifestByInvalidReference(
+                name("a"),
+                "sha256:zz".into()
+            ))
+        );
+        assert!(
+            parse("/v2/A/manifests/-x").is_err(),
+            "the name is checked first"
+        );
         assert_eq!(parse("/v3/").ok().flatten(), None);
         assert_eq!(parse("/v2/a/other/thing").ok().flatten(), None);
     }

@@ -1,6 +1,7 @@
 //! A running node: opens the stores, the key, the embedded IPFS node and the registry from a
 //! data directory, starts replication, and serves HTTP.
 
+mod airgap;
 mod allocator;
 mod blocks;
 mod gateway;

@@ -13,13 +13,14 @@ use async_trait::async_trait;
 use super::gc::GarbageCollector;
 use super::replication::Replication;
 use crate::admin::{
-    AdminCommands, DiskStatus, FollowedStatus, GcRequest, MirrorStatus, OwnStatus, StatusReport,
+    AdminCommands, CarStream, CommandFailure, DiskStatus, ExportRequest, FollowedStatus, GcRequest,
+    ImportRequest, MirrorStatus, OwnStatus, StatusReport,
 };
 use crate::config::{HealthConfig, Role};
 use crate::http::{NodeHealth, Readiness};
 use crate::names::IpnsName;
 use crate::p2p::P2p;
-use crate::registry::{GcReport, Registry};
+use crate::registry::{ExportReport, GcReport, ImportReport, Registry};
 
 /// The status and readiness of a running node, and its admin commands.
 pub struct NodeReport {
@@ -178,6 +179,21 @@ impl AdminCommands for NodeReport {
 
     async fn gc(&self, request: GcRequest) -> Result<GcReport, String> {
         self.gc.collect(&request).await.map_err(|e| e.to_string())
+    }
+
+    async fn export(
+        &self,
+        request: ExportRequest,
+    ) -> Result<(ExportReport, CarStream), CommandFailure> {
+        super::airgap::export(self.registry.clone(), request).await
+    }
+
+    async fn import(
+        &self,
+        request: ImportRequest,
+        car: CarStream,
+    ) -> Result<ImportReport, CommandFailure> {
+        super::airgap::import(&self.registry, request, car).await
     }
 }
 

@@ -33,7 +33,7 @@ pub struct PushedManifest {
 }
 
 impl Registry {
-    async fn resolve_manifest(
+    pub(super) async fn resolve_manifest(
         &self,
         root: &[Cid],
         repo: &RepoName,

@@ -1,6 +1,7 @@
 //! The registry: blobs, manifests, tags, uploads and referrers, over the storage tree.
 //! It knows repositories, paths and digests; nothing of HTTP or of peers.
 
+mod airgap;
 mod blobs;
 mod check;
 mod collect;
@@ -22,6 +23,10 @@ use std::sync::{Arc, RwLock};
 
 use cid::Cid;
 
+pub use airgap::{
+    AirGapError, ExportPlan, ExportReport, ImagePick, ImageSelector, ImportReport, MovedImage,
+    CAR_MEDIA_TYPE,
+};
 pub use blobs::BlobInfo;
 pub use check::CheckReport;
 pub use collect::{GcOptions, GcReport, PruneReport, UploadsReport, DEFAULT_LAYER_GRACE};

@@ -70,9 +70,23 @@ impl<'a> Action<'a> {
             Route::Base if read => Action::Login,
             Route::Catalog if read => Action::Catalog,
             Route::Tags(repo) | Route::Referrers(repo, _) if read => Action::Pull(repo),
-            Route::Manifest(repo, _) | Route::Blob(repo, _) if read => Action::Pull(repo),
-            Route::Manifest(repo, _) if method == Method::PUT => Action::Push(repo),
-            Route::Manifest(repo, _) | Route::Blob(repo, _) if method == Method::DELETE => {
+            Route::Manifest(repo, _)
+            | Route::ManifestByInvalidReference(repo, _)
+            | Route::Blob(repo, _)
+                if read =>
+            {
+                Action::Pull(repo)
+            }
+            Route::Manifest(repo, _) | Route::ManifestByInvalidReference(repo, _)
+                if method == Method::PUT =>
+            {
+                Action::Push(repo)
+            }
+            Route::Manifest(repo, _)
+            | Route::ManifestByInvalidReference(repo, _)
+            | Route::Blob(repo, _)
+                if method == Method::DELETE =>
+            {
                 Action::Delete(repo)
             }
             Route::UploadStart(repo) if method == Method::POST => Action::Push(repo),
