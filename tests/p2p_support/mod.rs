@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cid::Cid;
-use ipns_registry::names::{judge_record, RecordJudgement};
+use ipns_registry::names::{check_routing_key, judge_record, RecordJudgement};
 use ipns_registry::p2p::{P2p, P2pConfig, P2pEvent, RecordSource, RecordValidator, RecordVerdict};
 use ipns_registry::store::BlockStore;
 use ipns_registry::tree::{cid_of, RAW};
@@ -35,6 +35,11 @@ impl RecordSource for MemoryRecords {
     fn newest(&self, routing_key: &[u8]) -> Option<Vec<u8>> {
         self.0.lock().unwrap().get(routing_key).cloned()
     }
+
+    fn all(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let held = self.0.lock().unwrap();
+        held.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
 }
 
 impl RecordValidator for MemoryRecords {
@@ -46,6 +51,12 @@ impl RecordValidator for MemoryRecords {
             RecordJudgement::Stale(why) => RecordVerdict::Ignore(why.to_string()),
             RecordJudgement::Invalid(why) => RecordVerdict::Reject(why.to_string()),
         }
+    }
+
+    fn check_key(&self, routing_key: &[u8]) -> Result<(), String> {
+        check_routing_key(routing_key)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 
