@@ -424,14 +424,15 @@ pub async fn fetch_from(addr: &Multiaddr, key: &[u8]) -> FetchResponse {
             identifier: key.to_vec(),
         }
         .encode_to_vec();
-        stream
-            .write_all(&length_prefixed(&request))
-            .await
-            .unwrap();
+        stream.write_all(&length_prefixed(&request)).await.unwrap();
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await.unwrap();
         let (len, body) = unsigned_varint::decode::usize(&answer).expect("a length prefix");
-        assert_eq!(body.len(), len, "exactly one message, then the stream closes");
+        assert_eq!(
+            body.len(),
+            len,
+            "exactly one message, then the stream closes"
+        );
         FetchResponse::decode(body).expect("a FetchResponse")
     };
     let answer = tokio::time::timeout(Duration::from_secs(20), exchange)
