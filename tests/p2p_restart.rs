@@ -1,6 +1,7 @@
 //! Records from the start: a writer killed and started again serves the record it holds on disk
 //! through the DHT and through libp2p fetch before it publishes anything again, and a fresh
-//! replica follows it and serves its image.
+//! replica follows it and serves its image; that replica, restarted with the writer gone, serves
+//! the followed record too.
 
 mod common;
 mod p2p_support;
@@ -29,7 +30,7 @@ fn sequence_of(name: &IpnsName, record: &[u8]) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_writer_serves_its_record_before_publishing_again() {
+async fn restarted_nodes_serve_the_records_they_hold_before_publishing_again() {
     let mut writer = TestNode::init("writer");
     // Republishing is an hour away: whatever is served after the restart comes from disk.
     let config = writer.data_dir().join("config.toml");
@@ -122,4 +123,15 @@ async fn a_restarted_writer_serves_its_record_before_publishing_again() {
         status.followed[0].sequence,
         Some(sequence_of(&name, &published))
     );
+
+    // The replica, restarted with the writer gone, serves the followed record it holds from
+    // its first moment, over fetch and both DHTs.
+    writer.kill();
+    replica.restart();
+    let addr = p2p_addr(&replica);
+    let answer = fetch_from(&addr, &key).await;
+    assert_eq!(answer.status, FETCH_OK);
+    assert_eq!(answer.data, published, "the replica serves the followed record");
+    assert_eq!(kad_get_from(LAN_KAD_PROTOCOL, &addr, &key).await, vec![published.clone()]);
+    assert_eq!(kad_get_from(KAD_PROTOCOL, &addr, &key).await, vec![published]);
 }

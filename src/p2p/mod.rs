@@ -410,7 +410,7 @@ impl P2p {
     }
 
     /// Publishes a record on the gossipsub topic (IPNS over pubsub: the message data is the raw
-    /// record) and puts it in the DHT under `routing_key` if the validator accepts it there.
+    /// record) and puts it in both DHTs under `routing_key` if the validator accepts it there.
     /// Both are best effort: having no subscribed or DHT peers is not an error.
     pub async fn publish(
         &self,
