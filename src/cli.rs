@@ -247,6 +247,8 @@ impl From<RoleArg> for Role {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // Before the runtime starts its threads (see node::allocator).
+    ipns_registry::node::limit_malloc_arenas();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -41,12 +41,12 @@ impl std::fmt::Display for Role {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// The file is not valid configuration.
     #[error("{path}: {message}")]
@@ -76,6 +76,8 @@ pub struct Config {
     pub ipns: IpnsConfig,
     /// Authentication (htpasswd) and access rules of the HTTP API.
     pub auth: AuthConfig,
+    /// Memory knobs, for small boards.
+    pub memory: MemoryConfig,
     /// The Prometheus endpoint `/metrics`.
     pub metrics: MetricsConfig,
     /// The admin API (`status`, `gc` on a running node).
@@ -84,6 +86,30 @@ pub struct Config {
     pub gc: GcConfig,
     /// What `/readyz` checks.
     pub health: HealthConfig,
+}
+
+/// Memory knobs: how much the node caches and keeps in flight (see also `http.max_connections`
+/// and `p2p.max_connections`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// MiB of the metadata store (sled) cached in memory.
+    pub meta_cache_mib: u64,
+    /// Blocks one pull or mirror walk fetches from peers at once (each up to 1 MiB).
+    pub fetch_concurrency: usize,
+    /// Blocks received over Bitswap that are hashed and stored at once, per peer stream (each
+    /// up to 1 MiB).
+    pub bitswap_receive_concurrency: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            meta_cache_mib: crate::store::DEFAULT_META_CACHE_BYTES / (1024 * 1024),
+            fetch_concurrency: crate::registry::DEFAULT_FETCH_CONCURRENCY,
+            bitswap_receive_concurrency: crate::p2p::bitswap::DEFAULT_RECEIVE_CONCURRENCY,
+        }
+    }
 }
 
 /// The Prometheus endpoint `GET /metrics`.
@@ -446,9 +472,9 @@ impl Default for HealthConfig {
 impl Config {
     /// Reads a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
@@ -463,9 +489,9 @@ impl Config {
 
     /// Writes the config file atomically (temporary file, sync, rename).
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let io = |source| ConfigError::Io {
+        let io = |error| ConfigError::Io {
             path: path.to_owned(),
-            source,
+            error,
         };
         let text = toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid {
             path: path.to_owned(),

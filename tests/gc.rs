@@ -5,34 +5,17 @@
 
 mod common;
 
-use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{pseudo_random, sha256, TestNode};
+use common::{pseudo_random, sha256, wait_for, TestNode};
 use ipns_registry::admin::GcRequest;
 use ipns_registry::registry::GcReport;
 use ipns_registry::tree::{cid_of, CHUNK_SIZE, RAW};
 
-const WAIT: Duration = Duration::from_secs(60);
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// An image: its blobs (config first) and manifest, as pushed.
 #[derive(Debug, Clone)]

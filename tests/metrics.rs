@@ -5,36 +5,19 @@
 mod common;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use common::{push_image, TestNode};
+use common::{push_image, wait_for, TestNode};
 use ipns_registry::names::{IpnsName, IpnsRecord};
 use ipns_registry::p2p::{P2p, P2pConfig, RecordSource, RecordValidator, RecordVerdict};
 use ipns_registry::store::BlockStore;
 use libp2p::identity::Keypair;
 use prometheus_parse::{LineInfo, Scrape, Value};
 
-const WAIT: Duration = Duration::from_secs(45);
 const ACCEPT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// One scrape of a node's `/metrics`, parsed.
 struct Metrics {

@@ -1,84 +1,166 @@
-//! LAN discovery: two nodes with mDNS on find and connect to each other. mDNS only announces
-//! addresses of the interface it runs on (never loopback), so these nodes listen on 0.0.0.0.
-//! Skipped, with the reason printed, where the sandbox has no working multicast.
+//! LAN discovery: two nodes with mDNS on find and connect to each other. Each node runs in a
+//! network namespace of its own, the two joined by a veth pair, so that no multicast ever leaves
+//! by the machine's own interfaces. Needs root and iproute2's `ip`; skipped with the reason
+//! printed otherwise (CI runs as root).
 
 mod p2p_support;
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
+use ipns_registry::p2p::P2p;
+use ipns_registry::store::BlockStore;
+use ipns_registry::tree::{cid_of, RAW};
 use libp2p::identity::Keypair;
 use p2p_support::{wait_until, TestNode};
+use tokio::sync::oneshot;
 
-/// Whether IPv4 multicast works here: a datagram sent to an mDNS-range group comes back to a
-/// socket that joined it. `Err` says why not.
-fn multicast_works() -> Result<(), String> {
-    let group = Ipv4Addr::new(224, 0, 0, 251);
-    // Which interface multicast leaves by (fails without a multicast route).
-    let probe = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("binding a UDP socket: {e}"))?;
-    probe
-        .connect(SocketAddr::from((group, 5353)))
-        .map_err(|e| format!("no multicast route: {e}"))?;
-    let iface = match probe.local_addr().map_err(|e| e.to_string())? {
-        SocketAddr::V4(addr) if !addr.ip().is_loopback() && !addr.ip().is_unspecified() => {
-            *addr.ip()
-        }
-        other => {
-            return Err(format!(
-                "multicast would leave by {other}, not a LAN interface"
-            ))
-        }
-    };
-    let receiver = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-    let port = receiver.local_addr().map_err(|e| e.to_string())?.port();
-    receiver
-        .join_multicast_v4(&group, &iface)
-        .map_err(|e| format!("joining {group} on {iface}: {e}"))?;
-    receiver
-        .set_read_timeout(Some(Duration::from_secs(1)))
-        .map_err(|e| e.to_string())?;
-    let sender = UdpSocket::bind(SocketAddr::from((iface, 0))).map_err(|e| e.to_string())?;
-    sender
-        .send_to(
-            b"ipns-registry multicast probe",
-            SocketAddr::from((group, port)),
-        )
-        .map_err(|e| format!("sending to {group}: {e}"))?;
-    let mut buf = [0u8; 64];
-    match receiver.recv_from(&mut buf) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!(
-            "multicast datagram did not come back on {iface}: {e}"
-        )),
+/// Runs `ip ARGS`; `Err` with its output when it fails.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("running ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn nodes_on_the_lan_find_each_other() {
-    if let Err(reason) = multicast_works() {
-        println!("skipping the mDNS test: {reason}");
-        return;
+/// Two network namespaces joined by a veth pair (10.213.42.1 and .2); removed on drop, also
+/// when the test fails.
+struct LinkedNamespaces {
+    names: [String; 2],
+}
+
+impl LinkedNamespaces {
+    fn create() -> Result<Self, String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("creating network namespaces needs root".into());
+        }
+        let tag = std::process::id() % 100_000;
+        let namespaces = LinkedNamespaces {
+            names: [format!("iprmdns-a{tag}"), format!("iprmdns-b{tag}")],
+        };
+        let [a, b] = &namespaces.names;
+        ip(&["netns", "add", a])?;
+        ip(&["netns", "add", b])?;
+        let (va, vb) = (format!("vma{tag}"), format!("vmb{tag}"));
+        ip(&[
+            "link", "add", &va, "netns", a, "type", "veth", "peer", "name", &vb, "netns", b,
+        ])?;
+        for (ns, dev, addr) in [(a, &va, "10.213.42.1/24"), (b, &vb, "10.213.42.2/24")] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        Ok(namespaces)
     }
-    let config = |keypair| ipns_registry::p2p::P2pConfig {
-        listen: vec!["/ip4/0.0.0.0/tcp/0".parse().unwrap()],
-        mdns: true,
-        fetch_timeout: Duration::from_secs(5),
-        ..ipns_registry::p2p::P2pConfig::new(keypair)
+}
+
+impl Drop for LinkedNamespaces {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
+
+/// A node started inside a network namespace: its own thread entered the namespace before
+/// building the node's runtime, so every socket the node opens (and every thread its runtime
+/// starts) lives there.
+struct NamespacedNode {
+    p2p: P2p,
+    blocks: Arc<BlockStore>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NamespacedNode {
+    fn start(namespace: &str) -> Self {
+        let path = format!("/run/netns/{namespace}");
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let ns = File::open(&path).expect("open the namespace");
+            // SAFETY: a valid namespace file descriptor; setns only affects this thread.
+            let entered = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(entered, 0, "setns: {}", std::io::Error::last_os_error());
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let config = ipns_registry::p2p::P2pConfig {
+                    listen: vec!["/ip4/0.0.0.0/tcp/0".parse().unwrap()],
+                    mdns: true,
+                    fetch_timeout: Duration::from_secs(5),
+                    ..ipns_registry::p2p::P2pConfig::new(Keypair::generate_ed25519())
+                };
+                let node = TestNode::start_with(config).await;
+                ready_tx
+                    .send((node.p2p.clone(), node.blocks.clone()))
+                    .expect("send the node");
+                let _ = stopped.await;
+                drop(node);
+            });
+        });
+        let (p2p, blocks) = ready_rx.recv().expect("the node started");
+        NamespacedNode {
+            p2p,
+            blocks,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NamespacedNode {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_the_lan_find_each_other() {
+    let namespaces = match LinkedNamespaces::create() {
+        Ok(namespaces) => namespaces,
+        Err(reason) => {
+            println!("skipping the mDNS test: {reason}");
+            return;
+        }
     };
-    let a = TestNode::start_with(config(Keypair::generate_ed25519())).await;
-    let b = TestNode::start_with(config(Keypair::generate_ed25519())).await;
+    let a = NamespacedNode::start(&namespaces.names[0]);
+    let b = NamespacedNode::start(&namespaces.names[1]);
     let b_id = b.p2p.peer_id();
     let Some(took) = wait_until(Duration::from_secs(20), || async {
         a.p2p.connected_peers().await.contains(&b_id)
     })
     .await
     else {
-        panic!("multicast works here, yet the nodes did not find each other within 20 s");
+        panic!("the nodes did not find each other by mDNS within 20 s");
     };
     println!("mDNS discovery and connection took {took:?}");
-    let cid = b.put_block(b"found on the LAN");
-    assert_eq!(
-        a.p2p.fetch_block(&cid).await.unwrap().as_ref(),
-        b"found on the LAN"
-    );
+    let data = b"found on the LAN";
+    let cid = cid_of(RAW, data);
+    b.blocks.put_blocking(&cid, data).unwrap();
+    assert_eq!(a.p2p.fetch_block(&cid).await.unwrap().as_ref(), data);
+    drop((a, b));
+    drop(namespaces);
 }

@@ -5,11 +5,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{push_image, sha256, PushedImage, TestNode};
+use common::{push_image, served_manifest, sha256, wait_for, PushedImage, TestNode};
 use ipns_registry::admin::StatusReport;
 use ipns_registry::config::Role;
 use ipns_registry::names::{IpnsName, IpnsRecord};
@@ -17,42 +16,7 @@ use ipns_registry::p2p::{P2p, P2pConfig, RecordSource, RecordValidator, RecordVe
 use ipns_registry::store::BlockStore;
 use libp2p::identity::Keypair;
 
-const WAIT: Duration = Duration::from_secs(45);
 const ACCEPT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// The digest of the manifest `reference` served by the node at `base`, if it serves it.
-async fn served_manifest(
-    client: &reqwest::Client,
-    base: &str,
-    repo: &str,
-    reference: &str,
-) -> Option<String> {
-    let resp = client
-        .get(format!("{base}/v2/{repo}/manifests/{reference}"))
-        .header("Accept", ACCEPT_MANIFEST)
-        .send()
-        .await
-        .ok()?;
-    if resp.status() != 200 {
-        return None;
-    }
-    Some(sha256(&resp.bytes().await.ok()?))
-}
 
 /// GET of a JSON document.
 async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {

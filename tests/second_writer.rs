@@ -5,49 +5,11 @@
 
 mod common;
 
-use std::future::Future;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{binary, push_image, sha256, TestNode};
+use common::{binary, push_image, served_manifest, wait_for, TestNode, WAIT};
 use ipns_registry::http::Readiness;
-
-const WAIT: Duration = Duration::from_secs(45);
-const ACCEPT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The digest of the manifest `reference` served by `base`, if it serves it.
-async fn served_manifest(
-    client: &reqwest::Client,
-    base: &str,
-    repo: &str,
-    tag: &str,
-) -> Option<String> {
-    let resp = client
-        .get(format!("{base}/v2/{repo}/manifests/{tag}"))
-        .header("Accept", ACCEPT_MANIFEST)
-        .send()
-        .await
-        .ok()?;
-    if resp.status() != 200 {
-        return None;
-    }
-    Some(sha256(&resp.bytes().await.ok()?))
-}
 
 /// `/_health` (the old name of `/readyz`, still answered): its status and document.
 async fn health(client: &reqwest::Client, base: &str) -> (u16, Readiness) {

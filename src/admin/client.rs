@@ -11,6 +11,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
+use super::socket_path::SocketPath;
+
 use super::{AdminCommand, AdminError, AdminFailure};
 
 /// Largest answer read (a status report or a collection's report is a few KiB).
@@ -64,7 +66,11 @@ impl AdminClient {
         };
         match &self.endpoint {
             AdminEndpoint::Socket(path) => {
-                let stream = UnixStream::connect(path).await.map_err(unreachable)?;
+                // Opening the socket's directory, when the path is long, is one quick call.
+                let path = SocketPath::new(path).map_err(unreachable)?;
+                let stream = UnixStream::connect(path.as_path())
+                    .await
+                    .map_err(unreachable)?;
                 self.exchange(stream, request).await
             }
             AdminEndpoint::Tcp(addr) => {

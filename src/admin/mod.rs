@@ -9,6 +9,7 @@
 
 mod client;
 mod server;
+mod socket_path;
 mod status;
 
 use std::net::SocketAddr;
@@ -83,7 +84,7 @@ pub enum AdminError {
     #[error("{0} is not a loopback address: the admin API is reachable from this machine only")]
     NotLoopback(SocketAddr),
     /// The unix socket could not be set up.
-    #[error("admin socket {path}: {source}")]
+    #[error("admin socket {path}")]
     Socket {
         /// The socket's path.
         path: PathBuf,
@@ -91,7 +92,7 @@ pub enum AdminError {
         source: std::io::Error,
     },
     /// The TCP listener could not be bound.
-    #[error("admin listener {addr}: {source}")]
+    #[error("admin listener {addr}")]
     Listen {
         /// The address.
         addr: SocketAddr,
@@ -99,7 +100,7 @@ pub enum AdminError {
         source: std::io::Error,
     },
     /// Nothing answers at the endpoint (no node runs, or it serves no admin API there).
-    #[error("cannot reach the node's admin API at {endpoint}: {source}")]
+    #[error("cannot reach the node's admin API at {endpoint}")]
     Unreachable {
         /// The endpoint.
         endpoint: AdminEndpoint,

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 
+use super::socket_path::SocketPath;
 use super::{AdminCommand, AdminCommands, AdminError, AdminFailure, GcRequest, StatusRequest};
 
 /// Most admin connections served at once; more wait in the listen backlog.
@@ -156,7 +157,7 @@ async fn accept_failed(e: &std::io::Error) {
 /// Binds `path` with mode 0600 from the start: the socket is made in a private directory next
 /// to it, restricted, then renamed into place. A socket left by a node that is gone is replaced.
 fn bind_socket(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+    if std::os::unix::net::UnixStream::connect(SocketPath::new(path)?.as_path()).is_ok() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
             "another process serves this socket",
@@ -168,7 +169,7 @@ fn bind_socket(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener>
     std::fs::DirBuilder::new().mode(0o700).create(&private)?;
     let staged = private.join("s");
     let result = (|| {
-        let listener = std::os::unix::net::UnixListener::bind(&staged)?;
+        let listener = std::os::unix::net::UnixListener::bind(SocketPath::new(&staged)?.as_path())?;
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
         std::fs::rename(&staged, path)?;
         listener.set_nonblocking(true)?;

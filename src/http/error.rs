@@ -119,6 +119,19 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         use RegistryError as E;
         let message = e.to_string();
+        if e.is_storage_full() {
+            // Not the client's fault and not a bug: 507 says the node is out of space, and the
+            // message, which clients print, says what to do. Nothing half-written is kept: the
+            // upload is back at its last acknowledged size and the tree at its last root.
+            tracing::warn!(error = %message, "storage full: a write was refused");
+            return Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "UNKNOWN",
+                format!(
+                    "the registry's storage is full ({message}); nothing of this request was kept: free space on the registry node, then retry"
+                ),
+            );
+        }
         match e {
             E::BlobUnknown(d) => Self::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", message)
                 .detail(json!({ "digest": d })),

@@ -27,7 +27,15 @@ pub enum TlsError {
     },
     /// rustls refused the pair (e.g. the key does not belong to the certificate).
     #[error("TLS configuration: {0}")]
-    Config(#[from] rustls::Error),
+    Config(rustls::Error),
+}
+
+// Written out rather than `#[from]`, which would also make the inner error the `source`: its
+// text is already in the message, and error-chain printers (anyhow's `{:#}`) would repeat it.
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        TlsError::Config(e)
+    }
 }
 
 /// The server configuration for the certificate chain in `cert` (PEM, leaf first, then any

@@ -55,12 +55,12 @@ pub enum Offer {
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
     /// The record is invalid for the name (bad signature, expired, malformed...).
-    #[error("record for {name} rejected: {source}")]
+    #[error("record for {name} rejected: {error}")]
     Rejected {
         /// The name.
         name: IpnsName,
         /// Why.
-        source: RecordError,
+        error: RecordError,
     },
     /// Persisting failed.
     #[error(transparent)]
@@ -133,7 +133,7 @@ impl Follower {
             return Ok(Offer::NotFollowed);
         };
         let name = followed.name;
-        let rejected = |source| FollowError::Rejected { name, source };
+        let rejected = |error| FollowError::Rejected { name, error };
         let held = self.held(&name);
         let held_bytes = held.as_ref().map(|h| h.record.to_bytes().to_vec());
         // Whether it is a record of the name at all: the one validation of `names`.

@@ -12,13 +12,12 @@ use libp2p::identity::Keypair;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// Reading, writing or syncing the key file failed.
-    #[error("key file {path}: {source}")]
+    #[error("key file {path}: {error}")]
     Io {
         /// The file involved.
         path: PathBuf,
         /// The I/O error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The file does not hold a protobuf-encoded private key this build supports.
     #[error("key file {path} is not a usable private key: {reason}")]
@@ -34,16 +33,16 @@ pub enum KeyError {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io {
+    move |error| KeyError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
 /// Loads the key at `path`, or creates a new ed25519 key there when the file does not exist.
 pub fn load_or_create(path: &Path) -> Result<Keypair, KeyError> {
     match load(path) {
-        Err(KeyError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+        Err(KeyError::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => {}
         other => return other,
     }
     let keypair = Keypair::generate_ed25519();

@@ -43,7 +43,7 @@ pub enum RecordError {
     },
     /// Not an `IpnsEntry` protobuf.
     #[error("malformed IPNS record: {0}")]
-    Protobuf(#[from] ProtobufError),
+    Protobuf(ProtobufError),
     /// No `data` field (a V1-only record, which the spec no longer accepts).
     #[error("record has no DAG-CBOR data (V1-only records are not accepted)")]
     MissingData,
@@ -76,7 +76,7 @@ pub enum RecordError {
     UnsupportedValidityType(i128),
     /// The validity is not an RFC 3339 timestamp, or cannot be written as one.
     #[error("invalid validity: {0}")]
-    Validity(#[from] TimestampError),
+    Validity(TimestampError),
     /// A negative TTL (boxo rejects it too: a cache hint cannot be negative).
     #[error("negative TTL")]
     NegativeTtl,
@@ -98,6 +98,20 @@ pub enum RecordError {
     /// The key could not sign.
     #[error("signing failed: {0}")]
     Signing(String),
+}
+
+// Written out rather than `#[from]`, which would also make the inner error the `source`: its
+// text is already in the message, and error-chain printers (anyhow's `{:#}`) would repeat it.
+impl From<ProtobufError> for RecordError {
+    fn from(e: ProtobufError) -> Self {
+        RecordError::Protobuf(e)
+    }
+}
+
+impl From<TimestampError> for RecordError {
+    fn from(e: TimestampError) -> Self {
+        RecordError::Validity(e)
+    }
 }
 
 /// A signature-checked IPNS record: its serialized protobuf and the fields it signs.

@@ -48,10 +48,18 @@ pub enum StaleRecord {
 pub enum InvalidRecord {
     /// The key is not `/ipns/` followed by a peer id multihash.
     #[error("not an IPNS routing key: {0}")]
-    Key(#[from] NameError),
+    Key(NameError),
     /// The record is not valid for the name.
     #[error(transparent)]
     Record(#[from] RecordError),
+}
+
+// Written out rather than `#[from]`, which would also make the inner error the `source`: its
+// text is already in the message, and error-chain printers (anyhow's `{:#}`) would repeat it.
+impl From<NameError> for InvalidRecord {
+    fn from(e: NameError) -> Self {
+        InvalidRecord::Key(e)
+    }
 }
 
 /// The name a routing key stands for, if it is one records can exist under at all: `/ipns/`

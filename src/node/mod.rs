@@ -1,6 +1,7 @@
 //! A running node: opens the stores, the key, the embedded IPFS node and the registry from a
 //! data directory, starts replication, and serves HTTP.
 
+mod allocator;
 mod blocks;
 mod gc;
 mod metrics;
@@ -17,7 +18,7 @@ use libp2p::Multiaddr;
 use tokio::net::TcpListener;
 
 use crate::admin::{AdminError, AdminServer};
-use crate::config::{Config, HttpConfig, Role};
+use crate::config::{Config, HttpConfig, MemoryConfig, Role};
 use crate::http::auth::{Auth, AuthError};
 use crate::http::{serve_with, tls, HttpApi, MetricsAccess, ServeOptions};
 use crate::metrics::Metrics;
@@ -26,6 +27,7 @@ use crate::p2p::{parse_swarm_key, P2p, P2pConfig, PreSharedKey};
 use crate::registry::{Registry, RegistryError, RegistryOptions, Stores, UploadLimits};
 
 use self::metrics::NodeGauges;
+pub use allocator::{limit_malloc_arenas, DEFAULT_MALLOC_ARENAS};
 
 pub use blocks::NetworkBlocks;
 pub use gc::GarbageCollector;
@@ -33,35 +35,37 @@ pub use replication::{second_writer_refusal, HeldRecords, MirrorState, Replicati
 pub use status::NodeReport;
 pub use systemd::{SystemdNotifier, WatchdogCheckError, WatchdogTarget};
 
-/// Errors starting or running a node.
+/// Errors starting or running a node. A variant wrapping another error names the step that
+/// failed and chains the cause as its `source` without repeating it: printed with the whole
+/// chain (`{:#}` in the command line), each message appears once.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// The registry could not be opened.
-    #[error("opening the registry: {0}")]
+    #[error("opening the registry")]
     Registry(#[from] RegistryError),
     /// The node's key could not be loaded or created.
-    #[error("node key: {0}")]
+    #[error("node key")]
     Key(#[from] keys::KeyError),
     /// The configuration is not usable.
     #[error("configuration: {0}")]
     Config(String),
     /// Access control cannot be set up (a bad access rule or htpasswd file).
-    #[error("authentication: {0}")]
+    #[error("authentication")]
     Auth(#[from] AuthError),
     /// The records of followed names could not be loaded.
-    #[error("followed names: {0}")]
+    #[error("followed names")]
     Follow(#[from] FollowError),
     /// The own published record could not be loaded.
-    #[error("publishing state: {0}")]
+    #[error("publishing state")]
     Publish(#[from] PublishError),
     /// The embedded IPFS node failed to start.
-    #[error("p2p: {0}")]
+    #[error("p2p")]
     P2p(#[from] crate::p2p::P2pError),
     /// The admin API's listener could not be set up.
-    #[error("admin API: {0}")]
+    #[error("starting the admin API")]
     Admin(#[from] AdminError),
     /// The HTTP listener failed.
-    #[error("HTTP listener on {addr}: {source}")]
+    #[error("HTTP listener on {addr}")]
     Listen {
         /// The address.
         addr: String,
@@ -128,6 +132,42 @@ pub fn serve_options(config: &HttpConfig, data_dir: &Path) -> Result<ServeOption
         body_stall_timeout: secs(config.body_stall_timeout_secs, "body_stall_timeout_secs")?,
         max_connections: config.max_connections,
         tls,
+    })
+}
+
+/// The `[memory]` settings, checked (zero would stall fetches or disable the cache).
+struct MemorySettings {
+    meta_cache_bytes: u64,
+    fetch_concurrency: usize,
+    bitswap_receive_concurrency: usize,
+}
+
+fn memory_settings(config: &MemoryConfig) -> Result<MemorySettings, NodeError> {
+    let at_least_one = |value: usize, key: &str| {
+        if value == 0 {
+            Err(NodeError::Config(format!(
+                "memory.{key} must be at least 1"
+            )))
+        } else {
+            Ok(value)
+        }
+    };
+    Ok(MemorySettings {
+        meta_cache_bytes: match config.meta_cache_mib {
+            0 => {
+                return Err(NodeError::Config(
+                    "memory.meta_cache_mib must be at least 1".into(),
+                ))
+            }
+            mib => mib
+                .checked_mul(1024 * 1024)
+                .ok_or_else(|| NodeError::Config("memory.meta_cache_mib is too large".into()))?,
+        },
+        fetch_concurrency: at_least_one(config.fetch_concurrency, "fetch_concurrency")?,
+        bitswap_receive_concurrency: at_least_one(
+            config.bitswap_receive_concurrency,
+            "bitswap_receive_concurrency",
+        )?,
     })
 }
 
@@ -221,7 +261,8 @@ impl Node {
         let auth = Arc::new(Auth::open(&config.auth, data_dir).await?);
         // Bad TLS files or timeouts fail the start, before anything listens.
         let serve_options = serve_options(&config.http, data_dir)?;
-        let stores = Stores::open(data_dir)?;
+        let memory = memory_settings(&config.memory)?;
+        let stores = Stores::open_with_cache(data_dir, memory.meta_cache_bytes)?;
         let metrics = Arc::new(Metrics::new());
         count_held_blocks(stores.blocks.clone());
         let keypair = keys::load_or_create(&key_path(data_dir))?;
@@ -268,6 +309,7 @@ impl Node {
                 private_network: swarm_key(data_dir, &config).await?,
                 max_connections: config.p2p.max_connections,
                 max_connections_per_peer: config.p2p.max_connections_per_peer,
+                bitswap_receive_concurrency: memory.bitswap_receive_concurrency,
                 metrics: metrics.p2p(),
             },
             stores.blocks.clone(),
@@ -284,6 +326,7 @@ impl Node {
                 max_sessions: config.registry.max_upload_sessions,
                 max_sessions_per_client: config.registry.max_upload_sessions_per_client,
             },
+            fetch_concurrency: memory.fetch_concurrency,
             commits: metrics.commits(),
         };
         let registry = Arc::new(Registry::new(&stores, data_dir, options, source).await?);
@@ -431,5 +474,54 @@ impl Node {
         let _ = admin.await;
         periodic_gc.abort();
         served.map_err(|source| NodeError::Listen { addr, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_settings_take_the_defaults_and_refuse_zero() {
+        let settings = memory_settings(&MemoryConfig::default()).expect("defaults are valid");
+        assert_eq!(
+            settings.meta_cache_bytes,
+            crate::store::DEFAULT_META_CACHE_BYTES
+        );
+        assert_eq!(
+            settings.fetch_concurrency,
+            crate::registry::DEFAULT_FETCH_CONCURRENCY
+        );
+        for (config, key) in [
+            (
+                MemoryConfig {
+                    meta_cache_mib: 0,
+                    ..MemoryConfig::default()
+                },
+                "memory.meta_cache_mib",
+            ),
+            (
+                MemoryConfig {
+                    fetch_concurrency: 0,
+                    ..MemoryConfig::default()
+                },
+                "memory.fetch_concurrency",
+            ),
+            (
+                MemoryConfig {
+                    bitswap_receive_concurrency: 0,
+                    ..MemoryConfig::default()
+                },
+                "memory.bitswap_receive_concurrency",
+            ),
+        ] {
+            let err = memory_settings(&config).err().expect("zero is refused");
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let huge = MemoryConfig {
+            meta_cache_mib: u64::MAX,
+            ..MemoryConfig::default()
+        };
+        assert!(memory_settings(&huge).is_err());
     }
 }

@@ -30,12 +30,12 @@ pub enum WatchdogCheckError {
     #[error("the p2p swarm has stopped (no listen address)")]
     P2pStopped,
     /// The registry's root block could not be read from the block store.
-    #[error("reading the registry root {root}: {source}")]
+    #[error("reading the registry root {root}: {error}")]
     Store {
         /// The root that was read.
         root: String,
         /// The underlying error.
-        source: crate::store::StoreError,
+        error: crate::store::StoreError,
     },
     /// The store did not answer in time (disk or blocking threads stuck).
     #[error("the block store did not answer within {0:?}")]
@@ -137,9 +137,9 @@ impl WatchdogTarget {
         tokio::time::timeout(within, self.registry.tree().blocks().get(&root))
             .await
             .map_err(|_| WatchdogCheckError::StoreSilent(within))?
-            .map_err(|source| WatchdogCheckError::Store {
+            .map_err(|error| WatchdogCheckError::Store {
                 root: root.to_string(),
-                source,
+                error,
             })?;
         Ok(format!(
             "serving http://{} as {}, {} peer{} connected",

@@ -147,11 +147,19 @@ fn build_behaviour(
         .with_peer_score(peer_score_params(), peer_score_thresholds())
         .map_err(|e| format!("gossipsub peer scores: {e}"))?;
 
+    // mDNS is discovery only: a node that cannot run it still serves and reaches its
+    // configured peers, so a failure (netlink refused in a way the start-up probe did not
+    // catch, say) turns it off rather than stopping the node.
     let mdns = if settings.mdns {
-        Some(mdns::tokio::Behaviour::new(
-            mdns::Config::default(),
-            peer_id,
-        )?)
+        match mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id) {
+            Ok(mdns) => Some(mdns),
+            Err(e) => {
+                tracing::warn!(
+                    "mDNS is off: watching the network interfaces failed ({e}); LAN peers are not discovered: name them with --peer or p2p.peers"
+                );
+                None
+            }
+        }
     } else {
         None
     };

@@ -20,6 +20,7 @@
 mod behaviour;
 pub mod bitswap;
 mod frame;
+mod interfaces;
 mod private;
 mod record_codec;
 mod swarm;
@@ -73,6 +74,9 @@ pub struct P2pConfig {
     pub max_connections: u32,
     /// Established connections with one peer.
     pub max_connections_per_peer: u32,
+    /// Received Bitswap blocks hashed and stored at once per peer stream (each holds up to
+    /// 1 MiB in memory).
+    pub bitswap_receive_concurrency: usize,
     /// Where peers and Bitswap traffic are counted.
     pub metrics: P2pMetrics,
 }
@@ -90,6 +94,7 @@ impl P2pConfig {
             private_network: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            bitswap_receive_concurrency: bitswap::DEFAULT_RECEIVE_CONCURRENCY,
             metrics: P2pMetrics::default(),
         }
     }
@@ -135,6 +140,10 @@ impl std::fmt::Debug for P2pConfig {
             )
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_peer", &self.max_connections_per_peer)
+            .field(
+                "bitswap_receive_concurrency",
+                &self.bitswap_receive_concurrency,
+            )
             .finish()
     }
 }

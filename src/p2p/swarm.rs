@@ -25,6 +25,7 @@ use super::behaviour::{
     KAD_PROTOCOL, LAN_KAD_PROTOCOL,
 };
 use super::bitswap::Bitswap;
+use super::interfaces;
 use super::private::HANDSHAKE_FAILED as PRIVATE_HANDSHAKE_FAILED;
 use super::record_codec::{FetchAnswer, MAX_RECORD_SIZE};
 use super::{P2pConfig, P2pError, P2pEvent, RecordSource, RecordValidator, RecordVerdict};
@@ -216,8 +217,40 @@ pub(super) async fn spawn(
             "private network: only peers holding the same swarm key can connect; QUIC is off (a private network runs over TCP only)"
         );
     }
+    // Sandboxes and containers may refuse netlink sockets, which libp2p needs to watch
+    // interfaces (for mDNS and for wildcard listeners): the node then does without, and says
+    // so once, rather than fail to start.
+    let netlink_refusal = interfaces::netlink_refusal();
+    let mdns = match (&netlink_refusal, config.mdns) {
+        (Some(why), true) => {
+            tracing::warn!(
+                "mDNS is off: netlink sockets are not allowed here ({why}), so network interfaces cannot be watched; LAN peers are not discovered: name them with --peer or p2p.peers"
+            );
+            false
+        }
+        (_, mdns) => mdns,
+    };
+    let listen = match &netlink_refusal {
+        Some(why) => {
+            let expanded = interfaces::expand_wildcards(&listen).map_err(|e| P2pError::Listen {
+                addr: listen.first().cloned().unwrap_or_else(Multiaddr::empty),
+                reason: format!(
+                    "netlink sockets are not allowed here ({why}) and the interfaces cannot be listed either: {e}"
+                ),
+            })?;
+            if expanded != listen {
+                let list: Vec<String> = expanded.iter().map(|a| a.to_string()).collect();
+                tracing::warn!(
+                    "netlink sockets are not allowed here ({why}): instead of wildcard addresses, listening on the addresses the interfaces have now ({}); an address added later needs a restart",
+                    list.join(", ")
+                );
+            }
+            expanded
+        }
+        None => listen,
+    };
     let settings = SwarmSettings {
-        mdns: config.mdns,
+        mdns,
         private_network: config.private_network,
         max_connections: config.max_connections,
         max_connections_per_peer: config.max_connections_per_peer,
@@ -229,6 +262,7 @@ pub(super) async fn spawn(
         blocks,
         swarm.behaviour().stream.new_control(),
         stalled_tx,
+        config.bitswap_receive_concurrency,
         config.metrics.clone(),
     )?;
 

@@ -15,7 +15,7 @@ use super::digest::{Digest, Hasher};
 use super::error::RegistryError;
 use super::layout;
 use super::reference::RepoName;
-use super::{Registry, Unreadable, FETCH_CONCURRENCY};
+use super::{Registry, Unreadable};
 use crate::store::WriteSession;
 use crate::tree::{fetch_dag, file_size, read_file_range, BlockSource, Change, Link};
 
@@ -65,7 +65,14 @@ impl Registry {
     /// Fetches every block of a blob that is not local and checks the whole against its digest;
     /// remembers the outcome so it is done once per blob.
     pub async fn verify_blob(&self, digest: &Digest, cid: &Cid) -> Result<(), RegistryError> {
-        fetch_dag(self.source(), *cid, FETCH_CONCURRENCY, |_| false, |_| {}).await?;
+        fetch_dag(
+            self.source(),
+            *cid,
+            self.options.fetch_concurrency,
+            |_| false,
+            |_| {},
+        )
+        .await?;
         let size = file_size(self.source(), cid).await?;
         let (tx, mut rx) = mpsc::channel(4);
         let mut hasher = Hasher::new(digest.algorithm());
@@ -83,7 +90,11 @@ impl Registry {
                 "blob {digest} fetched from peers hashes to {actual}"
             )));
         }
-        self.meta.mark_verified(cid)?;
+        // The bytes are good whether or not this is remembered: on a full disk, serve them
+        // anyway, and check again next time.
+        if let Err(e) = self.meta.mark_verified(cid) {
+            tracing::warn!(%digest, error = %e, "could not record that a blob was verified");
+        }
         Ok(())
     }
 

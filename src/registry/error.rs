@@ -73,20 +73,31 @@ pub enum RegistryError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Reading the request body or an upload file failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {error}")]
     Io {
         /// What was being done.
         context: String,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, so not also a `source`).
+        error: std::io::Error,
     },
 }
 
 impl RegistryError {
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    /// Whether the operation failed because the node's file system is full.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            RegistryError::Store(e) | RegistryError::Tree(TreeError::Store(e)) => {
+                e.is_storage_full()
+            }
+            RegistryError::Io { error, .. } => crate::store::is_storage_full_io(error),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, error: std::io::Error) -> Self {
         RegistryError::Io {
             context: context.into(),
-            source,
+            error,
         }
     }
 }

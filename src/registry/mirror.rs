@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::error::RegistryError;
 use super::layout;
 use super::reference::RepoName;
-use super::{Registry, FETCH_CONCURRENCY};
+use super::Registry;
 use crate::tree::fetch_dag;
 
 /// Counters of a mirror run, readable while it goes on.
@@ -68,7 +68,14 @@ impl Registry {
         let mut digests = Vec::new();
         match repositories {
             None => {
-                fetch_dag(self.source(), root, FETCH_CONCURRENCY, skip, on_block).await?;
+                fetch_dag(
+                    self.source(),
+                    root,
+                    self.options.fetch_concurrency,
+                    skip,
+                    on_block,
+                )
+                .await?;
                 digests.extend(self.blob_digests(&roots).await?.found);
             }
             Some(repos) => {
@@ -77,7 +84,14 @@ impl Registry {
                         tracing::warn!(%repo, "repository to mirror is not in the followed tree");
                         continue;
                     };
-                    fetch_dag(self.source(), dir.cid, FETCH_CONCURRENCY, skip, on_block).await?;
+                    fetch_dag(
+                        self.source(),
+                        dir.cid,
+                        self.options.fetch_concurrency,
+                        skip,
+                        on_block,
+                    )
+                    .await?;
                     for dir in [layout::layers(repo), layout::revisions(repo)] {
                         digests.extend(self.linked_digests(&roots, repo, &dir).await?.found);
                     }

@@ -46,8 +46,8 @@ use crate::tree::{read_directory, resolve, BlockSource, Link, Tree, TreeError};
 use content::read_link_file;
 use uploads::BlobUploads;
 
-/// Blocks fetched at once when pulling a DAG from peers.
-const FETCH_CONCURRENCY: usize = 32;
+/// Default of blocks fetched at once when pulling a DAG from peers.
+pub const DEFAULT_FETCH_CONCURRENCY: usize = 32;
 
 /// Default largest manifest accepted: 4 MiB, as the reference registry.
 pub const DEFAULT_MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
@@ -62,6 +62,8 @@ pub struct RegistryOptions {
     pub writable: bool,
     /// Expiry and caps of upload sessions.
     pub uploads: UploadLimits,
+    /// Blocks one pull or mirror walk fetches from peers at once (each up to 1 MiB in flight).
+    pub fetch_concurrency: usize,
     /// Where commits of the own tree are counted.
     pub commits: CommitMetrics,
 }
@@ -72,6 +74,7 @@ impl Default for RegistryOptions {
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
             writable: true,
             uploads: UploadLimits::default(),
+            fetch_concurrency: DEFAULT_FETCH_CONCURRENCY,
             commits: CommitMetrics::default(),
         }
     }
@@ -87,11 +90,16 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Opens (creating if needed) the stores of `data_dir`.
+    /// Opens (creating if needed) the stores of `data_dir`, with the default metadata cache.
     pub fn open(data_dir: &Path) -> Result<Self, RegistryError> {
+        Self::open_with_cache(data_dir, crate::store::DEFAULT_META_CACHE_BYTES)
+    }
+
+    /// Opens the stores of `data_dir`, caching at most `meta_cache_bytes` of the metadata.
+    pub fn open_with_cache(data_dir: &Path, meta_cache_bytes: u64) -> Result<Self, RegistryError> {
         Ok(Stores {
             blocks: Arc::new(BlockStore::open(data_dir.join("blocks"))?),
-            meta: MetaStore::open(&data_dir.join("meta"))?,
+            meta: MetaStore::open_with_cache(&data_dir.join("meta"), meta_cache_bytes)?,
         })
     }
 }

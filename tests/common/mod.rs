@@ -17,6 +17,45 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_ipns-registry")
 }
 
+/// How long tests wait for something that happens between processes (a record to arrive, a
+/// replica to serve): generous, for loaded CI machines; a probe returns as soon as it succeeds.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Polls `probe` until it yields a value; fails the test after [`WAIT`], naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The sha256 of the manifest `reference` that the node at `base` serves, if it serves it.
+pub async fn served_manifest(
+    client: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    reference: &str,
+) -> Option<String> {
+    let resp = client
+        .get(format!("{base}/v2/{repo}/manifests/{reference}"))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .ok()?;
+    if resp.status() != 200 {
+        return None;
+    }
+    Some(sha256(&resp.bytes().await.ok()?))
+}
+
 /// A node process with its own data directory.
 pub struct TestNode {
     child: Option<Child>,
@@ -63,6 +102,27 @@ impl TestNode {
             p2p_addrs: Vec::new(),
             admin_endpoints: Vec::new(),
             extra_args: Vec::new(),
+        }
+    }
+
+    /// Creates a data directory at `data_dir` (which the caller cleans up) with
+    /// `init --role <role>`, without starting the node.
+    pub fn init_at(data_dir: &Path, role: &str) -> Self {
+        let out = Command::new(binary())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["init", "--role", role])
+            .output()
+            .expect("run init");
+        assert!(out.status.success(), "init failed: {out:?}");
+        TestNode {
+            child: None,
+            data_dir: data_dir.to_owned(),
+            _tmp: None,
+            addr: String::new(),
+            p2p_addrs: Vec::new(),
+            extra_args: Vec::new(),
+            admin_endpoints: Vec::new(),
         }
     }
 

@@ -17,12 +17,12 @@ pub const MAX_PASSWORD_BYTES: usize = 72;
 #[derive(Debug, thiserror::Error)]
 pub enum HtpasswdError {
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A line of the file is not a usable entry.
     #[error("{path}, line {line}: {message}")]
@@ -47,7 +47,15 @@ pub enum HtpasswdError {
     Password(String),
     /// Hashing failed (no randomness for the salt, or a cost out of range).
     #[error("hashing the password: {0}")]
-    Hash(#[from] bcrypt::BcryptError),
+    Hash(bcrypt::BcryptError),
+}
+
+// Written out rather than `#[from]`, which would also make the inner error the `source`: its
+// text is already in the message, and error-chain printers (anyhow's `{:#}`) would repeat it.
+impl From<bcrypt::BcryptError> for HtpasswdError {
+    fn from(e: bcrypt::BcryptError) -> Self {
+        HtpasswdError::Hash(e)
+    }
 }
 
 /// Checks that `name` can be a user: what htpasswd files and the access rules can both hold.
@@ -219,10 +227,10 @@ impl HtpasswdFile {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => {
+            Err(error) => {
                 return Err(HtpasswdError::Io {
                     path: path.to_owned(),
-                    source,
+                    error,
                 })
             }
         };
@@ -317,9 +325,9 @@ impl HtpasswdFile {
     /// in the same directory, synced, then renamed over the old one, so a running node never
     /// reads half a file.
     pub fn write(&self) -> Result<(), HtpasswdError> {
-        let io = |source| HtpasswdError::Io {
+        let io = |error| HtpasswdError::Io {
             path: self.path.clone(),
-            source,
+            error,
         };
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),

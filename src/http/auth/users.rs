@@ -53,9 +53,9 @@ enum Look {
 }
 
 fn look(path: &Path, known: Option<&FileVersion>) -> Result<Look, HtpasswdError> {
-    let io = |source| HtpasswdError::Io {
+    let io = |error| HtpasswdError::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Look::Absent),
@@ -98,7 +98,7 @@ impl UserDirectory {
             .await
             .map_err(|e| HtpasswdError::Io {
                 path: path.clone(),
-                source: std::io::Error::other(e),
+                error: std::io::Error::other(e),
             })??;
         let (users, version) = match look {
             Look::Changed(users, version) => (users, Some(version)),

@@ -52,9 +52,9 @@ pub const PROTOCOLS: [(StreamProtocol, Version); 4] = [
     (StreamProtocol::new("/ipfs/bitswap"), Version::V100),
 ];
 
-/// Received blocks being hashed and stored at once per inbound stream: bounds memory (each holds
-/// a block) while keeping disks and cores busy.
-const RECEIVE_CONCURRENCY: usize = 16;
+/// Default of received blocks being hashed and stored at once per inbound stream: bounds memory
+/// (each holds a block, up to 1 MiB) while keeping disks and cores busy.
+pub const DEFAULT_RECEIVE_CONCURRENCY: usize = 16;
 
 /// How long a fetch waits for a first peer when none is connected.
 pub const NO_PEER_GRACE: Duration = Duration::from_secs(5);
@@ -86,7 +86,15 @@ pub enum BitswapError {
     UnsupportedHash(u64),
     /// The stream failed.
     #[error("bitswap stream: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+// Written out rather than `#[from]`, which would also make the inner error the `source`: its
+// text is already in the message, and error-chain printers (anyhow's `{:#}`) would repeat it.
+impl From<io::Error> for BitswapError {
+    fn from(e: io::Error) -> Self {
+        BitswapError::Io(e)
+    }
 }
 
 /// Reads one length-prefixed message; `None` at a clean end of stream. The buffer grows as
@@ -169,6 +177,8 @@ pub(crate) struct Bitswap {
     sessions: watch::Sender<usize>,
     /// Peers that stopped reading what we send them: the swarm disconnects them.
     stalled: mpsc::UnboundedSender<PeerId>,
+    /// Received blocks hashed and stored at once per inbound stream.
+    receive_concurrency: usize,
     /// Where blocks sent and received are counted.
     metrics: P2pMetrics,
 }
@@ -176,11 +186,13 @@ pub(crate) struct Bitswap {
 impl Bitswap {
     /// Starts accepting Bitswap streams; `control` must come from the swarm's stream behaviour.
     /// Peers that stop reading their stream are sent to `stalled`, for the swarm to disconnect.
+    /// At most `receive_concurrency` received blocks per stream are hashed and stored at once.
     /// Blocks sent and received are counted into `metrics`.
     pub(crate) fn start(
         blocks: Arc<BlockStore>,
         mut control: libp2p_stream::Control,
         stalled: mpsc::UnboundedSender<PeerId>,
+        receive_concurrency: usize,
         metrics: P2pMetrics,
     ) -> Result<Arc<Self>, P2pError> {
         let mut incoming = Vec::new();
@@ -199,6 +211,7 @@ impl Bitswap {
             }),
             sessions: watch::channel(0).0,
             stalled,
+            receive_concurrency: receive_concurrency.max(1),
             metrics,
         });
         let accepting = engine.clone();
@@ -484,7 +497,7 @@ impl Bitswap {
     /// Reads what a peer sends on a stream it opened: its wants (for our session with it to
     /// serve) and blocks and presences answering ours.
     async fn read_inbound(self: Arc<Self>, peer: PeerId, mut stream: Stream) {
-        let receiving = Arc::new(Semaphore::new(RECEIVE_CONCURRENCY));
+        let receiving = Arc::new(Semaphore::new(self.receive_concurrency));
         loop {
             let message = match read_message(&mut stream).await {
                 Ok(Some(message)) => message,
