@@ -131,7 +131,16 @@ async fn restarted_nodes_serve_the_records_they_hold_before_publishing_again() {
     let addr = p2p_addr(&replica);
     let answer = fetch_from(&addr, &key).await;
     assert_eq!(answer.status, FETCH_OK);
-    assert_eq!(answer.data, published, "the replica serves the followed record");
-    assert_eq!(kad_get_from(LAN_KAD_PROTOCOL, &addr, &key).await, vec![published.clone()]);
-    assert_eq!(kad_get_from(KAD_PROTOCOL, &addr, &key).await, vec![published]);
+    assert_eq!(
+        answer.data, published,
+        "the replica serves the followed record"
+    );
+    assert_eq!(
+        kad_get_from(LAN_KAD_PROTOCOL, &addr, &key).await,
+        vec![published.clone()]
+    );
+    assert_eq!(
+        kad_get_from(KAD_PROTOCOL, &addr, &key).await,
+        vec![published]
+    );
 }
