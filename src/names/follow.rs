@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use cid::Cid;
 use tokio::sync::watch;
 
+use super::validation::{judge_record, InvalidRecord, RecordJudgement, StaleRecord};
 use super::{IpnsName, IpnsRecord, RecordError};
 use crate::config::Mirror;
 use crate::store::{MetaStore, StoreError};
@@ -132,12 +133,24 @@ impl Follower {
             return Ok(Offer::NotFollowed);
         };
         let name = followed.name;
-        let record = IpnsRecord::validate(&name, bytes, SystemTime::now())
-            .map_err(|error| FollowError::Rejected { name, error })?;
-        let root = record
-            .root()
-            .map_err(|error| FollowError::Rejected { name, error })?;
-        if let Some(held) = self.held(&name) {
+        let rejected = |error| FollowError::Rejected { name, error };
+        let held = self.held(&name);
+        let held_bytes = held.as_ref().map(|h| h.record.to_bytes().to_vec());
+        // Whether it is a record of the name at all: the one validation of `names`.
+        let record =
+            match judge_record(routing_key, bytes, held_bytes.as_deref(), SystemTime::now()) {
+                RecordJudgement::Valid(record) => *record,
+                RecordJudgement::Stale(StaleRecord::Older { .. }) => return Ok(Offer::Stale),
+                RecordJudgement::Stale(StaleRecord::Expired { validity }) => {
+                    return Err(rejected(RecordError::Expired { validity }))
+                }
+                RecordJudgement::Invalid(InvalidRecord::Record(e)) => return Err(rejected(e)),
+                RecordJudgement::Invalid(InvalidRecord::Key(_)) => return Ok(Offer::NotFollowed),
+            };
+        let root = record.root().map_err(rejected)?;
+        // The followed root moves only on a strictly higher sequence: two records of one
+        // sequence cannot flip-flop it.
+        if let Some(held) = &held {
             if !record.supersedes(&held.record) {
                 return Ok(Offer::Stale);
             }
@@ -192,6 +205,14 @@ impl Follower {
     pub fn newest(&self, routing_key: &[u8]) -> Option<Vec<u8>> {
         let name = &self.by_routing_key(routing_key)?.name;
         self.held(name).map(|h| h.record.to_bytes().to_vec())
+    }
+
+    /// Every record held, as `(routing key, record)`.
+    pub fn all(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let held = self.held.read().unwrap_or_else(|p| p.into_inner());
+        held.iter()
+            .map(|(name, h)| (name.routing_key(), h.record.to_bytes().to_vec()))
+            .collect()
     }
 
     /// Notified whenever a record is accepted.

@@ -22,4 +22,6 @@ pub use name::{IpnsName, NameError, IPNS_PREFIX, LIBP2P_KEY_CODEC};
 pub use publish::{PublishError, Publisher};
 pub use record::{IpnsRecord, RecordError, MAX_RECORD_SIZE};
 pub use rfc3339::TimestampError;
-pub use validation::{judge_record, InvalidRecord, RecordJudgement, StaleRecord};
+pub use validation::{
+    check_routing_key, judge_record, InvalidRecord, RecordJudgement, StaleRecord,
+};

@@ -151,6 +151,11 @@ impl Publisher {
     /// (a data directory restored from backup lags behind what it published): the next
     /// sequence number goes above it.
     pub fn adopt_floor(&self, bytes: &[u8]) {
+        // The node's own newest record comes back from its own DHT store (it serves it from
+        // the start): that is no sign of lagging behind.
+        if self.current().is_some_and(|c| c.to_bytes() == bytes) {
+            return;
+        }
         if let Ok(record) = IpnsRecord::validate(&self.name, bytes, SystemTime::now()) {
             let mut floor = self.floor.write().unwrap_or_else(|p| p.into_inner());
             *floor = (*floor).max(record.sequence());

@@ -1,5 +1,6 @@
 //! Judging a record that arrived from the network under a routing key: the one place where the
-//! DHT store, gossip relaying, the record protocol and following agree on what is true.
+//! DHT stores (WAN and LAN), gossip relaying, libp2p fetch (what it serves and what it takes)
+//! and following agree on what is true.
 //!
 //! A record is worth keeping and passing on only if its key is an IPNS name (`/ipns/<multihash>`;
 //! no other namespace is accepted), it is a valid record of that name (signature by the name's
@@ -61,6 +62,12 @@ impl From<NameError> for InvalidRecord {
     }
 }
 
+/// The name a routing key stands for, if it is one records can exist under at all: `/ipns/`
+/// and a peer id multihash (fetch answers `ERROR` for anything else).
+pub fn check_routing_key(routing_key: &[u8]) -> Result<IpnsName, InvalidRecord> {
+    Ok(IpnsName::from_routing_key(routing_key)?)
+}
+
 /// Judges `bytes`, received under `routing_key`, as of `now`, against the records already held
 /// for that key (from any source: the DHT store, the followed name, the own name). Held
 /// records that no longer verify are disregarded.
@@ -70,9 +77,9 @@ pub fn judge_record<'a>(
     held: impl IntoIterator<Item = &'a [u8]>,
     now: SystemTime,
 ) -> RecordJudgement {
-    let name = match IpnsName::from_routing_key(routing_key) {
+    let name = match check_routing_key(routing_key) {
         Ok(name) => name,
-        Err(e) => return RecordJudgement::Invalid(e.into()),
+        Err(e) => return RecordJudgement::Invalid(e),
     };
     let record = match IpnsRecord::validate(&name, bytes, now) {
         Ok(record) => record,

@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 use crate::config::{IpnsConfig, Mirror};
 use crate::metrics::PublishMetrics;
 use crate::names::{
-    judge_record, FollowedName, Follower, IpnsName, Offer, Publisher, RecordJudgement,
+    check_routing_key, judge_record, FollowedName, Follower, IpnsName, Offer, Publisher,
+    RecordJudgement,
 };
 use crate::p2p::{P2p, P2pEvent, RecordSource, RecordValidator, RecordVerdict};
 use crate::registry::{MirrorCounts, MirrorProgress, Registry, RepoName};
@@ -60,6 +61,16 @@ impl RecordSource for HeldRecords {
         }
         self.follower.newest(routing_key)
     }
+
+    fn all(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut all = self.follower.all();
+        if let Some(publisher) = &self.publisher {
+            if let Some(own) = publisher.current() {
+                all.push((publisher.name().routing_key(), own.to_bytes().to_vec()));
+            }
+        }
+        all
+    }
 }
 
 /// A record from the network must be valid for its key and no older than what the DHT store,
@@ -73,6 +84,12 @@ impl RecordValidator for HeldRecords {
             RecordJudgement::Stale(why) => RecordVerdict::Ignore(why.to_string()),
             RecordJudgement::Invalid(why) => RecordVerdict::Reject(why.to_string()),
         }
+    }
+
+    fn check_key(&self, routing_key: &[u8]) -> Result<(), String> {
+        check_routing_key(routing_key)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -8,16 +8,19 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
     connection_limits, gossipsub, identify, kad, mdns, noise, ping, request_response, tcp, yamux,
-    StreamProtocol, Swarm, SwarmBuilder,
+    PeerId, StreamProtocol, Swarm, SwarmBuilder,
 };
 use sha2::{Digest as _, Sha256};
 
 use super::private;
-use super::record_codec::{RecordCodec, MAX_RECORD_SIZE, RECORD_PROTOCOL};
+use super::record_codec::{FetchCodec, FETCH_PROTOCOL, MAX_RECORD_SIZE};
 use super::P2pError;
 
-/// The Kademlia protocol of the public IPFS DHT.
-pub(super) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
+/// The Kademlia protocol of the public IPFS DHT (the WAN DHT: peers with public addresses).
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
+/// The Kademlia protocol of kubo's LAN DHT (peers with private, loopback or link-local
+/// addresses), which kubo runs in server mode beside the WAN one.
+pub const LAN_KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/lan/kad/1.0.0");
 
 /// Records the DHT store keeps (peers' and the node's own together).
 pub(super) const MAX_DHT_RECORDS: usize = 1024;
@@ -41,14 +44,18 @@ pub(super) struct NodeBehaviour {
     pub(super) identify: identify::Behaviour,
     /// Liveness of connections.
     pub(super) ping: ping::Behaviour,
-    /// The DHT, `/ipfs/kad/1.0.0`, in server mode.
+    /// The WAN DHT, `/ipfs/kad/1.0.0`, in server mode; its routing table holds peers with
+    /// public addresses.
     pub(super) kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// The LAN DHT, `/ipfs/lan/kad/1.0.0`, in server mode; its routing table holds peers with
+    /// private, loopback or link-local addresses.
+    pub(super) lan_kad: kad::Behaviour<kad::store::MemoryStore>,
     /// IPNS over pubsub.
     pub(super) gossipsub: gossipsub::Behaviour,
     /// LAN discovery, when enabled.
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
-    /// Direct record queries, `/ipns-registry/record/1.0.0`.
-    pub(super) records: request_response::Behaviour<RecordCodec>,
+    /// Record exchange, `/libp2p/fetch/0.0.1`.
+    pub(super) fetch: request_response::Behaviour<FetchCodec>,
     /// Raw streams, for Bitswap.
     pub(super) stream: libp2p_stream::Behaviour,
 }
@@ -108,28 +115,8 @@ fn build_behaviour(
             .with_agent_version(format!("ipns-registry/{}", env!("CARGO_PKG_VERSION"))),
     );
 
-    let mut kad_config = kad::Config::new(KAD_PROTOCOL);
-    kad_config.set_query_timeout(Duration::from_secs(30));
-    // Peers' PUT_VALUE and ADD_PROVIDER arrive as events; the swarm task stores what the
-    // record validator accepts.
-    kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
-    // Kademlia would put a record our lookups found at a peer lacking it, unvalidated: the
-    // node passes on only records the validator accepted.
-    kad_config.set_caching(kad::Caching::Disabled);
-    let store = kad::store::MemoryStore::with_config(
-        peer_id,
-        kad::store::MemoryStoreConfig {
-            max_records: MAX_DHT_RECORDS,
-            // The store refuses values of this size and up.
-            max_value_bytes: MAX_RECORD_SIZE + 1,
-            max_provided_keys: MAX_PROVIDER_KEYS,
-            max_providers_per_key: MAX_PROVIDERS_PER_KEY,
-        },
-    );
-    let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
-    // Server mode from the start: loopback and LAN nodes never get a confirmed external
-    // address, and in client mode they would not answer each other's DHT queries.
-    kad.set_mode(Some(kad::Mode::Server));
+    let kad = build_kad(peer_id, KAD_PROTOCOL);
+    let lan_kad = build_kad(peer_id, LAN_KAD_PROTOCOL);
 
     let gossipsub_config = gossipsub::ConfigBuilder::default()
         // Mesh sizes that form a mesh with two or three peers (defaults want six).
@@ -177,8 +164,8 @@ fn build_behaviour(
         None
     };
 
-    let records = request_response::Behaviour::new(
-        [(RECORD_PROTOCOL, request_response::ProtocolSupport::Full)],
+    let fetch = request_response::Behaviour::new(
+        [(FETCH_PROTOCOL, request_response::ProtocolSupport::Full)],
         request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
     );
 
@@ -192,11 +179,43 @@ fn build_behaviour(
         identify,
         ping: ping::Behaviour::default(),
         kad,
+        lan_kad,
         gossipsub,
         mdns: Toggle::from(mdns),
-        records,
+        fetch,
         stream: libp2p_stream::Behaviour::new(),
     })
+}
+
+/// One of the two DHTs, on `protocol`, in server mode.
+fn build_kad(peer_id: PeerId, protocol: StreamProtocol) -> kad::Behaviour<kad::store::MemoryStore> {
+    let mut kad_config = kad::Config::new(protocol);
+    kad_config.set_query_timeout(Duration::from_secs(30));
+    // Peers' PUT_VALUE and ADD_PROVIDER arrive as events; the swarm task stores what the
+    // record validator accepts.
+    kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
+    // Kademlia would put a record our lookups found at a peer lacking it, unvalidated: the
+    // node passes on only records the validator accepted.
+    kad_config.set_caching(kad::Caching::Disabled);
+    // The swarm task adds peers itself, each to the DHT its addresses belong to (kubo's
+    // routing table filters): left to itself, Kademlia would add every peer that speaks the
+    // protocol, whatever its address.
+    kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
+    let store = kad::store::MemoryStore::with_config(
+        peer_id,
+        kad::store::MemoryStoreConfig {
+            max_records: MAX_DHT_RECORDS,
+            // The store refuses values of this size and up.
+            max_value_bytes: MAX_RECORD_SIZE + 1,
+            max_provided_keys: MAX_PROVIDER_KEYS,
+            max_providers_per_key: MAX_PROVIDERS_PER_KEY,
+        },
+    );
+    let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
+    // Server mode from the start: loopback and LAN nodes never get a confirmed external
+    // address, and in client mode they would not answer each other's DHT queries.
+    kad.set_mode(Some(kad::Mode::Server));
+    kad
 }
 
 /// Peer scoring: what counts against a peer is delivering invalid records (P4). The other

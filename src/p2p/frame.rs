@@ -1,5 +1,5 @@
 //! Length-prefixed frames on a stream: an unsigned-varint length, then that many bytes. Used by
-//! Bitswap and the record protocol.
+//! Bitswap and libp2p fetch.
 //!
 //! The length a peer declares is a claim, not a budget: it is checked against the caller's cap
 //! before anything is read, and the buffer grows with the bytes that actually arrive, so a peer

@@ -1,9 +1,10 @@
 //! The embedded IPFS node on rust-libp2p: Bitswap, Kademlia, gossipsub, mDNS, record exchange.
 //!
-//! One task owns the libp2p swarm (TCP and QUIC, noise, yamux, identify, ping, Kademlia in server
-//! mode on `/ipfs/kad/1.0.0`, gossipsub, optional mDNS, the `/ipns-registry/record/1.0.0`
-//! request-response protocol and libp2p-stream for Bitswap); [`P2p`] is a cheap handle that
-//! talks to it over a channel. Bitswap runs beside the swarm task on its own streams, so block
+//! One task owns the libp2p swarm (TCP and QUIC, noise, yamux, identify, ping, two Kademlia DHTs
+//! in server mode as kubo runs them: the WAN one on `/ipfs/kad/1.0.0` for peers with public
+//! addresses and the LAN one on `/ipfs/lan/kad/1.0.0` for peers with private, loopback or
+//! link-local ones; gossipsub, optional mDNS, libp2p fetch (`/libp2p/fetch/0.0.1`) for records,
+//! and libp2p-stream for Bitswap); [`P2p`] is a cheap handle that talks to it over a channel. Bitswap runs beside the swarm task on its own streams, so block
 //! transfers never queue behind swarm events.
 //!
 //! This module moves bytes only: records are opaque here (a [`RecordValidator`] from the owner,
@@ -33,8 +34,9 @@ use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
+pub use behaviour::{KAD_PROTOCOL, LAN_KAD_PROTOCOL};
 pub use libp2p::pnet::PreSharedKey;
-pub use record_codec::{MAX_RECORD_SIZE, RECORD_PROTOCOL};
+pub use record_codec::{FETCH_PROTOCOL, MAX_RECORD_SIZE};
 
 use crate::metrics::P2pMetrics;
 use crate::store::{BlockStore, StoreError};
@@ -146,10 +148,17 @@ impl std::fmt::Debug for P2pConfig {
     }
 }
 
-/// The node's newest record for a routing key, used to answer peers that ask directly.
+/// The records the node holds (its own and followed ones), which it serves to peers over fetch,
+/// the DHT and pubsub from the moment it starts.
 pub trait RecordSource: Send + Sync + 'static {
     /// The newest record held for `routing_key`, if any (called on a blocking thread).
     fn newest(&self, routing_key: &[u8]) -> Option<Vec<u8>>;
+
+    /// Every record held, as `(routing key, record)` (called on a blocking thread at start,
+    /// to put them into the DHT stores).
+    fn all(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        Vec::new()
+    }
 }
 
 /// What a record received under a routing key is worth, as a [`RecordValidator`] judges it.
@@ -171,6 +180,13 @@ pub trait RecordValidator: Send + Sync + 'static {
     /// Judges `record`, received under `routing_key`, given the record the node's DHT store
     /// holds for that key, if any. Runs on the swarm task: it must be quick and never block.
     fn validate(&self, routing_key: &[u8], record: &[u8], held: Option<&[u8]>) -> RecordVerdict;
+
+    /// Whether `routing_key` is a key records can exist under at all; a peer asking over fetch
+    /// for any other key gets `ERROR` with the reason, rather than `NOT_FOUND`.
+    fn check_key(&self, routing_key: &[u8]) -> Result<(), String> {
+        let _ = routing_key;
+        Ok(())
+    }
 }
 
 /// What the node reports to its owner.
@@ -384,8 +400,9 @@ impl P2p {
     }
 
     /// Joins the gossipsub topic so records published there arrive as [`P2pEvent::Record`] for
-    /// `routing_key`; also asks every connected peer (and each peer that connects later)
-    /// directly for its newest record, so a new subscriber does not wait for the next publish.
+    /// `routing_key`; also asks every connected peer (and each peer that connects later) over
+    /// fetch for its newest record, so a new subscriber does not wait for the next publish.
+    /// While subscribed, a peer that joins the topic is sent the record held for the key.
     pub async fn subscribe(&self, topic: String, routing_key: Vec<u8>) -> Result<(), P2pError> {
         self.ask(|tx| Command::Subscribe {
             topic,
@@ -402,7 +419,7 @@ impl P2p {
     }
 
     /// Publishes a record on the gossipsub topic (IPNS over pubsub: the message data is the raw
-    /// record) and puts it in the DHT under `routing_key` if the validator accepts it there.
+    /// record) and puts it in both DHTs under `routing_key` if the validator accepts it there.
     /// Both are best effort: having no subscribed or DHT peers is not an error.
     pub async fn publish(
         &self,
@@ -425,8 +442,8 @@ impl P2p {
         .await?
     }
 
-    /// Asks every connected peer directly (`/ipns-registry/record/1.0.0`) and the DHT for
-    /// records under `routing_key`. Each answer is also delivered as [`P2pEvent::Record`].
+    /// Asks every connected peer directly (`/libp2p/fetch/0.0.1`) and both DHTs for records
+    /// under `routing_key`. Each answer is also delivered as [`P2pEvent::Record`].
     /// Returns the distinct records received within `timeout`, earlier once every peer and the
     /// DHT query have answered.
     pub async fn query_records(&self, routing_key: Vec<u8>, timeout: Duration) -> Vec<Vec<u8>> {

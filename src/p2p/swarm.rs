@@ -1,8 +1,9 @@
 //! The task that owns the swarm: runs commands from [`super::P2p`] handles, reacts to swarm
-//! events (connections, identify, DHT, pubsub, mDNS, record requests) and re-dials configured
-//! peers.
+//! events (connections, identify, both DHTs, pubsub, mDNS, fetch requests) and re-dials
+//! configured peers.
 
 use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,12 +21,13 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
 use super::behaviour::{
-    build_swarm, topic_score_params, NodeBehaviour, NodeBehaviourEvent, SwarmSettings, KAD_PROTOCOL,
+    build_swarm, topic_score_params, NodeBehaviour, NodeBehaviourEvent, SwarmSettings,
+    KAD_PROTOCOL, LAN_KAD_PROTOCOL,
 };
 use super::bitswap::Bitswap;
 use super::interfaces;
 use super::private::HANDSHAKE_FAILED as PRIVATE_HANDSHAKE_FAILED;
-use super::record_codec::MAX_RECORD_SIZE;
+use super::record_codec::{FetchAnswer, MAX_RECORD_SIZE};
 use super::{P2pConfig, P2pError, P2pEvent, RecordSource, RecordValidator, RecordVerdict};
 use crate::metrics::P2pMetrics;
 use crate::store::BlockStore;
@@ -81,7 +83,7 @@ pub(super) enum Command {
         record: Vec<u8>,
         reply: Reply<Result<(), P2pError>>,
     },
-    /// Ask peers and the DHT; answers stream into `answers`, which closes when all are in.
+    /// Ask peers and both DHTs; answers stream into `answers`, which closes when all are in.
     Query {
         routing_key: Vec<u8>,
         answers: mpsc::UnboundedSender<Vec<u8>>,
@@ -92,7 +94,52 @@ pub(super) enum Command {
 
 /// Work finished off the swarm task that needs the swarm to complete.
 enum Internal {
-    Respond(ResponseChannel<Option<Vec<u8>>>, Option<Vec<u8>>),
+    /// Answer a fetch request.
+    Respond(ResponseChannel<FetchAnswer>, FetchAnswer),
+    /// Send the record held for a topic's key to a peer that joined the topic.
+    Republish(TopicHash, Vec<u8>),
+}
+
+/// Which of the two DHTs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Dht {
+    /// `/ipfs/kad/1.0.0`, peers with public addresses.
+    Wan,
+    /// `/ipfs/lan/kad/1.0.0`, peers with private, loopback or link-local addresses.
+    Lan,
+}
+
+/// Which DHT an address belongs in, as kubo's routing table filters sort peers: private,
+/// loopback, shared (CGNAT) and link-local IPs to the LAN one, other IPs and DNS names to the
+/// WAN one. `None` for addresses no DHT should hold (unspecified, or no host at all).
+fn dht_of(addr: &Multiaddr) -> Option<Dht> {
+    match addr.iter().next()? {
+        Protocol::Ip4(ip) if ip.is_unspecified() || ip.is_broadcast() => None,
+        Protocol::Ip4(ip) => Some(if is_lan_v4(ip) { Dht::Lan } else { Dht::Wan }),
+        Protocol::Ip6(ip) if ip.is_unspecified() || ip.is_multicast() => None,
+        Protocol::Ip6(ip) => Some(match ip.to_ipv4_mapped() {
+            Some(v4) if is_lan_v4(v4) => Dht::Lan,
+            Some(_) => Dht::Wan,
+            None if is_lan_v6(ip) => Dht::Lan,
+            None => Dht::Wan,
+        }),
+        Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) | Protocol::Dnsaddr(_) => {
+            Some(Dht::Wan)
+        }
+        _ => None,
+    }
+}
+
+fn is_lan_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    // 100.64.0.0/10: carrier-grade NAT, shared address space (kubo counts it as private).
+    ip.is_private() || ip.is_loopback() || ip.is_link_local() || (a == 100 && (b & 0xc0) == 64)
+}
+
+fn is_lan_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    // fc00::/7 unique local, fe80::/10 link-local.
+    ip.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
 }
 
 /// A peer from the configuration, kept connected.
@@ -109,9 +156,10 @@ struct ConfiguredPeer {
 /// A running `query_records`.
 struct Query {
     answers: mpsc::UnboundedSender<Vec<u8>>,
-    /// Direct requests and the DHT query not finished yet.
+    /// Fetch requests and DHT queries not finished yet.
     outstanding: usize,
-    kad: Option<kad::QueryId>,
+    /// Its DHT queries still running.
+    kad: Vec<(Dht, kad::QueryId)>,
 }
 
 /// Why we sent a record request.
@@ -137,7 +185,8 @@ struct SwarmTask {
     subscriptions: HashMap<TopicHash, Vec<u8>>,
     requests: HashMap<OutboundRequestId, RecordRequest>,
     queries: HashMap<u64, Query>,
-    kad_queries: HashMap<kad::QueryId, (u64, Vec<u8>)>,
+    /// DHT queries of `queries`; each DHT numbers its queries on its own.
+    kad_queries: HashMap<(Dht, kad::QueryId), (u64, Vec<u8>)>,
     next_query: u64,
 }
 
@@ -262,6 +311,14 @@ pub(super) async fn spawn(
         kad_queries: HashMap::new(),
         next_query: 0,
     };
+
+    // Records held from earlier runs (the own one, followed ones) are in the DHT stores before
+    // the first peer can ask, not only after the next publish.
+    let records = task.records.clone();
+    match tokio::task::spawn_blocking(move || records.all()).await {
+        Ok(held) => task.keep_held(held),
+        Err(e) => tracing::warn!(error = %e, "reading the held records failed"),
+    }
 
     // Wait for the real addresses (port 0 resolved), so `listen_addrs` is right from the start.
     let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
@@ -576,10 +633,12 @@ impl SwarmTask {
         // The DHT store holds only what the validator accepts, the node's own records included.
         match self.judge(&routing_key, &record) {
             RecordVerdict::Accept => {
-                let record = kad::Record::new(kad::RecordKey::new(&routing_key), record);
-                let kad = &mut self.swarm.behaviour_mut().kad;
-                if let Err(e) = kad.put_record(record, kad::Quorum::One) {
-                    tracing::warn!(error = ?e, "storing the record in the DHT failed");
+                for dht in [Dht::Wan, Dht::Lan] {
+                    let record =
+                        kad::Record::new(kad::RecordKey::new(&routing_key), record.clone());
+                    if let Err(e) = self.kad_mut(dht).put_record(record, kad::Quorum::One) {
+                        tracing::warn!(?dht, error = ?e, "storing the record in the DHT failed");
+                    }
                 }
             }
             RecordVerdict::Ignore(why) => {
@@ -592,22 +651,63 @@ impl SwarmTask {
         Ok(())
     }
 
-    /// The validator's verdict on `record` for `routing_key`, against what the DHT store holds.
+    fn kad_mut(&mut self, dht: Dht) -> &mut kad::Behaviour<kad::store::MemoryStore> {
+        match dht {
+            Dht::Wan => &mut self.swarm.behaviour_mut().kad,
+            Dht::Lan => &mut self.swarm.behaviour_mut().lan_kad,
+        }
+    }
+
+    /// The validator's verdict on `record` for `routing_key`, against what the DHT stores hold
+    /// (both hold the same records: everything stored goes into both).
     fn judge(&mut self, routing_key: &[u8], record: &[u8]) -> RecordVerdict {
         let key = kad::RecordKey::new(&routing_key);
-        let held = self
-            .swarm
-            .behaviour_mut()
-            .kad
-            .store_mut()
-            .get(&key)
-            .map(|r| r.value.clone());
+        let held = [Dht::Lan, Dht::Wan].into_iter().find_map(|dht| {
+            self.kad_mut(dht)
+                .store_mut()
+                .get(&key)
+                .map(|r| r.value.clone())
+        });
         self.validator
             .validate(routing_key, record, held.as_deref())
     }
 
-    /// A peer's PUT_VALUE: stored only if the validator accepts it, and only while strangers'
-    /// records leave room for the node's own.
+    /// Keeps a record the validator accepted in both DHT stores, so that peers asking either
+    /// DHT get it from this node; no peer is told (publishing does that).
+    fn keep(&mut self, routing_key: &[u8], record: Vec<u8>) {
+        let key = kad::RecordKey::new(&routing_key);
+        for dht in [Dht::Wan, Dht::Lan] {
+            let record = kad::Record::new(key.clone(), record.clone());
+            if let Err(e) = self.kad_mut(dht).store_mut().put(record) {
+                tracing::debug!(?dht, error = ?e, "record not kept in the DHT store");
+            }
+        }
+    }
+
+    /// The records held at start, each kept in the DHT stores if the validator accepts it
+    /// (an own record that expired while the node was down is not served).
+    fn keep_held(&mut self, held: Vec<(Vec<u8>, Vec<u8>)>) {
+        for (routing_key, record) in held {
+            if record.is_empty() || record.len() > MAX_RECORD_SIZE {
+                continue;
+            }
+            match self.judge(&routing_key, &record) {
+                RecordVerdict::Accept => {
+                    tracing::debug!(
+                        key = %String::from_utf8_lossy(&routing_key),
+                        "serving a held record from the start"
+                    );
+                    self.keep(&routing_key, record);
+                }
+                RecordVerdict::Ignore(why) | RecordVerdict::Reject(why) => {
+                    tracing::info!(%why, "not serving a held record")
+                }
+            }
+        }
+    }
+
+    /// A peer's PUT_VALUE to either DHT: stored (in both) only if the validator accepts it,
+    /// and only while strangers' records leave room for the node's own.
     fn on_dht_put(&mut self, source: PeerId, record: kad::Record) {
         match self.judge(record.key.as_ref(), &record.value) {
             RecordVerdict::Accept => {}
@@ -620,28 +720,27 @@ impl SwarmTask {
                 return;
             }
         }
-        let store = self.swarm.behaviour_mut().kad.store_mut();
-        let new_key = store.get(&record.key).is_none();
-        if new_key && store.records().count() >= MAX_INBOUND_DHT_RECORDS {
-            tracing::debug!(peer = %source, "DHT store full, record not stored");
-            return;
-        }
-        match store.put(record) {
-            Ok(()) => tracing::debug!(peer = %source, "stored a DHT record"),
-            Err(e) => tracing::debug!(peer = %source, error = ?e, "DHT record not stored"),
+        for dht in [Dht::Wan, Dht::Lan] {
+            let store = self.kad_mut(dht).store_mut();
+            let new_key = store.get(&record.key).is_none();
+            if new_key && store.records().count() >= MAX_INBOUND_DHT_RECORDS {
+                tracing::debug!(peer = %source, ?dht, "DHT store full, record not stored");
+                continue;
+            }
+            match store.put(record.clone()) {
+                Ok(()) => tracing::debug!(peer = %source, ?dht, "stored a DHT record"),
+                Err(e) => {
+                    tracing::debug!(peer = %source, ?dht, error = ?e, "DHT record not stored")
+                }
+            }
         }
     }
 
-    /// A peer's ADD_PROVIDER: kept within the store's bounds, with a few of its addresses.
-    fn on_add_provider(&mut self, mut record: kad::ProviderRecord) {
+    /// A peer's ADD_PROVIDER to one DHT: kept within that store's bounds, with a few of its
+    /// addresses.
+    fn on_add_provider(&mut self, dht: Dht, mut record: kad::ProviderRecord) {
         record.addresses.truncate(MAX_PROVIDER_ADDRESSES);
-        if let Err(e) = self
-            .swarm
-            .behaviour_mut()
-            .kad
-            .store_mut()
-            .add_provider(record)
-        {
+        if let Err(e) = self.kad_mut(dht).store_mut().add_provider(record) {
             tracing::debug!(error = ?e, "provider record not stored");
         }
     }
@@ -659,6 +758,7 @@ impl SwarmTask {
                 let verdict = self.judge(&routing_key, &message.data);
                 if verdict == RecordVerdict::Accept {
                     let from = message.source.or(Some(propagation_source));
+                    self.keep(&routing_key, message.data.clone());
                     self.hand_over(routing_key, message.data, from, None);
                 }
                 verdict
@@ -682,11 +782,12 @@ impl SwarmTask {
             .report_message_validation_result(&message_id, &propagation_source, acceptance);
     }
 
+    /// Asks `peer` over fetch for its record under `routing_key`.
     fn request_record(&mut self, peer: PeerId, routing_key: Vec<u8>, query: Option<u64>) {
         let id = self
             .swarm
             .behaviour_mut()
-            .records
+            .fetch
             .send_request(&peer, routing_key.clone());
         self.requests
             .insert(id, RecordRequest { routing_key, query });
@@ -699,18 +800,21 @@ impl SwarmTask {
         for peer in &peers {
             self.request_record(*peer, routing_key.clone(), Some(id));
         }
-        let kad_id = self
-            .swarm
-            .behaviour_mut()
-            .kad
-            .get_record(kad::RecordKey::new(&routing_key));
-        self.kad_queries.insert(kad_id, (id, routing_key));
+        let mut kad = Vec::new();
+        for dht in [Dht::Wan, Dht::Lan] {
+            let kad_id = self
+                .kad_mut(dht)
+                .get_record(kad::RecordKey::new(&routing_key));
+            self.kad_queries
+                .insert((dht, kad_id), (id, routing_key.clone()));
+            kad.push((dht, kad_id));
+        }
         self.queries.insert(
             id,
             Query {
                 answers,
-                outstanding: peers.len() + 1,
-                kad: Some(kad_id),
+                outstanding: peers.len() + kad.len(),
+                kad,
             },
         );
     }
@@ -734,9 +838,12 @@ impl SwarmTask {
             .map(|(id, _)| *id)
             .collect();
         for id in abandoned {
-            if let Some(kad_id) = self.queries.remove(&id).and_then(|q| q.kad) {
-                self.kad_queries.remove(&kad_id);
-                if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&kad_id) {
+            let Some(query) = self.queries.remove(&id) else {
+                continue;
+            };
+            for (dht, kad_id) in query.kad {
+                self.kad_queries.remove(&(dht, kad_id));
+                if let Some(mut query) = self.kad_mut(dht).query_mut(&kad_id) {
                     query.finish();
                 }
             }
@@ -755,9 +862,14 @@ impl SwarmTask {
         if record.is_empty() || record.len() > MAX_RECORD_SIZE {
             return;
         }
-        if let RecordVerdict::Reject(why) = self.judge(&routing_key, &record) {
-            tracing::debug!(peer = ?from, %why, "dropping an invalid record");
-            return;
+        match self.judge(&routing_key, &record) {
+            RecordVerdict::Reject(why) => {
+                tracing::debug!(peer = ?from, %why, "dropping an invalid record");
+                return;
+            }
+            // News: served through the DHTs from now on.
+            RecordVerdict::Accept if from.is_some() => self.keep(&routing_key, record.clone()),
+            RecordVerdict::Accept | RecordVerdict::Ignore(_) => {}
         }
         self.hand_over(routing_key, record, from, query);
     }
@@ -782,18 +894,50 @@ impl SwarmTask {
 
     fn on_internal(&mut self, work: Internal) {
         match work {
-            Internal::Respond(channel, record) => {
+            Internal::Respond(channel, answer) => {
                 if self
                     .swarm
                     .behaviour_mut()
-                    .records
-                    .send_response(channel, record)
+                    .fetch
+                    .send_response(channel, answer)
                     .is_err()
                 {
-                    tracing::debug!("record request went away before the answer");
+                    tracing::debug!("fetch request went away before the answer");
+                }
+            }
+            Internal::Republish(topic, record) => {
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(topic.clone(), record)
+                {
+                    Ok(_) => tracing::debug!(%topic, "sent the held record to a peer that joined"),
+                    // Content-addressed messages: the same record sent within the duplicate
+                    // window is not sent again. Joining peers still fetch it.
+                    Err(e) => tracing::debug!(%topic, error = %e, "held record not re-sent"),
                 }
             }
         }
+    }
+
+    /// A peer joined a topic this node carries records on: it is sent the record held for
+    /// the topic's key at once (as IPNS over pubsub nodes do), not at the next publish.
+    fn on_topic_joined(&mut self, peer: PeerId, topic: TopicHash) {
+        let Some(routing_key) = self.subscriptions.get(&topic).cloned() else {
+            return;
+        };
+        tracing::debug!(%peer, %topic, "peer joined a record topic");
+        let records = self.records.clone();
+        let internal = self.internal.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(record) = records
+                .newest(&routing_key)
+                .filter(|r| !r.is_empty() && r.len() <= MAX_RECORD_SIZE)
+            {
+                let _ = internal.send(Internal::Republish(topic, record));
+            }
+        });
     }
 
     fn redial(&mut self) {
@@ -952,45 +1096,38 @@ impl SwarmTask {
         match event {
             NodeBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified");
-                if info.protocols.contains(&KAD_PROTOCOL) {
-                    let kad = &mut self.swarm.behaviour_mut().kad;
-                    for addr in info.listen_addrs {
-                        kad.add_address(&peer_id, addr);
+                // Each DHT's routing table takes the peer's addresses of its kind, if the peer
+                // speaks that DHT's protocol (kubo's routing table filters).
+                let wan = info.protocols.contains(&KAD_PROTOCOL);
+                let lan = info.protocols.contains(&LAN_KAD_PROTOCOL);
+                for addr in info.listen_addrs {
+                    match dht_of(&addr) {
+                        Some(dht @ Dht::Wan) if wan => {
+                            self.kad_mut(dht).add_address(&peer_id, addr);
+                        }
+                        Some(dht @ Dht::Lan) if lan => {
+                            self.kad_mut(dht).add_address(&peer_id, addr);
+                        }
+                        _ => {}
                     }
                 }
             }
-            NodeBehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                id,
-                result,
-                step,
-                ..
-            }) => self.on_kad_progress(id, result, step.last),
+            NodeBehaviourEvent::Kad(event) => self.on_kad_event(Dht::Wan, event),
+            NodeBehaviourEvent::LanKad(event) => self.on_kad_event(Dht::Lan, event),
+            NodeBehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic }) => {
+                self.on_topic_joined(peer_id, topic)
+            }
             NodeBehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
                 message,
             }) => self.on_gossip(propagation_source, message_id, message),
-            NodeBehaviourEvent::Kad(kad::Event::InboundRequest {
-                request:
-                    kad::InboundRequest::PutRecord {
-                        source,
-                        record: Some(record),
-                        ..
-                    },
-            }) => self.on_dht_put(source, record),
-            NodeBehaviourEvent::Kad(kad::Event::InboundRequest {
-                request:
-                    kad::InboundRequest::AddProvider {
-                        record: Some(record),
-                    },
-            }) => self.on_add_provider(record),
             NodeBehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
                 for (peer, addr) in found {
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer, addr.clone());
+                    if dht_of(&addr) == Some(Dht::Lan) {
+                        self.kad_mut(Dht::Lan).add_address(&peer, addr.clone());
+                    }
                     by_peer.entry(peer).or_default().push(addr);
                 }
                 for (peer, addrs) in by_peer {
@@ -1007,52 +1144,91 @@ impl SwarmTask {
                     }
                 }
             }
-            NodeBehaviourEvent::Records(event) => self.on_record_event(event),
+            NodeBehaviourEvent::Fetch(event) => self.on_fetch_event(event),
             _ => {}
         }
     }
 
-    fn on_kad_progress(&mut self, id: kad::QueryId, result: kad::QueryResult, last: bool) {
+    fn on_kad_event(&mut self, dht: Dht, event: kad::Event) {
+        match event {
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => self.on_kad_progress(dht, id, result, step.last),
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            } => self.on_dht_put(source, record),
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::AddProvider {
+                        record: Some(record),
+                    },
+            } => self.on_add_provider(dht, record),
+            _ => {}
+        }
+    }
+
+    fn on_kad_progress(
+        &mut self,
+        dht: Dht,
+        id: kad::QueryId,
+        result: kad::QueryResult,
+        last: bool,
+    ) {
         match result {
             kad::QueryResult::GetRecord(result) => {
-                let Some((query, routing_key)) = self.kad_queries.get(&id).cloned() else {
+                let Some((query, routing_key)) = self.kad_queries.get(&(dht, id)).cloned() else {
                     return;
                 };
                 if let Ok(kad::GetRecordOk::FoundRecord(found)) = result {
                     self.deliver(routing_key, found.record.value, found.peer, Some(query));
                 }
                 if last {
-                    self.kad_queries.remove(&id);
+                    self.kad_queries.remove(&(dht, id));
                     if let Some(q) = self.queries.get_mut(&query) {
-                        q.kad = None;
+                        q.kad.retain(|running| *running != (dht, id));
                     }
                     self.query_part_done(query);
                 }
             }
             kad::QueryResult::PutRecord(result) => match result {
-                Ok(_) => tracing::debug!("record stored in the DHT"),
-                Err(e) => tracing::debug!(error = %e, "DHT put reached no peers"),
+                Ok(_) => tracing::debug!(?dht, "record stored in the DHT"),
+                Err(e) => tracing::debug!(?dht, error = %e, "DHT put reached no peers"),
             },
             _ => {}
         }
     }
 
-    fn on_record_event(&mut self, event: request_response::Event<Vec<u8>, Option<Vec<u8>>>) {
+    fn on_fetch_event(&mut self, event: request_response::Event<Vec<u8>, FetchAnswer>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
+                    tracing::trace!(%peer, "fetch request");
+                    // Keys no record can exist under get ERROR, as the spec asks.
+                    if let Err(why) = self.validator.check_key(&request) {
+                        tracing::debug!(%peer, %why, "fetch request for an unsupported key");
+                        self.on_internal(Internal::Respond(channel, FetchAnswer::Error(why)));
+                        return;
+                    }
                     // The record source may read the metadata store: off the swarm task.
                     let records = self.records.clone();
                     let internal = self.internal.clone();
                     tokio::task::spawn_blocking(move || {
-                        let record = records
+                        let answer = match records
                             .newest(&request)
-                            .filter(|r| !r.is_empty() && r.len() <= MAX_RECORD_SIZE);
-                        let _ = internal.send(Internal::Respond(channel, record));
+                            .filter(|r| !r.is_empty() && r.len() <= MAX_RECORD_SIZE)
+                        {
+                            Some(record) => FetchAnswer::Found(record),
+                            None => FetchAnswer::NotFound,
+                        };
+                        let _ = internal.send(Internal::Respond(channel, answer));
                     });
-                    tracing::trace!(%peer, "record request");
                 }
                 request_response::Message::Response {
                     request_id,
@@ -1061,8 +1237,14 @@ impl SwarmTask {
                     let Some(request) = self.requests.remove(&request_id) else {
                         return;
                     };
-                    if let Some(record) = response {
-                        self.deliver(request.routing_key, record, Some(peer), request.query);
+                    match response {
+                        FetchAnswer::Found(record) => {
+                            self.deliver(request.routing_key, record, Some(peer), request.query)
+                        }
+                        FetchAnswer::NotFound => tracing::trace!(%peer, "fetch: not found"),
+                        FetchAnswer::Error(why) => {
+                            tracing::debug!(%peer, %why, "fetch answered with an error")
+                        }
                     }
                     if let Some(query) = request.query {
                         self.query_part_done(query);
@@ -1075,13 +1257,13 @@ impl SwarmTask {
                 error,
                 ..
             } => {
-                tracing::debug!(%peer, %error, "record request failed");
+                tracing::debug!(%peer, %error, "fetch request failed");
                 if let Some(query) = self.requests.remove(&request_id).and_then(|r| r.query) {
                     self.query_part_done(query);
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "answering a record request failed");
+                tracing::debug!(%peer, %error, "answering a fetch request failed");
             }
             request_response::Event::ResponseSent { .. } => {}
         }

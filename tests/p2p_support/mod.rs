@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cid::Cid;
-use ipns_registry::names::{judge_record, RecordJudgement};
+use ipns_registry::names::{check_routing_key, judge_record, RecordJudgement};
 use ipns_registry::p2p::{P2p, P2pConfig, P2pEvent, RecordSource, RecordValidator, RecordVerdict};
 use ipns_registry::store::BlockStore;
 use ipns_registry::tree::{cid_of, RAW};
@@ -35,6 +35,11 @@ impl RecordSource for MemoryRecords {
     fn newest(&self, routing_key: &[u8]) -> Option<Vec<u8>> {
         self.0.lock().unwrap().get(routing_key).cloned()
     }
+
+    fn all(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let held = self.0.lock().unwrap();
+        held.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
 }
 
 impl RecordValidator for MemoryRecords {
@@ -46,6 +51,12 @@ impl RecordValidator for MemoryRecords {
             RecordJudgement::Stale(why) => RecordVerdict::Ignore(why.to_string()),
             RecordJudgement::Invalid(why) => RecordVerdict::Reject(why.to_string()),
         }
+    }
+
+    fn check_key(&self, routing_key: &[u8]) -> Result<(), String> {
+        check_routing_key(routing_key)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -101,10 +112,15 @@ impl TestNode {
 
     /// Starts a node from a config, with a fresh store.
     pub async fn start_with(config: P2pConfig) -> TestNode {
+        Self::start_holding(config, Arc::new(MemoryRecords::default())).await
+    }
+
+    /// Starts a node from a config, with a fresh store, holding `records` from the start (as
+    /// a node restarted on its data directory does).
+    pub async fn start_holding(config: P2pConfig, records: Arc<MemoryRecords>) -> TestNode {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
         let blocks = Arc::new(BlockStore::open(dir.path().join("blocks")).unwrap());
-        let records = Arc::new(MemoryRecords::default());
         let keypair = config.keypair.clone();
         let (p2p, events) = P2p::start(config, blocks.clone(), records.clone(), records.clone())
             .await
@@ -330,4 +346,227 @@ impl RawBitswapPeer {
             tasks: vec![driver, server],
         }
     }
+}
+
+/// A libp2p fetch answer as it travels (`FetchResponse` of the spec's `.proto`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FetchResponse {
+    /// 0 OK, 1 NOT_FOUND, 2 ERROR.
+    #[prost(int32, tag = "1")]
+    pub status: i32,
+    /// The record, or the error message.
+    #[prost(bytes = "vec", tag = "2")]
+    pub data: Vec<u8>,
+}
+
+/// `FetchRequest` of the spec's `.proto`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct FetchRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    identifier: Vec<u8>,
+}
+
+/// `OK`.
+pub const FETCH_OK: i32 = 0;
+/// `NOT_FOUND`.
+pub const FETCH_NOT_FOUND: i32 = 1;
+/// `ERROR`.
+pub const FETCH_ERROR: i32 = 2;
+
+/// A length-prefixed message, as `@libp2p/fetch` frames it.
+pub fn length_prefixed(bytes: &[u8]) -> Vec<u8> {
+    let mut buf = unsigned_varint::encode::usize_buffer();
+    let mut out = unsigned_varint::encode::usize(bytes.len(), &mut buf).to_vec();
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// A bare libp2p swarm (TCP, noise, yamux) with only libp2p-stream, on 127.0.0.1.
+fn stream_swarm() -> libp2p::Swarm<libp2p_stream::Behaviour> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// Asks the node at `addr` (ending in `/p2p/<id>`) for `key` over `/libp2p/fetch/0.0.1`, from a
+/// bare peer that speaks nothing else, byte for byte as `@libp2p/fetch` does.
+pub async fn fetch_from(addr: &Multiaddr, key: &[u8]) -> FetchResponse {
+    use libp2p::futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+    use prost::Message as _;
+
+    init_tracing();
+    let Some(Protocol::P2p(node)) = addr.iter().last() else {
+        panic!("{addr} names no peer");
+    };
+    let mut swarm = stream_swarm();
+    let mut control = swarm.behaviour().new_control();
+    swarm.dial(addr.clone()).unwrap();
+    let driver = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    let exchange = async {
+        let mut stream = control
+            .open_stream(node, libp2p::StreamProtocol::new("/libp2p/fetch/0.0.1"))
+            .await
+            .expect("the node speaks fetch");
+        let request = FetchRequest {
+            identifier: key.to_vec(),
+        }
+        .encode_to_vec();
+        stream.write_all(&length_prefixed(&request)).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let (len, body) = unsigned_varint::decode::usize(&answer).expect("a length prefix");
+        assert_eq!(
+            body.len(),
+            len,
+            "exactly one message, then the stream closes"
+        );
+        FetchResponse::decode(body).expect("a FetchResponse")
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .expect("a fetch answer in time");
+    driver.abort();
+    answer
+}
+
+/// A bare peer on 127.0.0.1 that answers every fetch request with `answer`, raw bytes (a
+/// framed `FetchResponse`, or anything else).
+pub struct RawFetchPeer {
+    pub addr: Multiaddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for RawFetchPeer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl RawFetchPeer {
+    /// Starts it.
+    pub async fn start(answer: Vec<u8>) -> RawFetchPeer {
+        use libp2p::futures::{AsyncWriteExt as _, StreamExt as _};
+        use libp2p::swarm::SwarmEvent;
+
+        init_tracing();
+        let mut swarm = stream_swarm();
+        let peer_id = *swarm.local_peer_id();
+        let mut control = swarm.behaviour().new_control();
+        let mut incoming = control
+            .accept(libp2p::StreamProtocol::new("/libp2p/fetch/0.0.1"))
+            .unwrap();
+        swarm
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                break address.with(Protocol::P2p(peer_id));
+            }
+        };
+        let driver = tokio::spawn(async move {
+            loop {
+                swarm.select_next_some().await;
+            }
+        });
+        let server = tokio::spawn(async move {
+            while let Some((_, mut stream)) = incoming.next().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    // The request is not even read: the answer is the same for any key.
+                    let _ = stream.write_all(&answer).await;
+                    let _ = stream.close().await;
+                });
+            }
+        });
+        RawFetchPeer {
+            addr,
+            tasks: vec![driver, server],
+        }
+    }
+}
+
+/// A bare Kademlia peer on `protocol` in client mode: it asks and believes what it reads.
+pub fn kad_client(
+    protocol: libp2p::StreamProtocol,
+) -> libp2p::Swarm<libp2p::kad::Behaviour<libp2p::kad::store::MemoryStore>> {
+    use libp2p::kad;
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| {
+            let peer = key.public().to_peer_id();
+            let config = kad::Config::new(protocol);
+            let mut kad =
+                kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), config);
+            kad.set_mode(Some(kad::Mode::Client));
+            kad
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// Every record a fresh bare Kademlia peer on `protocol` that knows only the node at `addr`
+/// (ending in `/p2p/<id>`) gets for `key` (GET_VALUE).
+pub async fn kad_get_from(
+    protocol: libp2p::StreamProtocol,
+    addr: &Multiaddr,
+    key: &[u8],
+) -> Vec<Vec<u8>> {
+    use libp2p::futures::StreamExt as _;
+    use libp2p::kad;
+    use libp2p::swarm::SwarmEvent;
+
+    init_tracing();
+    let Some(Protocol::P2p(node)) = addr.iter().last() else {
+        panic!("{addr} names no peer");
+    };
+    let mut swarm = kad_client(protocol);
+    swarm.behaviour_mut().add_address(&node, addr.clone());
+    let id = swarm.behaviour_mut().get_record(kad::RecordKey::new(&key));
+    let mut found = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+                id: done,
+                result: kad::QueryResult::GetRecord(result),
+                step,
+                ..
+            }) = swarm.select_next_some().await
+            {
+                if done != id {
+                    continue;
+                }
+                if let Ok(kad::GetRecordOk::FoundRecord(record)) = result {
+                    found.push(record.record.value);
+                }
+                if step.last {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the DHT get finishes");
+    found
 }
