@@ -2,9 +2,10 @@
 // talk to nothing but our own node on 127.0.0.1, and small assertion helpers.
 //
 // Locked down means: no libp2p at all here (@helia/http), no delegated routers (the default,
-// delegated-ipfs.dev, would reach the internet), no default public gateways: the only router is
-// a fallback router that names our gateway as the provider of every CID, and the only block
-// broker is the trustless-gateway broker, which checks every block against its CID.
+// delegated-ipfs.dev, would reach the internet), no default public gateways: the routers are
+// one that finds no providers (see noProviders) and a fallback router that names our gateway as
+// the provider of every CID, and the only block broker is the trustless-gateway broker, which
+// checks every block against its CID.
 
 // Current Helia releases target Node 22; Node 20 lacks Promise.withResolvers.
 if (typeof Promise.withResolvers !== 'function') {
@@ -28,9 +29,22 @@ export function gatewayUrl () {
   return url
 }
 
+/**
+ * A content router that knows no providers and asks nobody. Helia 7's routing turns to its
+ * fallback routers (the one naming our gateway) only after every other router has finished,
+ * and with no other router at all it never gets there: it merges zero router streams with a
+ * queue that ends only on an 'idle' event a finishing router emits (helia/dist/src/routing.js),
+ * so findProviders never yields and no request ever reaches the gateway. This router finishes
+ * at once, so the fallback router is asked next.
+ */
+const noProviders = {
+  name: 'no-providers',
+  async * findProviders () {}
+}
+
 /** A started Helia node whose only source of blocks is our gateway. */
 export async function lockedDownHelia () {
-  const helia = withHTTP(createHeliaLight(), {
+  const helia = withHTTP(createHeliaLight({ routers: [noProviders] }), {
     delegatedRouters: [],
     recursiveGateways: [gatewayUrl()],
     allowInsecure: true,

@@ -1,6 +1,3 @@
-// PENDING, not run by run-checks.mjs: against our gateway this check does not finish (Helia 7
-// finds our gateway through its fallback router, then the trustless-gateway block broker never
-// completes a block; the cause is not found yet). Move it back to checks/ once it passes.
 // Helia's trustless-gateway block broker takes every block of a blob from our gateway
 // (checking each against its CID) and @helia/unixfs reassembles the file.
 import { assert, env, lockedDownHelia } from '../lib/helia.mjs'

@@ -1,7 +1,4 @@
-// PENDING, not run by run-checks.mjs: against our gateway this check does not finish (Helia 7
-// finds our gateway through its fallback router, then the trustless-gateway block broker never
-// completes a block; the cause is not found yet). Move it back to checks/ once it passes.
-// @helia/verified-fetch, with our gateway as its only gateway and no routers, fetches and
+// @helia/verified-fetch, with our gateway as its only source of blocks, fetches and
 // verifies content from it: a file by path, a raw block and a CAR, with their content types.
 import { assert, assertEqual, env, lockedDownHelia } from '../lib/helia.mjs'
 import { readFileSync } from 'node:fs'
