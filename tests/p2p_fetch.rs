@@ -17,25 +17,12 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, Multiaddr, StreamProtocol};
 use p2p_support::{
-    fetch_from, kad_get_from, length_prefixed, loopback_config, wait_until, FetchResponse,
-    MemoryRecords, RawFetchPeer, TestNode, FETCH_ERROR, FETCH_NOT_FOUND, FETCH_OK,
+    fetch_from, kad_get_from, length_prefixed, loopback_config, signed_record, wait_until,
+    FetchResponse, MemoryRecords, RawFetchPeer, TestNode, FETCH_ERROR, FETCH_NOT_FOUND, FETCH_OK,
 };
 use prost::Message as _;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-fn sign(key: &Keypair, sequence: u64) -> Vec<u8> {
-    IpnsRecord::sign(
-        key,
-        "/ipfs/bafkqaaa",
-        sequence,
-        Duration::from_secs(3600),
-        Duration::from_secs(60),
-    )
-    .unwrap()
-    .to_bytes()
-    .to_vec()
-}
 
 /// A node that holds `record` for `name` from the start.
 async fn node_holding(name: &IpnsName, record: &[u8]) -> TestNode {
@@ -52,7 +39,7 @@ async fn node_holding(name: &IpnsName, record: &[u8]) -> TestNode {
 async fn fetch_answers_ok_not_found_and_error_as_the_spec_says() {
     let owner = Keypair::generate_ed25519();
     let name = IpnsName::from_public_key(&owner.public());
-    let v3 = sign(&owner, 3);
+    let v3 = signed_record(&owner, 3);
     let node = node_holding(&name, &v3).await;
     let addr = node.tcp_addr().await;
 
@@ -91,7 +78,7 @@ async fn hostile_fetch_answers_are_bounded_and_validated() {
     let owner = Keypair::generate_ed25519();
     let name = IpnsName::from_public_key(&owner.public());
     let key = name.routing_key();
-    let genuine = sign(&owner, 7);
+    let genuine = signed_record(&owner, 7);
     let honest = node_holding(&name, &genuine).await;
 
     let ok = |data: Vec<u8>| {
@@ -105,7 +92,7 @@ async fn hostile_fetch_answers_are_bounded_and_validated() {
     };
     // A higher sequence signed by another key; garbage as a record; a record one byte over the
     // cap; a frame announcing 64 MiB (and sending 1 MiB of it); not protobuf at all.
-    let forged = ok(sign(&Keypair::generate_ed25519(), 1000));
+    let forged = ok(signed_record(&Keypair::generate_ed25519(), 1000));
     let garbage = ok(b"not a record".to_vec());
     let oversized_record = ok(vec![0; MAX_RECORD_SIZE + 1]);
     let mut buf = unsigned_varint::encode::usize_buffer();
@@ -149,7 +136,7 @@ async fn held_records_are_served_on_both_dhts_from_the_start() {
     let owner = Keypair::generate_ed25519();
     let name = IpnsName::from_public_key(&owner.public());
     let key = name.routing_key();
-    let v4 = sign(&owner, 4);
+    let v4 = signed_record(&owner, 4);
     // Nothing is published: the node only holds the record, as after a restart.
     let node = node_holding(&name, &v4).await;
     let addr = node.tcp_addr().await;
@@ -260,8 +247,8 @@ async fn loopback_peers_go_to_the_lan_dht_and_not_the_wan_one() {
     let owner = Keypair::generate_ed25519();
     let name = IpnsName::from_public_key(&owner.public());
     let key = name.routing_key();
-    let on_wan = sign(&owner, 1);
-    let on_lan = sign(&owner, 2);
+    let on_wan = signed_record(&owner, 1);
+    let on_lan = signed_record(&owner, 2);
     // kubo on a LAN: the same record key on a WAN-only and a LAN-only DHT server, both on
     // 127.0.0.1. Neither speaks fetch or pubsub: only the DHTs can find their records.
     let wan = DhtServer::start(KAD_PROTOCOL, &key, on_wan.clone()).await;

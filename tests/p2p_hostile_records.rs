@@ -7,29 +7,16 @@ mod p2p_support;
 
 use std::time::Duration;
 
-use ipns_registry::names::{IpnsName, IpnsRecord};
+use ipns_registry::names::IpnsName;
 use libp2p::futures::StreamExt as _;
 use libp2p::gossipsub::{self, IdentTopic};
 use libp2p::identity::Keypair;
 use libp2p::kad::{self, store::MemoryStore};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
-use p2p_support::{wait_until, TestNode};
+use p2p_support::{kad_get, signed_record, wait_until, TestNode};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-fn sign(key: &Keypair, sequence: u64) -> Vec<u8> {
-    IpnsRecord::sign(
-        key,
-        "/ipfs/bafkqaaa",
-        sequence,
-        Duration::from_secs(3600),
-        Duration::from_secs(60),
-    )
-    .unwrap()
-    .to_bytes()
-    .to_vec()
-}
 
 /// A bare libp2p peer with only Kademlia (`/ipfs/kad/1.0.0`), in client mode: it stores what
 /// it is told and believes what it reads.
@@ -81,41 +68,11 @@ async fn put(swarm: &mut Swarm<kad::Behaviour<MemoryStore>>, key: &[u8], value: 
     assert!(done.is_ok(), "the node took the PUT_VALUE: {done:?}");
 }
 
-/// Every record the peers `swarm` knows (the node) return for `key`.
-async fn get(swarm: &mut Swarm<kad::Behaviour<MemoryStore>>, key: &[u8]) -> Vec<Vec<u8>> {
-    let id = swarm.behaviour_mut().get_record(kad::RecordKey::new(&key));
-    let mut found = Vec::new();
-    tokio::time::timeout(TIMEOUT, async {
-        loop {
-            if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
-                id: done,
-                result: kad::QueryResult::GetRecord(result),
-                step,
-                ..
-            }) = swarm.select_next_some().await
-            {
-                if done != id {
-                    continue;
-                }
-                if let Ok(kad::GetRecordOk::FoundRecord(record)) = result {
-                    found.push(record.record.value);
-                }
-                if step.last {
-                    return;
-                }
-            }
-        }
-    })
-    .await
-    .expect("the get finishes");
-    found
-}
-
 /// A fresh bare Kademlia peer that knows only the node, asks it for `key`.
 async fn read_from(node: PeerId, addr: &Multiaddr, key: &[u8]) -> Vec<Vec<u8>> {
     let mut reader = kad_peer();
     reader.behaviour_mut().add_address(&node, addr.clone());
-    get(&mut reader, key).await
+    kad_get(&mut reader, key).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -127,8 +84,8 @@ async fn a_forged_or_stale_dht_put_does_not_replace_a_record_the_node_serves() {
     let owner = Keypair::generate_ed25519();
     let name = IpnsName::from_public_key(&owner.public());
     let key = name.routing_key();
-    let v4 = sign(&owner, 4);
-    let v5 = sign(&owner, 5);
+    let v4 = signed_record(&owner, 4);
+    let v5 = signed_record(&owner, 5);
     // The node puts its record in its own DHT store (no peer takes it: it is alone).
     node.p2p
         .publish(name.pubsub_topic(), key.clone(), v5.clone())
@@ -140,7 +97,7 @@ async fn a_forged_or_stale_dht_put_does_not_replace_a_record_the_node_serves() {
     attacker.behaviour_mut().add_address(&node_id, addr.clone());
     let forger = Keypair::generate_ed25519();
     // Signed by another key, with a higher sequence.
-    put(&mut attacker, &key, sign(&forger, 1000)).await;
+    put(&mut attacker, &key, signed_record(&forger, 1000)).await;
     // Genuine but older.
     put(&mut attacker, &key, v4).await;
     // Not a record at all.
@@ -154,11 +111,21 @@ async fn a_forged_or_stale_dht_put_does_not_replace_a_record_the_node_serves() {
     // Keys it holds nothing for: a forged record, a genuine record under another namespace,
     // and a key that is no IPNS name.
     let stranger = IpnsName::from_public_key(&Keypair::generate_ed25519().public());
-    put(&mut attacker, &stranger.routing_key(), sign(&forger, 1)).await;
+    put(
+        &mut attacker,
+        &stranger.routing_key(),
+        signed_record(&forger, 1),
+    )
+    .await;
     let mut pk_key = b"/pk/".to_vec();
     pk_key.extend_from_slice(&name.peer_id().to_bytes());
-    put(&mut attacker, &pk_key, sign(&owner, 6)).await;
-    put(&mut attacker, b"/ipns/nothing-like-a-name", sign(&owner, 6)).await;
+    put(&mut attacker, &pk_key, signed_record(&owner, 6)).await;
+    put(
+        &mut attacker,
+        b"/ipns/nothing-like-a-name",
+        signed_record(&owner, 6),
+    )
+    .await;
     for refused in [
         stranger.routing_key(),
         pk_key,
@@ -173,7 +140,7 @@ async fn a_forged_or_stale_dht_put_does_not_replace_a_record_the_node_serves() {
 
     // A genuine newer record is stored and served, from anyone: the refusals above were about
     // the records, not the peer.
-    let v6 = sign(&owner, 6);
+    let v6 = signed_record(&owner, 6);
     put(&mut attacker, &key, v6.clone()).await;
     assert_eq!(read_from(node_id, &addr, &key).await, vec![v6]);
 }
@@ -267,7 +234,7 @@ async fn an_invalid_gossip_record_is_not_relayed_to_a_third_peer() {
     .await
     .expect("C's subscription reached B");
 
-    let forged = sign(&Keypair::generate_ed25519(), 9);
+    let forged = signed_record(&Keypair::generate_ed25519(), 9);
     a.p2p
         .publish(topic.clone(), key.clone(), forged)
         .await
@@ -280,7 +247,7 @@ async fn an_invalid_gossip_record_is_not_relayed_to_a_third_peer() {
     .await
     .expect("B lowers A's score for the forged record");
 
-    let v2 = sign(&owner, 2);
+    let v2 = signed_record(&owner, 2);
     a.p2p
         .publish(topic.clone(), key.clone(), v2.clone())
         .await
@@ -294,10 +261,10 @@ async fn an_invalid_gossip_record_is_not_relayed_to_a_third_peer() {
     // B now holds v2 (as its follower would): an older genuine record stops at B too.
     b.records.set(&key, &v2);
     a.p2p
-        .publish(topic.clone(), key.clone(), sign(&owner, 1))
+        .publish(topic.clone(), key.clone(), signed_record(&owner, 1))
         .await
         .unwrap();
-    let v3 = sign(&owner, 3);
+    let v3 = signed_record(&owner, 3);
     a.p2p
         .publish(topic.clone(), key.clone(), v3.clone())
         .await

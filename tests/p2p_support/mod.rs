@@ -533,16 +533,24 @@ pub async fn kad_get_from(
     addr: &Multiaddr,
     key: &[u8],
 ) -> Vec<Vec<u8>> {
-    use libp2p::futures::StreamExt as _;
-    use libp2p::kad;
-    use libp2p::swarm::SwarmEvent;
-
     init_tracing();
     let Some(Protocol::P2p(node)) = addr.iter().last() else {
         panic!("{addr} names no peer");
     };
     let mut swarm = kad_client(protocol);
     swarm.behaviour_mut().add_address(&node, addr.clone());
+    kad_get(&mut swarm, key).await
+}
+
+/// Every record the peers `swarm` knows return for `key` (a Kademlia GET_VALUE, waited for to
+/// its last step).
+pub async fn kad_get(
+    swarm: &mut libp2p::Swarm<libp2p::kad::Behaviour<libp2p::kad::store::MemoryStore>>,
+    key: &[u8],
+) -> Vec<Vec<u8>> {
+    use libp2p::futures::StreamExt as _;
+    use libp2p::kad;
+    use libp2p::swarm::SwarmEvent;
     let id = swarm.behaviour_mut().get_record(kad::RecordKey::new(&key));
     let mut found = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), async {
@@ -569,4 +577,18 @@ pub async fn kad_get_from(
     .await
     .expect("the DHT get finishes");
     found
+}
+
+/// An IPNS record of `key`'s name at `sequence` (an hour's lifetime, a minute's TTL), as bytes.
+pub fn signed_record(key: &Keypair, sequence: u64) -> Vec<u8> {
+    ipns_registry::names::IpnsRecord::sign(
+        key,
+        "/ipfs/bafkqaaa",
+        sequence,
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    )
+    .unwrap()
+    .to_bytes()
+    .to_vec()
 }
