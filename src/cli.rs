@@ -815,36 +815,47 @@ async fn serve(paths: &Paths, config: Config, options: StartOptions) -> anyhow::
     for endpoint in node.admin_endpoints() {
         println!("admin API on {endpoint}");
     }
+    // Registered before the address is announced: a SIGTERM sent as soon as the node reports it
+    // listens must stop it cleanly, not kill it.
+    let shutdown = shutdown_signal();
     // Scripts and tests read the bound address (the port may be ephemeral) from this line.
     let scheme = if node.uses_tls() { "https" } else { "http" };
     println!("listening on {scheme}://{addr}");
     std::io::stdout().flush().ok();
-    node.serve(listener, shutdown_signal(), SystemdNotifier::from_env())
+    node.serve(listener, shutdown, SystemdNotifier::from_env())
         .await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Completes on SIGINT or SIGTERM. The handlers are registered when this is called, not when
+/// the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                (interrupt, terminate) => {
+                    let error = interrupt.err().or(terminate.err());
+                    tracing::warn!(error = ?error, "cannot listen for SIGINT or SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Edits or lists the htpasswd file `file`.
