@@ -14,8 +14,6 @@ use cid::Cid;
 use ipns_registry::p2p::bitswap::{write_message, Entry, Message, Version, WantType};
 use ipns_registry::tree::{cid_of, RAW};
 use libp2p::futures::StreamExt as _;
-use libp2p::multiaddr::Protocol;
-use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use p2p_support::{block_data, wait_until, TestNode};
 
@@ -49,7 +47,7 @@ impl Drop for StalledPeer {
 
 impl StalledPeer {
     async fn start() -> StalledPeer {
-        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        let swarm = libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
             .with_tcp(
                 libp2p::tcp::Config::default(),
@@ -64,19 +62,7 @@ impl StalledPeer {
         let peer_id = *swarm.local_peer_id();
         let mut control = swarm.behaviour().new_control();
         let mut incoming = control.accept(BITSWAP).unwrap();
-        swarm
-            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-            .unwrap();
-        let addr = loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                break address.with(Protocol::P2p(peer_id));
-            }
-        };
-        let driver = tokio::spawn(async move {
-            loop {
-                swarm.select_next_some().await;
-            }
-        });
+        let (addr, driver) = p2p_support::listen_and_drive(swarm).await;
         let accepted = Arc::new(AtomicU64::new(0));
         let count = accepted.clone();
         let acceptor = tokio::spawn(async move {

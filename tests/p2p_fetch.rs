@@ -9,12 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use ipns_registry::names::{judge_record, IpnsName, IpnsRecord, RecordJudgement};
 use ipns_registry::p2p::{KAD_PROTOCOL, LAN_KAD_PROTOCOL, MAX_RECORD_SIZE};
-use libp2p::futures::StreamExt as _;
 use libp2p::identity::Keypair;
 use libp2p::kad;
 use libp2p::kad::store::{MemoryStore, RecordStore as _};
-use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::NetworkBehaviour;
 use libp2p::{identify, Multiaddr, StreamProtocol};
 use p2p_support::{
     fetch_from, kad_get_from, length_prefixed, loopback_config, signed_record, wait_until,
@@ -224,20 +222,7 @@ impl DhtServer {
             .store_mut()
             .put(kad::Record::new(kad::RecordKey::new(&key), value))
             .unwrap();
-        let peer_id = *swarm.local_peer_id();
-        swarm
-            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-            .unwrap();
-        let addr = loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                break address.with(Protocol::P2p(peer_id));
-            }
-        };
-        let task = tokio::spawn(async move {
-            loop {
-                swarm.select_next_some().await;
-            }
-        });
+        let (addr, task) = p2p_support::listen_and_drive(swarm).await;
         DhtServer { addr, task }
     }
 }

@@ -265,12 +265,11 @@ impl RawBitswapPeer {
             read_message, write_message, CidPrefix, Message, PayloadBlock, Version, WantType,
         };
         use libp2p::futures::StreamExt as _;
-        use libp2p::swarm::SwarmEvent;
         use libp2p::StreamProtocol;
         use std::sync::atomic::{AtomicUsize, Ordering};
 
         init_tracing();
-        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        let swarm = libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
             .with_tcp(
                 libp2p::tcp::Config::default(),
@@ -286,19 +285,7 @@ impl RawBitswapPeer {
         let protocol = StreamProtocol::new("/ipfs/bitswap/1.2.0");
         let mut control = swarm.behaviour().new_control();
         let mut incoming = control.accept(protocol.clone()).unwrap();
-        swarm
-            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-            .unwrap();
-        let addr = loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                break address.with(Protocol::P2p(peer_id));
-            }
-        };
-        let driver = tokio::spawn(async move {
-            loop {
-                swarm.select_next_some().await;
-            }
-        });
+        let (addr, driver) = listen_and_drive(swarm).await;
         let wants_seen = Arc::new(AtomicUsize::new(0));
         let seen = wants_seen.clone();
         let answers = Arc::new(answers);
@@ -461,28 +448,14 @@ impl RawFetchPeer {
     /// Starts it.
     pub async fn start(answer: Vec<u8>) -> RawFetchPeer {
         use libp2p::futures::{AsyncWriteExt as _, StreamExt as _};
-        use libp2p::swarm::SwarmEvent;
 
         init_tracing();
-        let mut swarm = stream_swarm();
-        let peer_id = *swarm.local_peer_id();
+        let swarm = stream_swarm();
         let mut control = swarm.behaviour().new_control();
         let mut incoming = control
             .accept(libp2p::StreamProtocol::new("/libp2p/fetch/0.0.1"))
             .unwrap();
-        swarm
-            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-            .unwrap();
-        let addr = loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                break address.with(Protocol::P2p(peer_id));
-            }
-        };
-        let driver = tokio::spawn(async move {
-            loop {
-                swarm.select_next_some().await;
-            }
-        });
+        let (addr, driver) = listen_and_drive(swarm).await;
         let server = tokio::spawn(async move {
             while let Some((_, mut stream)) = incoming.next().await {
                 let answer = answer.clone();
@@ -591,4 +564,33 @@ pub fn signed_record(key: &Keypair, sequence: u64) -> Vec<u8> {
     .unwrap()
     .to_bytes()
     .to_vec()
+}
+
+/// Listens on 127.0.0.1 (TCP, an ephemeral port), then drives `swarm` in a task of its own;
+/// returns the listen address with `/p2p/<id>`, and the task.
+pub async fn listen_and_drive<B>(
+    mut swarm: libp2p::Swarm<B>,
+) -> (Multiaddr, tokio::task::JoinHandle<()>)
+where
+    B: libp2p::swarm::NetworkBehaviour + Send,
+    B::ToSwarm: Send,
+{
+    use libp2p::futures::StreamExt as _;
+    use libp2p::swarm::SwarmEvent;
+
+    let peer_id = *swarm.local_peer_id();
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address.with(Protocol::P2p(peer_id));
+        }
+    };
+    let task = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    (addr, task)
 }
