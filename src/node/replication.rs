@@ -324,6 +324,11 @@ impl Replication {
         // Only now: answers to the start-up query may still arrive as events, and until the
         // record above is out they are news about the floor, not about a second writer.
         publisher.end_startup();
+        // Provider records (issue 9/10): replicas that know only the name find this node via the DHT.
+        self.p2p
+            .provide_root(&name.routing_key(), self.registry.root())
+            .await
+            .unwrap_or_else(|e| tracing::warn!(error = %e, "not providing the root"));
         republish.tick().await;
         let p2p = self.p2p.clone();
         let key = name.routing_key();
@@ -365,6 +370,10 @@ impl Replication {
                 tracing::info!(name = %publisher.name(), %root, sequence = record.sequence(), "published");
                 self.send(publisher.name(), record.to_bytes().to_vec())
                     .await;
+                self.p2p
+                    .provide_root(&publisher.name().routing_key(), root)
+                    .await
+                    .unwrap_or_else(|e| tracing::warn!(error = %e, "not providing the root"));
                 self.metrics.published(started.elapsed());
             }
             Err(e) => {
@@ -439,6 +448,12 @@ impl Replication {
         let state = match outcome {
             Ok(()) => {
                 tracing::info!(%name, root = %held.root, counts = ?progress.counts(), "mirror complete");
+                self.p2p
+                    .provide_root(&name.routing_key(), held.root)
+                    .await
+                    .unwrap_or_else(
+                        |e| tracing::warn!(error = %e, "not providing the mirrored root"),
+                    );
                 "complete".to_owned()
             }
             Err(e) => {
