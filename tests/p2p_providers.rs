@@ -2,6 +2,7 @@
 //! writer nor its address finds it through a third node's DHT and fetches from it; a mirroring
 //! replica stands in for a stopped writer; a changing root keeps one provider record.
 
+mod common;
 mod p2p_support;
 
 use std::time::Duration;
@@ -270,4 +271,77 @@ async fn without_provide_a_replica_cannot_reach_the_writer() {
     let fetched = r.p2p.fetch_block(&root).await;
     assert!(fetched.is_err(), "no route to W: {fetched:?}");
     assert!(!r.p2p.connected_peers().await.contains(&w.p2p.peer_id()));
+}
+
+/// Pulls every blob of `image` from the node at `base`; whether all match their digests.
+async fn serves_blobs(client: &reqwest::Client, base: &str, image: &common::PushedImage) -> bool {
+    for digest in &image.blobs {
+        let Ok(resp) = client
+            .get(format!("{base}/v2/{}/blobs/{digest}", image.repo))
+            .send()
+            .await
+        else {
+            return false;
+        };
+        if resp.status() != 200 {
+            return false;
+        }
+        match resp.bytes().await {
+            Ok(body) if common::sha256(&body) == *digest => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Real nodes around a plain DHT server that never learns an address but from provider
+/// records: a replica that knows only the server follows the writer's name and serves its
+/// blobs (the writer provides its root after publishing); then a mirroring replica, having
+/// mirrored, stands in for the stopped writer for a second replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_replicas_find_the_writer_and_a_mirror_by_name_alone() {
+    let (dht_addr, _dht) = start_plain_dht_server().await;
+    let dht = dht_addr.to_string();
+    let mut writer = common::TestNode::init("writer");
+    writer.serve(&["--peer", &dht]);
+    let (_, name) = writer.id();
+    let client = reqwest::Client::new();
+    let image = common::wait_for("a push to the writer", || {
+        let (client, base) = (&client, writer.url());
+        async move { common::push_image(client, &base, "team/app", "v1", 7).await }
+    })
+    .await;
+
+    let mut replica = common::TestNode::init("replica");
+    replica.serve(&["--follow", &name, "--peer", &dht]);
+    common::wait_for("the replica to serve the blobs", || {
+        let (client, base, image) = (&client, replica.url(), &image);
+        async move { serves_blobs(client, &base, image).await.then_some(()) }
+    })
+    .await;
+
+    let mut mirror = common::TestNode::init("replica");
+    mirror.serve(&["--follow", &name, "--mirror", "all", "--peer", &dht]);
+    common::wait_for("the mirror to complete", || {
+        let mirror = &mirror;
+        async move {
+            let status = mirror.status().await;
+            let run = status.followed.first()?.mirror_progress.clone()?;
+            (run.state == "complete").then_some(())
+        }
+    })
+    .await;
+    writer.kill();
+    replica.kill();
+
+    let mut second = common::TestNode::init("replica");
+    second.serve(&["--follow", &name, "--peer", &dht]);
+    common::wait_for(
+        "the second replica to serve the blobs from the mirror",
+        || {
+            let (client, base, image) = (&client, second.url(), &image);
+            async move { serves_blobs(client, &base, image).await.then_some(()) }
+        },
+    )
+    .await;
 }

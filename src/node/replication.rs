@@ -324,7 +324,7 @@ impl Replication {
         // Only now: answers to the start-up query may still arrive as events, and until the
         // record above is out they are news about the floor, not about a second writer.
         publisher.end_startup();
-        // Provider records (issue 9/10): replicas that know only the name find this node via the DHT.
+        // Provider records: replicas that know only the name find this node through the DHT.
         self.p2p
             .provide_root(&name.routing_key(), self.registry.root())
             .await
