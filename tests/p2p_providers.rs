@@ -345,3 +345,54 @@ async fn real_replicas_find_the_writer_and_a_mirror_by_name_alone() {
     )
     .await;
 }
+
+/// A peer announcing ever more CIDs cannot grow a node's provider store without bound: the
+/// oldest announcements make room for new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_provider_records_are_bounded() {
+    use libp2p::futures::StreamExt as _;
+    use libp2p::kad;
+    use libp2p::swarm::SwarmEvent;
+
+    const ANNOUNCED: usize = 800;
+    const KEPT: usize = 768;
+    let node = TestNode::start(vec![], FETCH_TIMEOUT).await;
+    let addr = node.tcp_addr().await;
+    let Some(Protocol::P2p(node_id)) = addr.iter().last() else {
+        unreachable!()
+    };
+    let mut client = p2p_support::kad_client(LAN_KAD_PROTOCOL);
+    client.behaviour_mut().add_address(&node_id, addr.clone());
+    for seed in 0..ANNOUNCED as u64 {
+        let cid = ipns_registry::tree::cid_of(ipns_registry::tree::RAW, &seed.to_le_bytes());
+        client
+            .behaviour_mut()
+            .start_providing(kad::RecordKey::new(&cid.hash().to_bytes()))
+            .unwrap();
+    }
+    let mut done = 0;
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while done < ANNOUNCED {
+            if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::StartProviding(_),
+                ..
+            }) = client.select_next_some().await
+            {
+                done += 1;
+            }
+        }
+    })
+    .await
+    .expect("every announcement sent");
+    let driver = tokio::spawn(async move {
+        loop {
+            client.select_next_some().await;
+        }
+    });
+    wait_for_peer_records(&node, KEPT).await;
+    assert_eq!(
+        node.p2p.provider_records().await.unwrap().peer_records,
+        KEPT
+    );
+    driver.abort();
+}
