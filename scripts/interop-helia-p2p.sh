@@ -58,11 +58,7 @@ resolve_all() {
 }
 
 step "the JS checks' dependencies (npm ci, versions locked)"
-command -v node >/dev/null || fail "node is not installed"
-# INTEROP_SKIP_NPM_CI=1 keeps an installed node_modules (when re-running by hand).
-if [ "${INTEROP_SKIP_NPM_CI:-}" != 1 ] || [ ! -d "$js/node_modules" ]; then
-  (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+"$root_dir/scripts/interop-npm.sh" || fail "installing the JS dependencies"
 
 step "a writer with an image"
 "$bin" --data-dir "$work/writer" init --role writer >/dev/null

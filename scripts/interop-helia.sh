@@ -47,8 +47,7 @@ start_node() {
 }
 
 step "the JS checks' dependencies (npm ci, versions locked)"
-command -v node >/dev/null || fail "node is not installed"
-(cd "$root_dir/tests/interop" && npm ci --no-audit --no-fund --loglevel=error)
+"$root_dir/scripts/interop-npm.sh" || fail "installing the JS dependencies"
 
 step "a writer with an image and a 2.5 MB blob"
 start_node writer writer

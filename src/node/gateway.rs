@@ -5,14 +5,13 @@
 //! Nothing a gateway answers is trusted: a block is checked against its CID before it is kept
 //! or used, and a record goes to the follower, which validates it like one from a peer.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use cid::Cid;
 use reqwest::{StatusCode, Url};
 
-use super::replication::{HeldRecords, Replication};
+use super::replication::HeldRecords;
 use super::NodeError;
 use crate::car::verify_block;
 use crate::http::gateway::{NameRecords, IPNS_RECORD, RAW_BLOCK};
@@ -144,25 +143,4 @@ impl GatewayClient {
         }
         Ok(Some(Bytes::from(body)))
     }
-}
-
-/// Asks the gateways for the records of every followed name now and every `interval`, and
-/// offers what they answer to the replication, which validates it like a record from a peer.
-pub fn spawn_record_polling(
-    client: Arc<GatewayClient>,
-    replication: Arc<Replication>,
-    interval: Duration,
-) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        loop {
-            tick.tick().await;
-            for followed in replication.follower().names() {
-                let name = followed.name;
-                for record in client.records(&name).await {
-                    replication.offer_record(&name.routing_key(), &record).await;
-                }
-            }
-        }
-    });
 }

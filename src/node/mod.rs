@@ -35,7 +35,9 @@ pub use allocator::{limit_malloc_arenas, DEFAULT_MALLOC_ARENAS};
 pub use blocks::NetworkBlocks;
 pub use gateway::GatewayClient;
 pub use gc::GarbageCollector;
-pub use replication::{second_writer_refusal, HeldRecords, MirrorState, Replication};
+pub use replication::{
+    second_writer_refusal, GatewayPolling, HeldRecords, MirrorState, Replication,
+};
 pub use status::NodeReport;
 pub use systemd::{SystemdNotifier, WatchdogCheckError, WatchdogTarget};
 
@@ -348,22 +350,20 @@ impl Node {
                 registry.refuse_writes(second_writer_refusal(publisher.name(), &detail));
             }
         }
-        let replication = Replication::new(
+        let gateway_polling = (!gateways.is_empty()).then(|| GatewayPolling {
+            client: gateways,
+            interval: Duration::from_secs(config.gateway.poll_interval_secs.max(1)),
+        });
+        let replication = Replication::start(
             p2p.clone(),
             registry.clone(),
             follower,
             publisher,
-            config.ipns.clone(),
+            &config.ipns,
             metrics.publish(),
+            gateway_polling,
+            events,
         );
-        replication.spawn(events);
-        if !gateways.is_empty() {
-            gateway::spawn_record_polling(
-                gateways,
-                replication.clone(),
-                Duration::from_secs(config.gateway.poll_interval_secs.max(1)),
-            );
-        }
         metrics.sample_with(Arc::new(NodeGauges {
             blocks: stores.blocks.clone(),
             registry: registry.clone(),
@@ -495,6 +495,9 @@ impl Node {
         admin.abort();
         let _ = admin.await;
         periodic_gc.abort();
+        let _ = periodic_gc.await;
+        // Nothing publishes, follows or mirrors once `serve` returns.
+        self.replication.shutdown().await;
         served.map_err(|source| NodeError::Listen { addr, source })
     }
 }
@@ -502,6 +505,42 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{FollowConfig, Mirror};
+
+    #[tokio::test]
+    async fn after_a_shutdown_no_replication_task_runs() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let followed = IpnsName::from_peer_id(libp2p::PeerId::random());
+        let mut config = Config::default();
+        config.http.listen = "127.0.0.1:0".parse().expect("an address");
+        config.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        config.p2p.mdns = false;
+        config.follow = vec![FollowConfig {
+            name: followed.to_string(),
+            mirror: Mirror::All,
+        }];
+        let node = Node::open(dir.path(), config)
+            .await
+            .expect("the node opens");
+        let replication = node.replication.clone();
+        // A writer that follows a name: publish, follow and mirror tasks.
+        assert!(replication.running_tasks() >= 3);
+        let listener = node.bind().await.expect("the HTTP port binds");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(node.serve(
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+            SystemdNotifier::from_env(),
+        ));
+        let _ = stop.send(());
+        serving
+            .await
+            .expect("serve ends")
+            .expect("serve ends cleanly");
+        assert_eq!(replication.running_tasks(), 0);
+    }
 
     #[test]
     fn memory_settings_take_the_defaults_and_refuse_zero() {
