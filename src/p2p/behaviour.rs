@@ -25,9 +25,17 @@ pub const LAN_KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/lan/kad/
 /// Records the DHT store keeps (peers' and the node's own together).
 pub(super) const MAX_DHT_RECORDS: usize = 1024;
 /// Keys with provider records the DHT store keeps, and providers per key (kad's replication
-/// factor).
+/// factor). Peers' records are held to fewer keys (`MAX_INBOUND_PROVIDER_RECORDS` in the swarm
+/// task), so the node's own always fit.
 const MAX_PROVIDER_KEYS: usize = 1024;
 const MAX_PROVIDERS_PER_KEY: usize = 20;
+/// How long a provider record lives at the peers that hold it: the IPFS (Amino) DHT's
+/// provide validity, which kubo and Helia use, so they keep ours as long as their own.
+pub(super) const PROVIDER_RECORD_TTL: Duration = Duration::from_secs(48 * 60 * 60);
+/// How often the node announces what it provides again: kubo's default reprovide interval.
+/// Under half the TTL, so one missed round (a restart, a network outage) still leaves the
+/// records alive; kad's own default (12 h) would double the announce traffic for no gain.
+pub(super) const PROVIDER_REPUBLISH_INTERVAL: Duration = Duration::from_secs(22 * 60 * 60);
 /// Incoming connections being set up at once.
 const MAX_PENDING_INCOMING: u32 = 128;
 
@@ -201,6 +209,8 @@ fn build_kad(peer_id: PeerId, protocol: StreamProtocol) -> kad::Behaviour<kad::s
     // routing table filters): left to itself, Kademlia would add every peer that speaks the
     // protocol, whatever its address.
     kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
+    kad_config.set_provider_record_ttl(Some(PROVIDER_RECORD_TTL));
+    kad_config.set_provider_publication_interval(Some(PROVIDER_REPUBLISH_INTERVAL));
     let store = kad::store::MemoryStore::with_config(
         peer_id,
         kad::store::MemoryStoreConfig {

@@ -209,6 +209,17 @@ pub enum P2pEvent {
     PeerDisconnected(PeerId),
 }
 
+/// What the node provides, and the provider records its two DHT stores hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRecords {
+    /// The CIDs the node provides (and announces again every 22 hours).
+    pub provided: Vec<Cid>,
+    /// The node's own provider records, counted in both DHT stores (one per CID and DHT).
+    pub own_records: usize,
+    /// Peers' provider records held, counted in both DHT stores.
+    pub peer_records: usize,
+}
+
 /// Errors of the p2p layer.
 #[derive(Debug, thiserror::Error)]
 pub enum P2pError {
@@ -263,6 +274,14 @@ pub enum P2pError {
         size: usize,
         /// The limit.
         limit: usize,
+    },
+    /// A provider record could not be stored (the DHT store is full of them).
+    #[error("cannot provide {cid}: {reason}")]
+    Provide {
+        /// The CID.
+        cid: Cid,
+        /// Why.
+        reason: String,
     },
     /// A private network key is not in kubo's `swarm.key` format.
     #[error("invalid swarm key: {0}")]
@@ -389,7 +408,9 @@ impl P2p {
     /// Bitswap: the block from any connected peer, verified against the CID (sha2-256 or
     /// sha2-512; other hash functions are an error), stored in the block store and returned.
     /// A block already stored locally is returned at once. Concurrent calls for the same CID
-    /// share one want. Fails with [`P2pError::FetchTimeout`] after `fetch_timeout` if no peer
+    /// share one want. When no connected peer delivers (none is connected, all answer
+    /// DONT_HAVE, or none within [`bitswap::PROVIDER_SEARCH_DELAY`]), the CID's providers are
+    /// looked up on both DHTs and up to eight are dialled, and asked too. Fails with [`P2pError::FetchTimeout`] after `fetch_timeout` if no peer
     /// delivers; peers connecting meanwhile are asked too. With no peer connected at all for
     /// [`bitswap::NO_PEER_GRACE`], fails early with [`P2pError::NoPeers`].
     pub async fn fetch_block(&self, cid: &Cid) -> Result<Bytes, P2pError> {
@@ -468,6 +489,63 @@ impl P2p {
             }
         }
         records
+    }
+
+    /// Provides `cid` on both DHTs until [`P2p::stop_providing`]: our provider record is kept
+    /// in both DHT stores (peers that ask us get it with our addresses), announced to the peers
+    /// closest to it now, again when a DHT that had no peers gains one, and every 22 hours; it
+    /// lives 48 hours at the peers that hold it. Having no DHT peers is not an error.
+    pub async fn provide(&self, cid: Cid) -> Result<(), P2pError> {
+        self.ask(|tx| Command::Provide(cid, tx)).await?
+    }
+
+    /// Provides `root` as the current root of `slot` (say, an IPNS name's routing key): like
+    /// [`P2p::provide`], and the root provided for `slot` before is withdrawn (unless provided
+    /// for another reason), so a tree that changes keeps one provider record. Providing the same
+    /// root again does nothing.
+    pub async fn provide_root(&self, slot: &[u8], root: Cid) -> Result<(), P2pError> {
+        self.ask(|tx| Command::ProvideRoot {
+            slot: slot.to_vec(),
+            root,
+            reply: tx,
+        })
+        .await?
+    }
+
+    /// Stops providing `cid`: no longer announced or handed out by this node. Peers that hold
+    /// the record keep it until it expires (Kademlia has no withdrawal).
+    pub async fn stop_providing(&self, cid: Cid) {
+        let _ = self.ask(|tx| Command::StopProviding(cid, tx)).await;
+    }
+
+    /// Looks up providers of `cid` (by its multihash, as kubo and Helia do) on both DHTs: the
+    /// distinct peers found within `timeout`, earlier once both lookups are done. This node is
+    /// never among them. Nobody is dialled; fetches dial providers on their own
+    /// (see [`P2p::fetch_block`]).
+    pub async fn find_providers(&self, cid: Cid, timeout: Duration) -> Vec<PeerId> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        if self
+            .inner
+            .commands
+            .send(Command::FindProviders { cid, found: tx })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        let mut found = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while let Ok(Some(peer)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            if !found.contains(&peer) {
+                found.push(peer);
+            }
+        }
+        found
+    }
+
+    /// What the node provides and the provider records it holds.
+    pub async fn provider_records(&self) -> Result<ProviderRecords, P2pError> {
+        self.ask(Command::ProviderRecords).await
     }
 
     /// Stops the node: closes every connection and listener and fails pending fetches. Returns

@@ -2,6 +2,8 @@
 //! events (connections, identify, both DHTs, pubsub, mDNS, fetch requests) and re-dials
 //! configured peers.
 
+mod providers;
+
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -28,9 +30,12 @@ use super::bitswap::Bitswap;
 use super::interfaces;
 use super::private::HANDSHAKE_FAILED as PRIVATE_HANDSHAKE_FAILED;
 use super::record_codec::{FetchAnswer, MAX_RECORD_SIZE};
-use super::{P2pConfig, P2pError, P2pEvent, RecordSource, RecordValidator, RecordVerdict};
+use super::{
+    P2pConfig, P2pError, P2pEvent, ProviderRecords, RecordSource, RecordValidator, RecordVerdict,
+};
 use crate::metrics::P2pMetrics;
 use crate::store::BlockStore;
+use providers::Providers;
 
 /// How often configured peers that are not connected are dialled again.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
@@ -46,8 +51,6 @@ const COMMAND_QUEUE: usize = 256;
 const MAX_INBOUND_DHT_RECORDS: usize = 768;
 /// Hosts remembered as having failed the private-network handshake (for logging once each).
 const MAX_REFUSED_HOSTS: usize = 1024;
-/// Addresses kept per provider record a peer announces.
-const MAX_PROVIDER_ADDRESSES: usize = 8;
 
 type Reply<T> = oneshot::Sender<T>;
 
@@ -88,6 +91,23 @@ pub(super) enum Command {
         routing_key: Vec<u8>,
         answers: mpsc::UnboundedSender<Vec<u8>>,
     },
+    /// Provide a CID on both DHTs until told to stop.
+    Provide(cid::Cid, Reply<Result<(), P2pError>>),
+    /// Provide a root in the name of a slot, in place of the slot's previous root.
+    ProvideRoot {
+        slot: Vec<u8>,
+        root: cid::Cid,
+        reply: Reply<Result<(), P2pError>>,
+    },
+    /// Stop providing a CID.
+    StopProviding(cid::Cid, Reply<()>),
+    /// Look up providers on both DHTs; they stream into `found`, which closes when done.
+    FindProviders {
+        cid: cid::Cid,
+        found: mpsc::UnboundedSender<PeerId>,
+    },
+    /// What the node provides and the provider records it holds.
+    ProviderRecords(Reply<ProviderRecords>),
     /// Stop; the reply comes once the swarm is dropped.
     Shutdown(Reply<()>),
 }
@@ -188,6 +208,8 @@ struct SwarmTask {
     /// DHT queries of `queries`; each DHT numbers its queries on its own.
     kad_queries: HashMap<(Dht, kad::QueryId), (u64, Vec<u8>)>,
     next_query: u64,
+    /// Provider records: ours, peers', and lookups.
+    providers: Providers,
 }
 
 /// Builds the swarm, binds the listeners and spawns the task.
@@ -258,10 +280,12 @@ pub(super) async fn spawn(
     let mut swarm = build_swarm(config.keypair.clone(), &settings)?;
     // Registered before any connection exists, so every connection offers Bitswap.
     let (stalled_tx, stalled_rx) = mpsc::unbounded_channel();
+    let (seek_tx, seek_rx) = mpsc::unbounded_channel();
     let bitswap = Bitswap::start(
         blocks,
         swarm.behaviour().stream.new_control(),
         stalled_tx,
+        seek_tx,
         config.bitswap_receive_concurrency,
         config.metrics.clone(),
     )?;
@@ -310,6 +334,7 @@ pub(super) async fn spawn(
         queries: HashMap::new(),
         kad_queries: HashMap::new(),
         next_query: 0,
+        providers: Providers::default(),
     };
 
     // Records held from earlier runs (the own one, followed ones) are in the DHT stores before
@@ -343,6 +368,7 @@ pub(super) async fn spawn(
                 address,
             } => {
                 tracing::info!(%address, "listening");
+                task.on_listen_addr(address);
                 listening.remove(&listener_id);
             }
             SwarmEvent::ListenerClosed {
@@ -375,7 +401,7 @@ pub(super) async fn spawn(
 
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     tokio::spawn(
-        task.run(commands_rx, internal_rx, stalled_rx)
+        task.run(commands_rx, internal_rx, stalled_rx, seek_rx)
             .instrument(tracing::info_span!("p2p", peer = %local)),
     );
     Ok((commands_tx, events_rx, bitswap))
@@ -438,6 +464,7 @@ impl SwarmTask {
         mut commands: mpsc::Receiver<Command>,
         mut internal: mpsc::UnboundedReceiver<Internal>,
         mut stalled: mpsc::UnboundedReceiver<PeerId>,
+        mut seek: mpsc::UnboundedReceiver<cid::Cid>,
     ) {
         let mut redial = tokio::time::interval(REDIAL_INTERVAL);
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -463,6 +490,8 @@ impl SwarmTask {
                         tracing::info!(%peer, "disconnected a peer that stopped reading");
                     }
                 }
+                // A Bitswap want no connected peer delivers: dial its providers.
+                Some(cid) = seek.recv() => self.find_providers(cid, None, true),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = redial.tick() => {
                     self.redial();
@@ -580,6 +609,20 @@ impl SwarmTask {
                 routing_key,
                 answers,
             } => self.query(routing_key, answers),
+            Command::Provide(cid, reply) => {
+                let _ = reply.send(self.provide(cid));
+            }
+            Command::ProvideRoot { slot, root, reply } => {
+                let _ = reply.send(self.provide_root(slot, root));
+            }
+            Command::StopProviding(cid, reply) => {
+                self.stop_providing(&cid);
+                let _ = reply.send(());
+            }
+            Command::FindProviders { cid, found } => self.find_providers(cid, Some(found), false),
+            Command::ProviderRecords(reply) => {
+                let _ = reply.send(self.provider_records());
+            }
             // Handled by the loop itself.
             Command::Shutdown(ack) => {
                 let _ = ack.send(());
@@ -736,12 +779,14 @@ impl SwarmTask {
         }
     }
 
-    /// A peer's ADD_PROVIDER to one DHT: kept within that store's bounds, with a few of its
-    /// addresses.
-    fn on_add_provider(&mut self, dht: Dht, mut record: kad::ProviderRecord) {
-        record.addresses.truncate(MAX_PROVIDER_ADDRESSES);
-        if let Err(e) = self.kad_mut(dht).store_mut().add_provider(record) {
-            tracing::debug!(error = ?e, "provider record not stored");
+    /// A bound listen address. Private and loopback ones count as the node's addresses for
+    /// its LAN peers (kubo's LAN DHT announces them the same way): kad sends only external
+    /// addresses in ADD_PROVIDER, and kubo drops a provider record without addresses, so
+    /// without this a LAN could never find our providers. Public ones wait for a peer or
+    /// AutoNAT to confirm them.
+    fn on_listen_addr(&mut self, address: Multiaddr) {
+        if dht_of(&address) == Some(Dht::Lan) {
+            self.swarm.add_external_address(address);
         }
     }
 
@@ -1086,7 +1131,13 @@ impl SwarmTask {
                     }
                 }
             }
-            SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.on_listen_addr(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.swarm.remove_external_address(&address);
+            }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
         }
@@ -1152,8 +1203,23 @@ impl SwarmTask {
     fn on_kad_event(&mut self, dht: Dht, event: kad::Event) {
         match event {
             kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::StartProviding(result),
+                stats,
+                ..
+            } => self.on_provide_done(dht, id, result, &stats),
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(result),
+                step,
+                ..
+            } => self.on_providers_found(dht, id, result, step.last),
+            kad::Event::OutboundQueryProgressed {
                 id, result, step, ..
             } => self.on_kad_progress(dht, id, result, step.last),
+            kad::Event::RoutingUpdated {
+                is_new_peer: true, ..
+            } => self.on_dht_peer_joined(dht),
             kad::Event::InboundRequest {
                 request:
                     kad::InboundRequest::PutRecord {

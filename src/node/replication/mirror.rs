@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::RESOLVE_INTERVAL;
 use crate::config::Mirror;
 use crate::names::{FollowedName, Follower, IpnsName};
+use crate::p2p::P2p;
 use crate::registry::{MirrorCounts, MirrorProgress, Registry, RepoName};
 
 /// The state of mirroring one followed name.
@@ -33,6 +34,8 @@ struct MirrorRun {
 
 /// Mirroring the followed trees; [`MirrorTask::run`] is the task.
 pub struct MirrorTask {
+    /// Where a completed mirror's root is provided.
+    p2p: P2p,
     registry: Arc<Registry>,
     follower: Arc<Follower>,
     runs: Mutex<HashMap<IpnsName, MirrorRun>>,
@@ -40,9 +43,11 @@ pub struct MirrorTask {
 }
 
 impl MirrorTask {
-    /// Mirrors `follower`'s names into `registry`'s store as their `mirror` setting asks.
-    pub fn new(registry: Arc<Registry>, follower: Arc<Follower>) -> Self {
+    /// Mirrors `follower`'s names into `registry`'s store as their `mirror` setting asks, and
+    /// provides each completed mirror's root through `p2p`.
+    pub fn new(p2p: P2p, registry: Arc<Registry>, follower: Arc<Follower>) -> Self {
         MirrorTask {
+            p2p,
             registry,
             follower,
             runs: Mutex::new(HashMap::new()),
@@ -119,8 +124,11 @@ impl MirrorTask {
             Ok(()) => {
                 tracing::info!(%name, root = %held.root, counts = ?progress.counts(), "mirror complete");
                 // Every block of the root (or of its chosen repositories) is held and checked:
-                // anything else to do per completed mirror (announcing the root as provided in
-                // the DHT) belongs here, and only here.
+                // provided, so replicas find this one when the writer is gone (one provider
+                // record per name: the previous root's is withdrawn).
+                if let Err(e) = self.p2p.provide_root(&name.routing_key(), held.root).await {
+                    tracing::warn!(%name, error = %e, "not providing the mirrored root");
+                }
                 "complete".to_owned()
             }
             Err(e) => {
@@ -207,6 +215,7 @@ mod tests {
         .await;
         follow_root(&replica.follower, &writer.keypair, root).await;
         let task = Arc::new(MirrorTask::new(
+            replica.p2p.clone(),
             replica.registry.clone(),
             replica.follower.clone(),
         ));
@@ -283,6 +292,7 @@ mod tests {
         let root = cid_of(RAW, b"a tree no peer delivers");
         follow_root(&replica.follower, &writer, root).await;
         let task = Arc::new(MirrorTask::new(
+            replica.p2p.clone(),
             replica.registry.clone(),
             replica.follower.clone(),
         ));

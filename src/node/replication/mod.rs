@@ -113,7 +113,7 @@ impl Replication {
             ))
         });
         let mut follow = FollowTask::new(
-            p2p,
+            p2p.clone(),
             registry.clone(),
             follower.clone(),
             publish.clone(),
@@ -124,7 +124,7 @@ impl Replication {
             follow = follow.with_gateways(gateways);
         }
         let follow = Arc::new(follow);
-        let mirror = Arc::new(MirrorTask::new(registry, follower));
+        let mirror = Arc::new(MirrorTask::new(p2p.clone(), registry, follower));
         tasks.spawn(follow.clone().run(events));
         tasks.spawn(mirror.clone().run());
         if let Some(publish) = &publish {

@@ -121,6 +121,8 @@ impl PublishTask {
         // Only now: answers to the start-up query may still arrive as events, and until the
         // record above is out they are news about the floor, not about a second writer.
         publisher.end_startup();
+        // Provided from the start, also when the held record already names the root.
+        self.provide(root).await;
     }
 
     /// One record per burst of commits; renewal or a re-send every republish interval.
@@ -184,13 +186,21 @@ impl PublishTask {
                 tracing::info!(name = %self.publisher.name(), %root, sequence = record.sequence(), "published");
                 self.send(record.to_bytes().to_vec()).await;
                 self.metrics.published(started.elapsed());
-                // The record is signed, persisted and out: anything else to do per published
-                // root (announcing it as provided in the DHT) belongs here, and only here.
+                self.provide(root).await;
             }
             Err(e) => {
                 self.metrics.failed();
                 tracing::error!(error = %e, "not publishing");
             }
+        }
+    }
+
+    /// Provides `root` on the DHTs in place of the previous one, so that replicas that know
+    /// only the name find this node.
+    async fn provide(&self, root: Cid) {
+        let name = self.publisher.name();
+        if let Err(e) = self.p2p.provide_root(&name.routing_key(), root).await {
+            tracing::warn!(%name, %root, error = %e, "not providing the root");
         }
     }
 

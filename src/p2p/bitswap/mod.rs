@@ -12,12 +12,17 @@
 //! stored and shared with every caller waiting for it, and the other peers get a cancel. A block
 //! is never trusted: its CID is recomputed from the data, so a forged block names a different
 //! CID, which nobody wants.
+//!
+//! When no connected peer can deliver a want (none is connected, every one answered DONT_HAVE,
+//! or none delivered within [`PROVIDER_SEARCH_DELAY`]), the engine asks the swarm once per want
+//! to look up the CID's providers in the DHTs and dial them; peers that connect are sent every
+//! pending want, so the want reaches the providers without further ado.
 
 mod block;
 mod message;
 mod session;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -58,6 +63,12 @@ pub const DEFAULT_RECEIVE_CONCURRENCY: usize = 16;
 
 /// How long a fetch waits for a first peer when none is connected.
 pub const NO_PEER_GRACE: Duration = Duration::from_secs(5);
+
+/// How long connected peers have to deliver a want before its providers are looked up in the
+/// DHTs anyway (kubo's Bitswap waits as long): peers on Bitswap 1.0/1.1 never say DONT_HAVE.
+pub const PROVIDER_SEARCH_DELAY: Duration = Duration::from_secs(1);
+/// How often a fetch checks whether its want is stuck, before [`PROVIDER_SEARCH_DELAY`].
+const STUCK_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Notices from the engine to one session that may wait (wants, cancels, blocks stored). When a
 /// session is this far behind (it is stuck writing to its peer), further notices are dropped and
@@ -134,6 +145,10 @@ struct Want {
     waiters: usize,
     /// Sent with the want, to every peer alike.
     priority: i32,
+    /// Peers that answered DONT_HAVE.
+    dont_have: HashSet<PeerId>,
+    /// Whether the swarm was asked to find providers for it already (once per want).
+    sought: bool,
 }
 
 struct SessionHandle {
@@ -177,6 +192,8 @@ pub(crate) struct Bitswap {
     sessions: watch::Sender<usize>,
     /// Peers that stopped reading what we send them: the swarm disconnects them.
     stalled: mpsc::UnboundedSender<PeerId>,
+    /// Wants no connected peer delivers: the swarm looks up their providers and dials them.
+    seek: mpsc::UnboundedSender<Cid>,
     /// Received blocks hashed and stored at once per inbound stream.
     receive_concurrency: usize,
     /// Where blocks sent and received are counted.
@@ -185,13 +202,15 @@ pub(crate) struct Bitswap {
 
 impl Bitswap {
     /// Starts accepting Bitswap streams; `control` must come from the swarm's stream behaviour.
-    /// Peers that stop reading their stream are sent to `stalled`, for the swarm to disconnect.
+    /// Peers that stop reading their stream are sent to `stalled`, for the swarm to disconnect;
+    /// wants no connected peer delivers are sent to `seek`, for the swarm to find providers.
     /// At most `receive_concurrency` received blocks per stream are hashed and stored at once.
     /// Blocks sent and received are counted into `metrics`.
     pub(crate) fn start(
         blocks: Arc<BlockStore>,
         mut control: libp2p_stream::Control,
         stalled: mpsc::UnboundedSender<PeerId>,
+        seek: mpsc::UnboundedSender<Cid>,
         receive_concurrency: usize,
         metrics: P2pMetrics,
     ) -> Result<Arc<Self>, P2pError> {
@@ -211,6 +230,7 @@ impl Bitswap {
             }),
             sessions: watch::channel(0).0,
             stalled,
+            seek,
             receive_concurrency: receive_concurrency.max(1),
             metrics,
         });
@@ -378,6 +398,7 @@ impl Bitswap {
                 cid,
                 waited: NO_PEER_GRACE.min(timeout),
             }),
+            never = self.seek_providers_when_stuck(cid) => match never {},
         };
         drop(guard);
         result
@@ -401,6 +422,44 @@ impl Bitswap {
             if changed.is_err() {
                 return;
             }
+        }
+    }
+
+    /// Asks the swarm to find providers of `cid` once its want is stuck: no peer connected,
+    /// every connected peer answered DONT_HAVE, or [`PROVIDER_SEARCH_DELAY`] passed. Once per
+    /// want, however many callers wait for it; then (or if the want is gone) waits forever, for
+    /// the caller's other branches to end the fetch.
+    async fn seek_providers_when_stuck(&self, cid: Cid) -> std::convert::Infallible {
+        let deadline = tokio::time::Instant::now() + PROVIDER_SEARCH_DELAY;
+        loop {
+            {
+                let mut state = self.lock();
+                let State {
+                    wants, sessions, ..
+                } = &mut *state;
+                let Some(want) = wants.get_mut(&cid) else {
+                    break;
+                };
+                if want.sought {
+                    break;
+                }
+                let nobody_has_it = sessions.keys().all(|peer| want.dont_have.contains(peer));
+                if nobody_has_it || tokio::time::Instant::now() >= deadline {
+                    want.sought = true;
+                    tracing::debug!(%cid, peers = sessions.len(), "no connected peer delivers: looking for providers");
+                    let _ = self.seek.send(cid);
+                    break;
+                }
+            }
+            tokio::time::sleep(STUCK_CHECK_INTERVAL).await;
+        }
+        std::future::pending().await
+    }
+
+    /// A peer answered DONT_HAVE to a want.
+    fn note_dont_have(&self, peer: PeerId, cid: &Cid) {
+        if let Some(want) = self.lock().wants.get_mut(cid) {
+            want.dont_have.insert(peer);
         }
     }
 
@@ -434,6 +493,8 @@ impl Bitswap {
                 block: tx,
                 waiters: 1,
                 priority,
+                dont_have: HashSet::new(),
+                sought: false,
             },
         );
         for session in state.sessions.values() {
@@ -521,6 +582,9 @@ impl Bitswap {
                 // We keep waiting after a DONT_HAVE: the peer may still get the block and, as
                 // kubo does, serve our standing want then; the timeout bounds the wait.
                 tracing::trace!(cid = %presence.cid, presence = ?presence.presence, "presence");
+                if presence.presence == Presence::DontHave {
+                    self.note_dont_have(peer, &presence.cid);
+                }
             }
             let blocks = message
                 .payload

@@ -1,6 +1,7 @@
 // Resolves our writer's IPNS name from Helia over one router at a time, checks the record with
 // the JS `ipns` package's validator, then walks the tree over Bitswap and checks every blob's
-// sha256 against its digest.
+// sha256 against its digest. With a DHT router, also looks up the providers of the root (as
+// `ipfs routing findprovs` does) and expects the writer among them, with an address.
 //
 // env: WRITER_ADDR (/ip4/127.0.0.1/tcp/<port>/p2p/<id>), IPNS_NAME (k51...), EXPECT_ROOT (the CID
 // the writer's record names), EXPECT_BLOBS (space-separated sha256:<hex> that must be there),
@@ -58,6 +59,16 @@ try {
   assert(record.value === `/ipfs/${expectRoot}`, `record names ${record.value}, expected /ipfs/${expectRoot}`)
   const digests = await checkBlobs(helia, CID.parse(expectRoot))
   for (const blob of expectBlobs) assert(digests.includes(blob), `blob ${blob} not in the tree`)
+  if (setup.dht != null) {
+    const writer = peerIdFromString(writerAddr.split('/p2p/')[1])
+    const provider = await retry('find providers of the root', WAIT, async () => {
+      for await (const found of helia.libp2p.contentRouting.findProviders(CID.parse(expectRoot))) {
+        if (found.id.equals(writer)) return found
+      }
+    })
+    assert(provider.multiaddrs.length > 0, 'the writer is a provider of the root, but with no address')
+    console.log(`the writer provides the root, at ${provider.multiaddrs.map(String).join(' ')}`)
+  }
   console.log(`resolved ${env('IPNS_NAME')} over ${router} in ${took} ms: sequence ${record.sequence}, ${digests.length} blobs verified`)
 } finally {
   await helia.stop()
