@@ -312,10 +312,16 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Log filter when RUST_LOG is not set.
+const DEFAULT_LOG_FILTER: &str = "info,libp2p_kad::behaviour=error";
+
 fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
+    // Kademlia warns "Failed to trigger bootstrap: No known peers" at every start and every
+    // five minutes on a DHT without peers (the WAN DHT on any LAN, both DHTs on a lone node);
+    // its only other warning is the same condition for record replication. RUST_LOG overrides.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
