@@ -25,6 +25,16 @@ const ROOT_KEY: &[u8] = b"root";
 /// it on a small registry and the hot part of it on a large one.
 pub const DEFAULT_META_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
+/// How long a reopening waits for the failed opening's file lock to be let go.
+const REOPEN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether sled's open failed because another opening still holds its file lock (sled
+/// reports it only as an I/O error with this message, wrapping the lock's `WouldBlock`).
+fn is_lock_held(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::WouldBlock
+        || error.to_string().contains("could not acquire lock")
+}
+
 /// The metadata database of one node (clones share it).
 #[derive(Clone)]
 pub struct MetaStore {
@@ -106,12 +116,29 @@ impl MetaStore {
             return Ok(trees.clone());
         }
         // Short and rare (once after a disk-full error): sled reads its log back. It fails
-        // (and the next use tries again) while the failed opening is still held somewhere,
-        // since sled locks its files, or while the disk is still too full to recover.
-        let trees = Arc::new(Trees::open(&self.shared.dir, self.shared.cache_bytes)?);
+        // (and the next use tries again) while the disk is still too full to recover.
+        let trees = Arc::new(self.reopen()?);
         tracing::info!(dir = %self.shared.dir.display(), "metadata store reopened after an I/O error");
         *slot = Some(trees.clone());
         Ok(trees)
+    }
+
+    /// Opens the database again after an I/O error closed it. sled locks its files, and the
+    /// failed opening lets go of them only when its last background job (a flush or a log
+    /// write sled started before the error) has ended, which takes a moment: while the lock
+    /// is still held, this waits a bounded while for it.
+    fn reopen(&self) -> Result<Trees, StoreError> {
+        let deadline = std::time::Instant::now() + REOPEN_LOCK_WAIT;
+        loop {
+            match Trees::open(&self.shared.dir, self.shared.cache_bytes) {
+                Err(sled::Error::Io(e))
+                    if is_lock_held(&e) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                result => return result.map_err(StoreError::from),
+            }
+        }
     }
 
     /// Notes the outcome of an operation on `trees`: after an I/O error sled takes no more
