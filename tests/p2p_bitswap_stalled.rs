@@ -47,18 +47,9 @@ impl Drop for StalledPeer {
 
 impl StalledPeer {
     async fn start() -> StalledPeer {
-        let swarm = libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                libp2p::tcp::Config::default(),
-                libp2p::noise::Config::new,
-                libp2p::yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|_| libp2p_stream::Behaviour::new())
-            .unwrap()
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-            .build();
+        let swarm = p2p_support::tcp_swarm(Duration::from_secs(600), |_| {
+            libp2p_stream::Behaviour::new()
+        });
         let peer_id = *swarm.local_peer_id();
         let mut control = swarm.behaviour().new_control();
         let mut incoming = control.accept(BITSWAP).unwrap();

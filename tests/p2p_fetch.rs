@@ -189,33 +189,22 @@ impl Drop for DhtServer {
 
 impl DhtServer {
     async fn start(protocol: StreamProtocol, key: &[u8], value: Vec<u8>) -> DhtServer {
-        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                libp2p::tcp::Config::default(),
-                libp2p::noise::Config::new,
-                libp2p::yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|key| {
-                let peer = key.public().to_peer_id();
-                let mut kad = kad::Behaviour::with_config(
-                    peer,
-                    MemoryStore::new(peer),
-                    kad::Config::new(protocol),
-                );
-                kad.set_mode(Some(kad::Mode::Server));
-                DhtServerBehaviour {
-                    identify: identify::Behaviour::new(identify::Config::new(
-                        "ipfs/0.1.0".into(),
-                        key.public(),
-                    )),
-                    kad,
-                }
-            })
-            .unwrap()
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-            .build();
+        let mut swarm = p2p_support::tcp_swarm(Duration::from_secs(60), |key| {
+            let peer = key.public().to_peer_id();
+            let mut kad = kad::Behaviour::with_config(
+                peer,
+                MemoryStore::new(peer),
+                kad::Config::new(protocol),
+            );
+            kad.set_mode(Some(kad::Mode::Server));
+            DhtServerBehaviour {
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "ipfs/0.1.0".into(),
+                    key.public(),
+                )),
+                kad,
+            }
+        });
         swarm
             .behaviour_mut()
             .kad

@@ -21,24 +21,13 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 /// A bare libp2p peer with only Kademlia (`/ipfs/kad/1.0.0`), in client mode: it stores what
 /// it is told and believes what it reads.
 fn kad_peer() -> Swarm<kad::Behaviour<MemoryStore>> {
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| {
-            let peer = key.public().to_peer_id();
-            let config = kad::Config::new(StreamProtocol::new("/ipfs/kad/1.0.0"));
-            let mut kad = kad::Behaviour::with_config(peer, MemoryStore::new(peer), config);
-            kad.set_mode(Some(kad::Mode::Client));
-            kad
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
+    p2p_support::tcp_swarm(Duration::from_secs(60), |key| {
+        let peer = key.public().to_peer_id();
+        let config = kad::Config::new(StreamProtocol::new("/ipfs/kad/1.0.0"));
+        let mut kad = kad::Behaviour::with_config(peer, MemoryStore::new(peer), config);
+        kad.set_mode(Some(kad::Mode::Client));
+        kad
+    })
 }
 
 /// Puts `value` under `key` at the peers `swarm` knows (the node), and waits for the put to
@@ -160,28 +149,17 @@ impl Drop for Listener {
 
 impl Listener {
     async fn start(topic: &str, dial: Multiaddr) -> Listener {
-        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                libp2p::tcp::Config::default(),
-                libp2p::noise::Config::new,
-                libp2p::yamux::Config::default,
-            )
+        let mut swarm = p2p_support::tcp_swarm(Duration::from_secs(60), |key| {
+            let config = gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_millis(500))
+                .build()
+                .unwrap();
+            gossipsub::Behaviour::<
+                gossipsub::IdentityTransform,
+                gossipsub::AllowAllSubscriptionFilter,
+            >::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
             .unwrap()
-            .with_behaviour(|key| {
-                let config = gossipsub::ConfigBuilder::default()
-                    .heartbeat_interval(Duration::from_millis(500))
-                    .build()
-                    .unwrap();
-                gossipsub::Behaviour::<
-                    gossipsub::IdentityTransform,
-                    gossipsub::AllowAllSubscriptionFilter,
-                >::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
-                .unwrap()
-            })
-            .unwrap()
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-            .build();
+        });
         swarm
             .behaviour_mut()
             .subscribe(&IdentTopic::new(topic))

@@ -172,33 +172,22 @@ struct PlainDhtServer {
 
 async fn start_plain_dht_server() -> (Multiaddr, tokio::task::JoinHandle<()>) {
     use libp2p::{identify, kad};
-    let swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| {
-            let peer = key.public().to_peer_id();
-            let mut kad = kad::Behaviour::with_config(
-                peer,
-                kad::store::MemoryStore::new(peer),
-                kad::Config::new(LAN_KAD_PROTOCOL),
-            );
-            kad.set_mode(Some(kad::Mode::Server));
-            PlainDhtServer {
-                kad,
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "ipfs/0.1.0".into(),
-                    key.public(),
-                )),
-            }
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let swarm = p2p_support::tcp_swarm(Duration::from_secs(60), |key| {
+        let peer = key.public().to_peer_id();
+        let mut kad = kad::Behaviour::with_config(
+            peer,
+            kad::store::MemoryStore::new(peer),
+            kad::Config::new(LAN_KAD_PROTOCOL),
+        );
+        kad.set_mode(Some(kad::Mode::Server));
+        PlainDhtServer {
+            kad,
+            identify: identify::Behaviour::new(identify::Config::new(
+                "ipfs/0.1.0".into(),
+                key.public(),
+            )),
+        }
+    });
     p2p_support::listen_and_drive(swarm).await
 }
 

@@ -69,42 +69,10 @@ impl AdminClient {
 
     /// Sends `request` and waits for the node's answer (a garbage collection may take a while).
     pub async fn call<C: AdminCommand>(&self, request: &C) -> Result<C::Response, AdminError> {
-        let unreachable = |source| AdminError::Unreachable {
-            endpoint: self.endpoint.clone(),
-            source,
-        };
-        match &self.endpoint {
-            AdminEndpoint::Socket(path) => {
-                // Opening the socket's directory, when the path is long, is one quick call.
-                let path = SocketPath::new(path).map_err(unreachable)?;
-                let stream = UnixStream::connect(path.as_path())
-                    .await
-                    .map_err(unreachable)?;
-                self.exchange(stream, request).await
-            }
-            AdminEndpoint::Tcp(addr) => {
-                let stream = TcpStream::connect(addr).await.map_err(unreachable)?;
-                self.exchange(stream, request).await
-            }
-        }
-    }
-
-    async fn exchange<S, C>(&self, stream: S, request: &C) -> Result<C::Response, AdminError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        C: AdminCommand,
-    {
-        let protocol = |message: String| AdminError::Protocol {
-            endpoint: self.endpoint.clone(),
-            message,
-        };
+        let protocol = |message: String| self.protocol(message);
         let body = serde_json::to_vec(request)
             .map_err(|e| protocol(format!("encoding the request: {e}")))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-                .await
-                .map_err(|e| protocol(format!("HTTP handshake: {e}")))?;
-        let driver = tokio::spawn(connection);
+        let (mut sender, driver) = self.connect::<Full<Bytes>>().await?;
         let req = Request::builder()
             .method(Method::POST)
             .uri(C::PATH)
@@ -198,7 +166,7 @@ impl AdminClient {
         };
         match &self.endpoint {
             AdminEndpoint::Socket(path) => {
-                // Long socket paths are reached through their directory, as `call` does.
+                // Opening the socket's directory, when the path is long, is one quick call.
                 let path = SocketPath::new(path).map_err(unreachable)?;
                 let stream = UnixStream::connect(path.as_path())
                     .await

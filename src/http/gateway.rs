@@ -253,11 +253,7 @@ impl Gateway {
             .header("X-Ipfs-Roots", header_value(&cid.to_string()))
             .header("X-Content-Type-Options", "nosniff")
             .header(header::VARY, "Accept");
-        let b = match &record {
-            Some(record) => with_ttl(b, record),
-            None => b.header(header::CACHE_CONTROL, IMMUTABLE),
-        };
-        let b = with_location(b, req);
+        let b = with_caching(b, record.as_ref(), req);
         if record.is_none() && not_modified(req.headers, &etag) {
             return b
                 .status(StatusCode::NOT_MODIFIED)
@@ -360,11 +356,7 @@ impl Gateway {
             .header("X-Content-Type-Options", "nosniff")
             .header(header::ACCEPT_RANGES, "none")
             .header(header::VARY, "Accept");
-        let b = match &record {
-            Some(record) => with_ttl(b, record),
-            None => b.header(header::CACHE_CONTROL, IMMUTABLE),
-        };
-        let b = with_location(b, req);
+        let b = with_caching(b, record.as_ref(), req);
         if record.is_none() && not_modified(req.headers, &etag) {
             return b
                 .status(StatusCode::NOT_MODIFIED)
@@ -520,6 +512,20 @@ async fn send_section(
 ) -> bool {
     let prefix = Bytes::from(car::section_prefix(cid, block.len()));
     frames.send(Ok(prefix)).await.is_ok() && frames.send(Ok(block)).await.is_ok()
+}
+
+/// The caching headers of an answer: `Cache-Control` (immutable for `/ipfs/`, the record's
+/// TTL for `/ipns/`) and `Content-Location`.
+fn with_caching(
+    b: http::response::Builder,
+    record: Option<&IpnsRecord>,
+    req: &Request<'_>,
+) -> http::response::Builder {
+    let b = match record {
+        Some(record) => with_ttl(b, record),
+        None => b.header(header::CACHE_CONTROL, IMMUTABLE),
+    };
+    with_location(b, req)
 }
 
 /// `Cache-Control` for content reached through a record: its TTL, never beyond its validity.

@@ -269,18 +269,7 @@ impl RawBitswapPeer {
         use std::sync::atomic::{AtomicUsize, Ordering};
 
         init_tracing();
-        let swarm = libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                libp2p::tcp::Config::default(),
-                libp2p::noise::Config::new,
-                libp2p::yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|_| libp2p_stream::Behaviour::new())
-            .unwrap()
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-            .build();
+        let swarm = tcp_swarm(Duration::from_secs(60), |_| libp2p_stream::Behaviour::new());
         let peer_id = *swarm.local_peer_id();
         let protocol = StreamProtocol::new("/ipfs/bitswap/1.2.0");
         let mut control = swarm.behaviour().new_control();
@@ -370,18 +359,7 @@ pub fn length_prefixed(bytes: &[u8]) -> Vec<u8> {
 
 /// A bare libp2p swarm (TCP, noise, yamux) with only libp2p-stream, on 127.0.0.1.
 fn stream_swarm() -> libp2p::Swarm<libp2p_stream::Behaviour> {
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
+    tcp_swarm(Duration::from_secs(60), |_| libp2p_stream::Behaviour::new())
 }
 
 /// Asks the node at `addr` (ending in `/p2p/<id>`) for `key` over `/libp2p/fetch/0.0.1`, from a
@@ -478,25 +456,13 @@ pub fn kad_client(
     protocol: libp2p::StreamProtocol,
 ) -> libp2p::Swarm<libp2p::kad::Behaviour<libp2p::kad::store::MemoryStore>> {
     use libp2p::kad;
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| {
-            let peer = key.public().to_peer_id();
-            let config = kad::Config::new(protocol);
-            let mut kad =
-                kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), config);
-            kad.set_mode(Some(kad::Mode::Client));
-            kad
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
+    tcp_swarm(Duration::from_secs(60), |key| {
+        let peer = key.public().to_peer_id();
+        let config = kad::Config::new(protocol);
+        let mut kad = kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), config);
+        kad.set_mode(Some(kad::Mode::Client));
+        kad
+    })
 }
 
 /// Every record a fresh bare Kademlia peer on `protocol` that knows only the node at `addr`
@@ -593,4 +559,24 @@ where
         }
     });
     (addr, task)
+}
+
+/// A bare libp2p peer for the tests' own protocol ends: TCP on tokio with noise and yamux,
+/// `behaviour` built from its new identity, idle connections kept for `idle`.
+pub fn tcp_swarm<B: libp2p::swarm::NetworkBehaviour>(
+    idle: Duration,
+    behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B,
+) -> libp2p::Swarm<B> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .expect("the TCP transport")
+        .with_behaviour(behaviour)
+        .expect("the behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build()
 }

@@ -229,24 +229,35 @@ mod tests {
         publisher.current().and_then(|r| r.root().ok())
     }
 
+    /// The writer's publish task of `node`, taking its roots from `roots` with no coalescing,
+    /// running under tasks of its own.
+    fn run_publish_task(
+        node: &PartsNode,
+        roots: watch::Receiver<Cid>,
+    ) -> (Arc<PublishTask>, OwnedTasks) {
+        let publisher = node.publisher.clone().expect("a writer");
+        let task = Arc::new(
+            PublishTask::new(
+                node.p2p.clone(),
+                node.registry.clone(),
+                publisher,
+                &IpnsConfig::default(),
+                PublishMetrics::default(),
+            )
+            .with_roots(roots, Duration::ZERO),
+        );
+        let tasks = OwnedTasks::default();
+        tasks.spawn(task.clone().run());
+        (task, tasks)
+    }
+
     #[tokio::test]
     async fn a_burst_of_commits_becomes_one_record_and_a_cancelled_task_lets_go() {
         let node = PartsNode::start(true, Vec::new(), Vec::new()).await;
         let publisher = node.publisher.clone().expect("a writer");
         let start_root = node.registry.root();
         let (roots, receiver) = watch::channel(start_root);
-        let task = Arc::new(
-            PublishTask::new(
-                node.p2p.clone(),
-                node.registry.clone(),
-                publisher.clone(),
-                &IpnsConfig::default(),
-                PublishMetrics::default(),
-            )
-            .with_roots(receiver, Duration::ZERO),
-        );
-        let tasks = OwnedTasks::default();
-        tasks.spawn(task.clone().run());
+        let (task, tasks) = run_publish_task(&node, receiver);
 
         // Start-up: the root held is published once.
         wait_until("the start-up record", || publisher.current().is_some()).await;
@@ -279,18 +290,7 @@ mod tests {
         let node = PartsNode::start(true, Vec::new(), Vec::new()).await;
         let publisher = node.publisher.clone().expect("a writer");
         let (roots, receiver) = watch::channel(node.registry.root());
-        let task = Arc::new(
-            PublishTask::new(
-                node.p2p.clone(),
-                node.registry.clone(),
-                publisher.clone(),
-                &IpnsConfig::default(),
-                PublishMetrics::default(),
-            )
-            .with_roots(receiver, Duration::ZERO),
-        );
-        let tasks = OwnedTasks::default();
-        tasks.spawn(task.clone().run());
+        let (task, tasks) = run_publish_task(&node, receiver);
         // A record after the start-up one: the start-up phase, where foreign records only
         // raise the floor, is over.
         wait_until("the start-up record", || publisher.current().is_some()).await;

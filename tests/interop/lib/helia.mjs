@@ -7,15 +7,7 @@
 // the provider of every CID, and the only block broker is the trustless-gateway broker, which
 // checks every block against its CID.
 
-// Current Helia releases target Node 22; Node 20 lacks Promise.withResolvers.
-if (typeof Promise.withResolvers !== 'function') {
-  Promise.withResolvers = function withResolvers () {
-    let resolve
-    let reject
-    const promise = new Promise((res, rej) => { resolve = res; reject = rej })
-    return { promise, resolve, reject }
-  }
-}
+import './node20.mjs'
 
 const { createHeliaLight } = await import('helia')
 const { withHTTP } = await import('@helia/http')

@@ -5,15 +5,7 @@
 // (delegated-ipfs.dev), no trustless gateways, no relays or NAT traversal: the only peers are
 // those a check dials. Blocks come over Bitswap from those peers.
 
-// Current Helia releases target Node 22; Node 20 lacks Promise.withResolvers.
-if (typeof Promise.withResolvers !== 'function') {
-  Promise.withResolvers = function withResolvers () {
-    let resolve
-    let reject
-    const promise = new Promise((res, rej) => { resolve = res; reject = rej })
-    return { promise, resolve, reject }
-  }
-}
+import '../lib/node20.mjs'
 
 const { createHeliaLight } = await import('helia')
 const { withLibp2pLight } = await import('@helia/libp2p')
