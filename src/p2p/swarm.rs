@@ -1186,9 +1186,16 @@ impl SwarmTask {
                         continue;
                     }
                     tracing::debug!(%peer, "discovered on the LAN, dialling");
+                    // mDNS answers reach both nodes at once, so both dial at once. From their
+                    // listening ports (libp2p's default) the two dials are one TCP 4-tuple: a
+                    // simultaneous open that both sides treat as their outbound connection, so
+                    // the Noise handshake fails on both and mDNS does not announce again for
+                    // minutes. A fresh source port keeps the two dials apart; on a LAN the port
+                    // a peer observes is of no use for NAT traversal anyway.
                     let opts = DialOpts::peer_id(peer)
                         .addresses(addrs)
                         .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .allocate_new_port()
                         .build();
                     if let Err(e) = self.swarm.dial(opts) {
                         tracing::debug!(%peer, error = %e, "not dialling discovered peer");
