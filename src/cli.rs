@@ -16,6 +16,7 @@ use ipns_registry::config::{default_data_dir, Config, FollowConfig, Mirror, Role
 use ipns_registry::http::auth::htpasswd::{self, HtpasswdFile};
 use ipns_registry::names::{keys, Follower, IpnsName};
 use ipns_registry::node::{followed_names, key_path, Node, StartOptions, SystemdNotifier};
+use ipns_registry::p2p::PUBLIC_BOOTSTRAP;
 use ipns_registry::registry::{GcOptions, GcReport, Registry, RegistryOptions, Stores};
 
 /// A peer-to-peer replicated OCI container registry node.
@@ -63,6 +64,10 @@ enum Command {
         /// serves the names it follows.
         #[arg(long, value_enum, default_value = "writer")]
         role: RoleArg,
+        /// Join the public IPFS network: write the public (Amino) bootstrap peers that kubo
+        /// ships into p2p.bootstrap. Without it the node dials no bootstrap peer.
+        #[arg(long)]
+        public_network: bool,
     },
     /// Run the node: serve the OCI Distribution API, publish (writer) and follow names.
     /// Initialises the data directory as a writer on first use.
@@ -190,6 +195,10 @@ struct ServeArgs {
     /// e.g. /ip4/192.0.2.7/tcp/4011/p2p/12D3KooW...
     #[arg(long = "peer", value_name = "MULTIADDR")]
     peers: Vec<String>,
+    /// Bootstrap peer to join a network through, repeatable; replaces the config's list for
+    /// this run (config: p2p.bootstrap), e.g. /ip4/198.51.100.11/tcp/4011/p2p/12D3KooW...
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    bootstrap: Vec<String>,
     /// IPNS name to follow, repeatable, in lookup order; replaces the config's list for this
     /// run (config: [[follow]] name).
     #[arg(long = "follow", value_name = "NAME")]
@@ -353,8 +362,11 @@ impl Paths {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let paths = Paths::of(&cli);
     match cli.command {
-        Command::Init { role } => {
-            init(&paths, role.into())?;
+        Command::Init {
+            role,
+            public_network,
+        } => {
+            init(&paths, role.into(), public_network)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
@@ -422,6 +434,9 @@ fn apply_serve_args(config: &mut Config, args: ServeArgs) -> anyhow::Result<()> 
     if !args.peers.is_empty() {
         config.p2p.peers = args.peers;
     }
+    if !args.bootstrap.is_empty() {
+        config.p2p.bootstrap = args.bootstrap;
+    }
     if args.no_mdns {
         config.p2p.mdns = false;
     }
@@ -453,7 +468,7 @@ fn apply_serve_args(config: &mut Config, args: ServeArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn init(paths: &Paths, role: Role) -> anyhow::Result<()> {
+fn init(paths: &Paths, role: Role, public_network: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&paths.data_dir)
         .with_context(|| format!("creating {}", paths.data_dir.display()))?;
     if paths.config.exists() {
@@ -469,12 +484,21 @@ fn init(paths: &Paths, role: Role) -> anyhow::Result<()> {
             "{} is already initialised ({role})",
             paths.data_dir.display()
         );
+        if public_network && existing.p2p.bootstrap.is_empty() && !existing.p2p.public_network {
+            println!(
+                "its config is left as it is: to join the public network, set public_network = true under [p2p] in {}",
+                paths.config.display()
+            );
+        }
         return Ok(());
     }
-    let config = Config {
+    let mut config = Config {
         role,
         ..Config::default()
     };
+    if public_network {
+        config.p2p.bootstrap = PUBLIC_BOOTSTRAP.iter().map(|a| a.to_string()).collect();
+    }
     let keypair = keys::load_or_create(&key_path(&paths.data_dir))?;
     config.save(&paths.config)?;
     let name = IpnsName::from_peer_id(keypair.public().to_peer_id());
@@ -614,7 +638,24 @@ fn print_status(report: &StatusReport) {
     println!("IPNS name: {}", report.ipns_name);
     println!("peers:     {}", report.peers.len());
     for peer in &report.peers {
-        println!("  {peer}");
+        match report.connections.iter().find(|c| &c.peer == peer) {
+            Some(c) if c.blocks => println!("  {peer} ({})", c.connection),
+            Some(c) => println!(
+                "  {peer} ({}, no blocks: only a relay connects us)",
+                c.connection
+            ),
+            None => println!("  {peer}"),
+        }
+    }
+    let reach = &report.reachability;
+    for addr in &reach.public {
+        println!("reachable: {addr}");
+    }
+    for addr in &reach.relayed {
+        println!("relayed:   {addr}");
+    }
+    if !reach.dht.is_empty() {
+        println!("public DHT: {}", reach.dht);
     }
     if let Some(own) = &report.own {
         let sequence = own.sequence.map_or("-".into(), |s| s.to_string());
@@ -801,7 +842,7 @@ fn print_gc(report: &GcReport) {
 fn load_or_init(paths: &Paths) -> anyhow::Result<Config> {
     if !paths.config.exists() {
         tracing::info!(data_dir = %paths.data_dir.display(), "no config yet: initialising a writer node");
-        init(paths, Role::Writer)?;
+        init(paths, Role::Writer, false)?;
     }
     Ok(Config::load(&paths.config)?)
 }

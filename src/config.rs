@@ -256,6 +256,68 @@ pub struct P2pConfig {
     pub max_connections: u32,
     /// Most established connections with any one peer.
     pub max_connections_per_peer: u32,
+    /// Peers dialled first to join a network (multiaddrs ending in /p2p/<id>; /dnsaddr/ names
+    /// resolve through DNS). Empty by default: the node announces itself nowhere unless told.
+    pub bootstrap: Vec<String>,
+    /// Join the public IPFS network (Amino): the bootstrap peers kubo ships are added to
+    /// `bootstrap` at start. Ignored, with a warning, in a private network.
+    pub public_network: bool,
+    /// The public DHT's mode: `auto` (server once AutoNAT confirms a public address, else
+    /// client; server when no bootstrap peer is configured, as on a LAN), `server` or `client`.
+    pub dht_mode: DhtModeConfig,
+    /// Serve as a Circuit Relay v2 relay for other nodes, within `relay`'s limits.
+    pub relay_service: bool,
+    /// Limits of the relay service.
+    pub relay: RelayLimitsConfig,
+    /// Ask the router for a port mapping with UPnP (home routers).
+    pub upnp: bool,
+    /// Exchange blocks (fetch and serve) over relayed connections too: only sensible between
+    /// your own nodes, through your own relays whose `relay.max_circuit_bytes` allows it, and
+    /// both ends must set it. Off: blocks move over direct connections only.
+    pub blocks_over_relay: bool,
+}
+
+/// `p2p.dht_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DhtModeConfig {
+    /// Server once a public address is confirmed (or when no bootstrap peer is configured).
+    #[default]
+    Auto,
+    /// Always answer DHT queries.
+    Server,
+    /// Never answer DHT queries.
+    Client,
+}
+
+/// `[p2p.relay]`: what the relay service (`p2p.relay_service`) grants to others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayLimitsConfig {
+    /// Reservations held at once (peers reachable through this relay).
+    pub max_reservations: usize,
+    /// Relayed connections at once.
+    pub max_circuits: usize,
+    /// Relayed connections at once with any one peer.
+    pub max_circuits_per_peer: usize,
+    /// Seconds a relayed connection may last.
+    pub max_circuit_secs: u64,
+    /// Bytes a relayed connection may carry (each way); enough for hole punching and records,
+    /// not for image layers, unless raised.
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayLimitsConfig {
+    fn default() -> Self {
+        // libp2p's (and kubo's) defaults for a relay that serves strangers.
+        RelayLimitsConfig {
+            max_reservations: 128,
+            max_circuits: 16,
+            max_circuits_per_peer: 4,
+            max_circuit_secs: 120,
+            max_circuit_bytes: 128 * 1024,
+        }
+    }
 }
 
 impl Default for P2pConfig {
@@ -271,6 +333,13 @@ impl Default for P2pConfig {
             swarm_key: None,
             max_connections: crate::p2p::DEFAULT_MAX_CONNECTIONS,
             max_connections_per_peer: crate::p2p::DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            bootstrap: Vec::new(),
+            public_network: false,
+            dht_mode: DhtModeConfig::Auto,
+            relay_service: false,
+            relay: RelayLimitsConfig::default(),
+            upnp: false,
+            blocks_over_relay: false,
         }
     }
 }

@@ -28,7 +28,10 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{AdminClient, AdminEndpoint, IncomingCar};
 pub use server::AdminServer;
-pub use status::{DiskStatus, FollowedStatus, GcStatus, MirrorStatus, OwnStatus, StatusReport};
+pub use status::{
+    DiskStatus, FollowedStatus, GcStatus, MirrorStatus, OwnStatus, PeerStatus, ReachabilityStatus,
+    StatusReport,
+};
 
 use crate::registry::{ExportReport, GcReport, ImportReport};
 

@@ -19,6 +19,12 @@ pub struct StatusReport {
     pub listen: Vec<String>,
     /// Peers connected now.
     pub peers: Vec<String>,
+    /// How each connected peer is connected.
+    #[serde(default)]
+    pub connections: Vec<PeerStatus>,
+    /// How other networks reach this node.
+    #[serde(default)]
+    pub reachability: ReachabilityStatus,
     /// The own tree and record (writers).
     pub own: Option<OwnStatus>,
     /// Each followed name, in lookup order.
@@ -33,6 +39,30 @@ pub struct StatusReport {
     pub disk: Option<DiskStatus>,
     /// Garbage collection.
     pub gc: GcStatus,
+}
+
+/// A connected peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Its peer id.
+    pub peer: String,
+    /// `direct` when at least one connection is direct, else `relayed`.
+    pub connection: String,
+    /// Remote addresses of its connections.
+    pub addresses: Vec<String>,
+    /// Whether blocks move with it (not over a relay, unless `p2p.blocks_over_relay`).
+    pub blocks: bool,
+}
+
+/// How other networks reach the node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReachabilityStatus {
+    /// Public addresses confirmed reachable (AutoNAT, UPnP).
+    pub public: Vec<String>,
+    /// Addresses through relays that hold a reservation for it.
+    pub relayed: Vec<String>,
+    /// The public DHT's mode here: `server` or `client`.
+    pub dht: String,
 }
 
 /// The own tree and record of a writer.

@@ -70,7 +70,23 @@ impl BlockSource for NetworkBlocks {
         }
         match self.p2p.fetch_block(cid).await {
             Ok(block) => return Ok(block),
-            Err(e) => tracing::debug!(%cid, error = %e, "no peer provided the block"),
+            Err(e) => {
+                let relayed_only: Vec<String> = self
+                    .p2p
+                    .peer_connections()
+                    .await
+                    .into_iter()
+                    .filter(|c| !c.exchanges_blocks)
+                    .map(|c| c.peer.to_string())
+                    .collect();
+                if relayed_only.is_empty() {
+                    tracing::debug!(%cid, error = %e, "no peer provided the block");
+                } else {
+                    // The likely reason a replica behind a NAT cannot fetch: say it where the
+                    // operator looks.
+                    tracing::warn!(%cid, error = %e, peers = ?relayed_only, "block not fetched: these peers are connected only through a relay, which carries no blocks (hole punching did not succeed; behind a symmetric NAT it cannot): open a port, enable UPnP, or allow p2p.blocks_over_relay between your own nodes");
+                }
+            }
         }
         if let Some(gateways) = gateways.filter(|_| !gateways_asked) {
             if let Some(block) = self.fetch_from_gateways(gateways, cid).await {

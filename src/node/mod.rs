@@ -20,13 +20,17 @@ use libp2p::Multiaddr;
 use tokio::net::TcpListener;
 
 use crate::admin::{AdminError, AdminServer};
-use crate::config::{Config, HttpConfig, MemoryConfig, Role};
+use crate::config::{
+    Config, DhtModeConfig, HttpConfig, MemoryConfig, P2pConfig as P2pSection, Role,
+};
 use crate::http::auth::{Auth, AuthError};
 use crate::http::gateway::Gateway;
 use crate::http::{serve_with, tls, HttpApi, MetricsAccess, ServeOptions};
 use crate::metrics::Metrics;
 use crate::names::{keys, FollowError, FollowedName, Follower, IpnsName, PublishError, Publisher};
-use crate::p2p::{parse_swarm_key, P2p, P2pConfig, PreSharedKey};
+use crate::p2p::{
+    parse_swarm_key, DhtMode, P2p, P2pConfig, PreSharedKey, RelayLimits, PUBLIC_BOOTSTRAP,
+};
 use crate::registry::{Registry, RegistryError, RegistryOptions, Stores, UploadLimits};
 
 use self::metrics::NodeGauges;
@@ -108,6 +112,33 @@ fn multiaddrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>, NodeError> 
                 .map_err(|e| NodeError::Config(format!("{what} {a:?} is not a multiaddr: {e}")))
         })
         .collect()
+}
+
+/// The bootstrap peers: `p2p.bootstrap`, and the public network's list when
+/// `p2p.public_network` is set, except in a private network (whose nodes could not connect to
+/// public ones anyway).
+fn bootstrap_peers(p2p: &P2pSection, private_network: bool) -> Result<Vec<Multiaddr>, NodeError> {
+    let mut peers = multiaddrs(&p2p.bootstrap, "bootstrap peer")?;
+    let public: Vec<Multiaddr> = PUBLIC_BOOTSTRAP
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    if private_network && peers.iter().any(|p| public.contains(p)) {
+        tracing::warn!("the public bootstrap peers in p2p.bootstrap are skipped: this node is in a private network (swarm key), which public peers cannot join");
+        peers.retain(|p| !public.contains(p));
+    }
+    if p2p.public_network {
+        if private_network {
+            tracing::warn!("p2p.public_network is ignored: this node is in a private network (swarm key), which public peers cannot join");
+        } else {
+            for addr in public {
+                if !peers.contains(&addr) {
+                    peers.push(addr);
+                }
+            }
+        }
+    }
+    Ok(peers)
 }
 
 /// How the HTTP server of `config` treats connections, with its TLS credentials loaded
@@ -306,14 +337,30 @@ impl Node {
             publisher: publisher.clone(),
             follower: follower.clone(),
         });
+        let private_network = swarm_key(data_dir, &config).await?;
         let (p2p, events) = P2p::start(
             P2pConfig {
+                bootstrap: bootstrap_peers(&config.p2p, private_network.is_some())?,
+                dht_mode: match config.p2p.dht_mode {
+                    DhtModeConfig::Auto => DhtMode::Auto,
+                    DhtModeConfig::Server => DhtMode::Server,
+                    DhtModeConfig::Client => DhtMode::Client,
+                },
+                relay_service: config.p2p.relay_service.then(|| RelayLimits {
+                    max_reservations: config.p2p.relay.max_reservations,
+                    max_circuits: config.p2p.relay.max_circuits,
+                    max_circuits_per_peer: config.p2p.relay.max_circuits_per_peer,
+                    max_circuit_duration: Duration::from_secs(config.p2p.relay.max_circuit_secs),
+                    max_circuit_bytes: config.p2p.relay.max_circuit_bytes,
+                }),
+                upnp: config.p2p.upnp,
+                blocks_over_relay: config.p2p.blocks_over_relay,
                 keypair,
                 listen: multiaddrs(&config.p2p.listen, "p2p listen address")?,
                 peers: multiaddrs(&config.p2p.peers, "peer")?,
                 mdns: config.p2p.mdns,
                 fetch_timeout: Duration::from_secs(config.p2p.fetch_timeout_secs),
-                private_network: swarm_key(data_dir, &config).await?,
+                private_network,
                 max_connections: config.p2p.max_connections,
                 max_connections_per_peer: config.p2p.max_connections_per_peer,
                 bitswap_receive_concurrency: memory.bitswap_receive_concurrency,
@@ -584,5 +631,63 @@ mod tests {
             ..MemoryConfig::default()
         };
         assert!(memory_settings(&huge).is_err());
+    }
+}
+
+#[cfg(test)]
+mod bootstrap_tests {
+    use super::*;
+
+    fn public() -> Vec<Multiaddr> {
+        PUBLIC_BOOTSTRAP
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn no_bootstrap_peer_unless_configured() {
+        assert!(bootstrap_peers(&P2pSection::default(), false)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn the_public_network_adds_kubos_list_after_the_own_peers_once() {
+        let own =
+            "/ip4/198.51.100.11/tcp/4011/p2p/12D3KooWLnjDPzUYaDSJeSwmm2nhzxwdgm1RpoxD4NW3V8fpdi6z";
+        let p2p = P2pSection {
+            bootstrap: vec![own.into(), PUBLIC_BOOTSTRAP[0].into()],
+            public_network: true,
+            ..P2pSection::default()
+        };
+        let peers = bootstrap_peers(&p2p, false).unwrap();
+        let mut expected: Vec<Multiaddr> = vec![own.parse().unwrap()];
+        expected.extend(public());
+        assert_eq!(peers, expected);
+    }
+
+    #[test]
+    fn a_private_network_never_uses_the_public_list() {
+        let own = "/ip4/10.1.2.3/tcp/4011/p2p/12D3KooWLnjDPzUYaDSJeSwmm2nhzxwdgm1RpoxD4NW3V8fpdi6z";
+        let mut bootstrap = vec![own.to_string()];
+        bootstrap.extend(PUBLIC_BOOTSTRAP.iter().map(|a| a.to_string()));
+        let p2p = P2pSection {
+            bootstrap,
+            public_network: true,
+            ..P2pSection::default()
+        };
+        let peers = bootstrap_peers(&p2p, true).unwrap();
+        assert_eq!(peers, vec![own.parse::<Multiaddr>().unwrap()]);
+    }
+
+    #[test]
+    fn a_bootstrap_entry_that_is_no_multiaddr_is_a_config_error() {
+        let p2p = P2pSection {
+            bootstrap: vec!["bootstrap.example:4001".into()],
+            ..P2pSection::default()
+        };
+        let err = bootstrap_peers(&p2p, false).unwrap_err().to_string();
+        assert!(err.contains("bootstrap peer"), "{err}");
     }
 }

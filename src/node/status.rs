@@ -14,7 +14,7 @@ use super::gc::GarbageCollector;
 use super::replication::Replication;
 use crate::admin::{
     AdminCommands, CarStream, CommandFailure, DiskStatus, ExportRequest, FollowedStatus, GcRequest,
-    ImportRequest, MirrorStatus, OwnStatus, StatusReport,
+    ImportRequest, MirrorStatus, OwnStatus, PeerStatus, ReachabilityStatus, StatusReport,
 };
 use crate::config::{HealthConfig, Role};
 use crate::http::{NodeHealth, Readiness};
@@ -59,6 +59,24 @@ impl NodeReport {
     pub async fn report(&self) -> StatusReport {
         let peer_id = self.p2p.peer_id();
         let peers = self.p2p.connected_peers().await;
+        let connections = self
+            .p2p
+            .peer_connections()
+            .await
+            .into_iter()
+            .map(|c| PeerStatus {
+                peer: c.peer.to_string(),
+                connection: if c.direct { "direct" } else { "relayed" }.into(),
+                addresses: c.addresses.iter().map(ToString::to_string).collect(),
+                blocks: c.exchanges_blocks,
+            })
+            .collect();
+        let reach = self.p2p.reachability().await;
+        let reachability = ReachabilityStatus {
+            public: reach.public.iter().map(ToString::to_string).collect(),
+            relayed: reach.relayed.iter().map(ToString::to_string).collect(),
+            dht: if reach.dht_server { "server" } else { "client" }.into(),
+        };
         let listen = self.p2p.listen_addrs().await;
         let own = self.replication.publisher().map(|p| {
             let record = p.current();
@@ -102,6 +120,8 @@ impl NodeReport {
             ipns_name: IpnsName::from_peer_id(peer_id).to_string(),
             listen: listen.iter().map(ToString::to_string).collect(),
             peers: peers.iter().map(ToString::to_string).collect(),
+            connections,
+            reachability,
             own,
             followed,
             writes_refused: self.registry.write_refusal(),

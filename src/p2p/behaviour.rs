@@ -7,14 +7,14 @@ use libp2p::pnet::PreSharedKey;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    connection_limits, gossipsub, identify, kad, mdns, noise, ping, request_response, tcp, yamux,
-    PeerId, StreamProtocol, Swarm, SwarmBuilder,
+    autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns, noise, ping, relay,
+    request_response, tcp, upnp, yamux, PeerId, StreamProtocol, Swarm, SwarmBuilder,
 };
 use sha2::{Digest as _, Sha256};
 
 use super::private;
 use super::record_codec::{FetchCodec, FETCH_PROTOCOL, MAX_RECORD_SIZE};
-use super::P2pError;
+use super::{P2pError, RelayLimits};
 
 /// The Kademlia protocol of the public IPFS DHT (the WAN DHT: peers with public addresses).
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
@@ -66,6 +66,20 @@ pub(super) struct NodeBehaviour {
     pub(super) fetch: request_response::Behaviour<FetchCodec>,
     /// Raw streams, for Bitswap.
     pub(super) stream: libp2p_stream::Behaviour,
+    /// AutoNAT v2, asking: peers dial our address candidates back to confirm them as
+    /// reachable external addresses.
+    pub(super) autonat: autonat::v2::client::Behaviour,
+    /// AutoNAT v2, answering: we dial back the candidates peers ask us to test.
+    pub(super) autonat_server: autonat::v2::server::Behaviour,
+    /// Circuit Relay v2 client: reachable through a relay when behind a NAT (off in a private
+    /// network, where a circuit would bypass the network's key).
+    pub(super) relay_client: Toggle<relay::client::Behaviour>,
+    /// Circuit Relay v2 relay for others, when enabled.
+    pub(super) relay: Toggle<relay::Behaviour>,
+    /// Hole punching: a relayed connection upgraded to a direct one.
+    pub(super) dcutr: Toggle<dcutr::Behaviour>,
+    /// UPnP port mapping, when enabled.
+    pub(super) upnp: Toggle<upnp::tokio::Behaviour>,
 }
 
 /// How the swarm is built.
@@ -78,14 +92,19 @@ pub(super) struct SwarmSettings {
     pub(super) max_connections: u32,
     /// Established connections per peer.
     pub(super) max_connections_per_peer: u32,
+    /// Serve as a relay for others, within these limits.
+    pub(super) relay_service: Option<RelayLimits>,
+    /// UPnP port mapping.
+    pub(super) upnp: bool,
 }
 
-/// Builds the swarm: TCP and QUIC (or TCP behind the pre-shared key of a private network),
-/// noise, yamux, and the protocols of [`NodeBehaviour`].
+/// Builds the swarm: TCP and QUIC with DNS names and relayed circuits (or TCP behind the
+/// pre-shared key of a private network), noise, yamux, and the protocols of [`NodeBehaviour`].
 pub(super) fn build_swarm(
     keypair: Keypair,
     settings: &SwarmSettings,
 ) -> Result<Swarm<NodeBehaviour>, P2pError> {
+    let (dns_config, dns_options) = resolver_config();
     let builder = SwarmBuilder::with_existing_identity(keypair).with_tokio();
     let swarm = match settings.private_network {
         None => builder
@@ -96,14 +115,18 @@ pub(super) fn build_swarm(
             )
             .map_err(|e| P2pError::Setup(format!("tcp transport: {e}")))?
             .with_quic()
-            .with_behaviour(|key| build_behaviour(key, settings))
+            .with_dns_config(dns_config, dns_options)
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| P2pError::Setup(format!("relay client transport: {e}")))?
+            .with_behaviour(|key, relay_client| build_behaviour(key, settings, Some(relay_client)))
             .map_err(|e| P2pError::Setup(e.to_string()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
             .build(),
         Some(psk) => builder
             .with_other_transport(|key| private::transport(key, psk))
             .map_err(|e| P2pError::Setup(format!("private network transport: {e}")))?
-            .with_behaviour(|key| build_behaviour(key, settings))
+            .with_dns_config(dns_config, dns_options)
+            .with_behaviour(|key| build_behaviour(key, settings, None))
             .map_err(|e| P2pError::Setup(e.to_string()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
             .build(),
@@ -111,9 +134,29 @@ pub(super) fn build_swarm(
     Ok(swarm)
 }
 
+/// The system's DNS resolver settings, for `/dns*` and `/dnsaddr` addresses. Without any (a
+/// container with no `/etc/resolv.conf`), a resolver that asks only the loopback interface: DNS
+/// addresses then fail to dial, with the lookup's error, and no query leaves the machine.
+fn resolver_config() -> (libp2p::dns::ResolverConfig, libp2p::dns::ResolverOpts) {
+    match hickory_resolver::system_conf::read_system_conf() {
+        Ok(system) => system,
+        Err(e) => {
+            tracing::warn!("no system DNS configuration ({e}): /dns and /dnsaddr peer addresses cannot be dialled");
+            let loopback = hickory_resolver::config::NameServerConfig::udp_and_tcp(
+                std::net::Ipv4Addr::LOCALHOST.into(),
+            );
+            (
+                libp2p::dns::ResolverConfig::from_name_servers(vec![loopback]),
+                libp2p::dns::ResolverOpts::default(),
+            )
+        }
+    }
+}
+
 fn build_behaviour(
     key: &Keypair,
     settings: &SwarmSettings,
+    relay_client: Option<relay::client::Behaviour>,
 ) -> Result<NodeBehaviour, Box<dyn std::error::Error + Send + Sync>> {
     let peer_id = key.public().to_peer_id();
 
@@ -182,6 +225,22 @@ fn build_behaviour(
         .with_max_established_per_peer(Some(settings.max_connections_per_peer))
         .with_max_pending_incoming(Some(MAX_PENDING_INCOMING));
 
+    let relay = settings.relay_service.as_ref().map(|limits| {
+        let config = relay::Config {
+            max_reservations: limits.max_reservations,
+            max_circuits: limits.max_circuits,
+            max_circuits_per_peer: limits.max_circuits_per_peer,
+            max_circuit_duration: limits.max_circuit_duration,
+            max_circuit_bytes: limits.max_circuit_bytes,
+            ..relay::Config::default()
+        };
+        relay::Behaviour::new(peer_id, config)
+    });
+    // Hole punching needs a relayed connection to start from.
+    let dcutr = relay_client
+        .is_some()
+        .then(|| dcutr::Behaviour::new(peer_id));
+
     Ok(NodeBehaviour {
         limits: connection_limits::Behaviour::new(limits),
         identify,
@@ -192,6 +251,15 @@ fn build_behaviour(
         mdns: Toggle::from(mdns),
         fetch,
         stream: libp2p_stream::Behaviour::new(),
+        autonat: autonat::v2::client::Behaviour::new(
+            rand::make_rng::<rand::rngs::StdRng>(),
+            autonat::v2::client::Config::default(),
+        ),
+        autonat_server: autonat::v2::server::Behaviour::new(rand::make_rng::<rand::rngs::StdRng>()),
+        relay_client: Toggle::from(relay_client),
+        relay: Toggle::from(relay),
+        dcutr: Toggle::from(dcutr),
+        upnp: Toggle::from(settings.upnp.then(upnp::tokio::Behaviour::default)),
     })
 }
 

@@ -79,6 +79,78 @@ pub struct P2pConfig {
     pub bitswap_receive_concurrency: usize,
     /// Where peers and Bitswap traffic are counted.
     pub metrics: P2pMetrics,
+    /// Peers dialled to join a network, and again whenever fewer than a few peers are
+    /// connected.
+    pub bootstrap: Vec<Multiaddr>,
+    /// The WAN DHT's mode.
+    pub dht_mode: DhtMode,
+    /// Serve as a Circuit Relay v2 relay for others, within these limits.
+    pub relay_service: Option<RelayLimits>,
+    /// Ask the router for port mappings with UPnP.
+    pub upnp: bool,
+    /// Exchange Bitswap blocks over relayed connections too (otherwise direct ones only).
+    pub blocks_over_relay: bool,
+}
+
+/// The bootstrap peers of the public IPFS network (Amino), as kubo ships them.
+pub const PUBLIC_BOOTSTRAP: &[&str] = &[
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmbLHAnMoJPWSCR5Zhtx6BHJX9KiKNN6tpvbUcqanj75Nb",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmcZf59bWwK5XFi76CZX8cbJ4BhTzzA3gU1ZjYZcYW3dwt",
+    "/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ",
+    "/ip4/104.131.131.82/udp/4001/quic-v1/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ",
+];
+
+/// A connected peer and how it is connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConnection {
+    /// The peer.
+    pub peer: PeerId,
+    /// Whether at least one connection is direct (not through a relay).
+    pub direct: bool,
+    /// The remote addresses of its connections.
+    pub addresses: Vec<Multiaddr>,
+    /// Whether blocks move with it (direct, or relayed with `blocks_over_relay`).
+    pub exchanges_blocks: bool,
+}
+
+/// How the node can be reached from other networks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reachability {
+    /// Public addresses confirmed reachable (by AutoNAT or UPnP).
+    pub public: Vec<Multiaddr>,
+    /// Addresses through relays holding a reservation for us.
+    pub relayed: Vec<Multiaddr>,
+    /// Whether the public DHT answers queries here (server mode).
+    pub dht_server: bool,
+}
+
+/// The mode of the WAN DHT (the LAN DHT always serves: every LAN peer is reachable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DhtMode {
+    /// Server once AutoNAT (or UPnP) confirms a public address, client until then; server
+    /// throughout when no bootstrap peer is configured (a LAN or hand-wired network).
+    Auto,
+    /// Always serve.
+    Server,
+    /// Never serve.
+    Client,
+}
+
+/// What the relay service grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Reservations at once.
+    pub max_reservations: usize,
+    /// Relayed connections at once.
+    pub max_circuits: usize,
+    /// Relayed connections at once per peer.
+    pub max_circuits_per_peer: usize,
+    /// How long a relayed connection may last.
+    pub max_circuit_duration: Duration,
+    /// Bytes a relayed connection may carry each way.
+    pub max_circuit_bytes: u64,
 }
 
 impl P2pConfig {
@@ -96,6 +168,11 @@ impl P2pConfig {
             max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
             bitswap_receive_concurrency: bitswap::DEFAULT_RECEIVE_CONCURRENCY,
             metrics: P2pMetrics::default(),
+            bootstrap: Vec::new(),
+            dht_mode: DhtMode::Auto,
+            relay_service: None,
+            upnp: false,
+            blocks_over_relay: false,
         }
     }
 }
@@ -144,6 +221,11 @@ impl std::fmt::Debug for P2pConfig {
                 "bitswap_receive_concurrency",
                 &self.bitswap_receive_concurrency,
             )
+            .field("bootstrap", &self.bootstrap)
+            .field("dht_mode", &self.dht_mode)
+            .field("relay_service", &self.relay_service)
+            .field("upnp", &self.upnp)
+            .field("blocks_over_relay", &self.blocks_over_relay)
             .finish()
     }
 }
@@ -363,6 +445,16 @@ impl P2p {
     /// The addresses actually bound (port 0 resolved), each ending in `/p2p/<id>`.
     pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.ask(Command::ListenAddrs).await.unwrap_or_default()
+    }
+
+    /// Every connected peer, with how it is connected.
+    pub async fn peer_connections(&self) -> Vec<PeerConnection> {
+        self.ask(Command::PeerConnections).await.unwrap_or_default()
+    }
+
+    /// How the node can be reached from other networks.
+    pub async fn reachability(&self) -> Reachability {
+        self.ask(Command::Reachability).await.unwrap_or_default()
     }
 
     /// Peers with at least one open connection.

@@ -3,6 +3,7 @@
 //! configured peers.
 
 mod providers;
+mod reach;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -36,6 +37,7 @@ use super::{
 use crate::metrics::P2pMetrics;
 use crate::store::BlockStore;
 use providers::Providers;
+use reach::{is_relayed, Reach, BOOTSTRAP_INTERVAL};
 
 /// How often configured peers that are not connected are dialled again.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
@@ -62,6 +64,10 @@ pub(super) enum Command {
     ConnectedPeers(Reply<Vec<PeerId>>),
     /// Established connections, to all peers.
     ConnectionCount(Reply<usize>),
+    /// Connected peers, with how each is connected.
+    PeerConnections(Reply<Vec<super::PeerConnection>>),
+    /// How the node can be reached.
+    Reachability(Reply<super::Reachability>),
     /// Peers known to subscribe to a gossipsub topic.
     TopicPeers(String, Reply<Vec<PeerId>>),
     /// Gossipsub's score of a peer.
@@ -210,6 +216,8 @@ struct SwarmTask {
     next_query: u64,
     /// Provider records: ours, peers', and lookups.
     providers: Providers,
+    /// Bootstrap peers, reachability, relays, direct or relayed connections.
+    reach: Reach,
 }
 
 /// Builds the swarm, binds the listeners and spawns the task.
@@ -276,6 +284,8 @@ pub(super) async fn spawn(
         private_network: config.private_network,
         max_connections: config.max_connections,
         max_connections_per_peer: config.max_connections_per_peer,
+        relay_service: config.relay_service.clone(),
+        upnp: config.upnp,
     };
     let mut swarm = build_swarm(config.keypair.clone(), &settings)?;
     // Registered before any connection exists, so every connection offers Bitswap.
@@ -335,7 +345,18 @@ pub(super) async fn spawn(
         kad_queries: HashMap::new(),
         next_query: 0,
         providers: Providers::default(),
+        reach: Reach::new(
+            if private {
+                tcp_only(&config.bootstrap)
+            } else {
+                config.bootstrap.clone()
+            },
+            config.dht_mode,
+            config.blocks_over_relay,
+            !private,
+        ),
     };
+    task.update_dht_mode();
 
     // Records held from earlier runs (the own one, followed ones) are in the DHT stores before
     // the first peer can ask, not only after the next publish.
@@ -468,6 +489,8 @@ impl SwarmTask {
     ) {
         let mut redial = tokio::time::interval(REDIAL_INTERVAL);
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut bootstrap = tokio::time::interval(BOOTSTRAP_INTERVAL);
+        bootstrap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -493,6 +516,7 @@ impl SwarmTask {
                 // A Bitswap want no connected peer delivers: dial its providers.
                 Some(cid) = seek.recv() => self.find_providers(cid, None, true),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = bootstrap.tick() => self.bootstrap(),
                 _ = redial.tick() => {
                     self.redial();
                     self.drop_abandoned_queries();
@@ -534,6 +558,12 @@ impl SwarmTask {
             }
             Command::ConnectedPeers(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::PeerConnections(reply) => {
+                let _ = reply.send(self.peer_connections());
+            }
+            Command::Reachability(reply) => {
+                let _ = reply.send(self.reachability());
             }
             Command::ConnectionCount(reply) => {
                 let count = self
@@ -785,7 +815,9 @@ impl SwarmTask {
     /// without this a LAN could never find our providers. Public ones wait for a peer or
     /// AutoNAT to confirm them.
     fn on_listen_addr(&mut self, address: Multiaddr) {
-        if dht_of(&address) == Some(Dht::Lan) {
+        if is_relayed(&address) {
+            self.on_relayed_listen_addr(address);
+        } else if dht_of(&address) == Some(Dht::Lan) {
             self.swarm.add_external_address(address);
         }
     }
@@ -1035,9 +1067,9 @@ impl SwarmTask {
                         configured.failures = 0;
                     }
                 }
+                self.on_connection_opened(peer_id, connection_id, &endpoint);
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, address = %endpoint.get_remote_address(), "peer connected");
-                    self.bitswap.peer_connected(peer_id);
                     self.metrics.peer_connected();
                     self.emit(P2pEvent::PeerConnected(peer_id));
                     // A peer new to us may hold newer records for what we follow.
@@ -1055,15 +1087,17 @@ impl SwarmTask {
                 ..
             } if num_established > 0 => {
                 tracing::debug!(peer = %peer_id, %connection_id, num_established, cause = ?cause, "connection closed, others remain");
+                self.on_connection_gone(peer_id, connection_id);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established: 0,
                 cause,
                 ..
             } => {
                 tracing::info!(peer = %peer_id, cause = ?cause, "peer disconnected");
-                self.bitswap.peer_disconnected(&peer_id);
+                self.on_connection_gone(peer_id, connection_id);
                 self.metrics.peer_disconnected();
                 self.emit(P2pEvent::PeerDisconnected(peer_id));
             }
@@ -1138,6 +1172,9 @@ impl SwarmTask {
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.swarm.remove_external_address(&address);
             }
+            SwarmEvent::ExternalAddrConfirmed { address } => self.on_external_confirmed(address),
+            SwarmEvent::ExternalAddrExpired { address } => self.on_external_expired(&address),
+            SwarmEvent::ListenerClosed { listener_id, .. } => self.on_listener_closed(listener_id),
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
         }
@@ -1147,6 +1184,7 @@ impl SwarmTask {
         match event {
             NodeBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified");
+                self.consider_relay(peer_id, &info);
                 // Each DHT's routing table takes the peer's addresses of its kind, if the peer
                 // speaks that DHT's protocol (kubo's routing table filters).
                 let wan = info.protocols.contains(&KAD_PROTOCOL);
@@ -1203,6 +1241,11 @@ impl SwarmTask {
                 }
             }
             NodeBehaviourEvent::Fetch(event) => self.on_fetch_event(event),
+            NodeBehaviourEvent::Autonat(event) => self.on_autonat_event(event),
+            NodeBehaviourEvent::RelayClient(event) => self.on_relay_client_event(event),
+            NodeBehaviourEvent::Relay(event) => self.on_relay_event(event),
+            NodeBehaviourEvent::Dcutr(event) => self.on_dcutr_event(event),
+            NodeBehaviourEvent::Upnp(event) => self.on_upnp_event(event),
             _ => {}
         }
     }
