@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Checks that scripts/netlab.sh builds the network it promises, with python3 sockets in the lab's
-# namespaces: in an `internet` lab (--nat eim --nat symmetric) public hosts reach each other, a
-# home host reaches a public one through its NAT, nothing from the public side reaches a home
-# host or its router's private side, and one UDP socket behind `eim` keeps one public port
-# whatever the destination while behind `symmetric` it gets a new one per destination; in a
+# namespaces: in an `internet` lab (--nat eim --nat symmetric --nat eim) public hosts reach each
+# other, a home host reaches a public one through its NAT, nothing from the public side reaches a
+# home host or its router's private side, one UDP socket behind `eim` keeps one public port
+# whatever the destination while behind `symmetric` it gets a new one per destination, and two
+# home hosts behind `eim` routers punch a UDP hole to each other; in a
 # `lan` lab multicast (mDNS's group) goes from one host to another; `run` returns its command's
 # status and removes the lab also when the command fails or the script is killed; `up` refuses
 # to run without root.
@@ -111,9 +112,9 @@ for addr in sys.argv[3:]:
 step "--help explains"
 "$netlab" --help | grep -q 'up LAB internet' || fail "--help does not describe the internet topology"
 
-step "up $inet internet --nat eim --nat symmetric"
-"$netlab" up "$inet" internet --nat eim --nat symmetric
-[ "$("$netlab" hosts "$inet" | sort | tr '\n' ' ')" = "home1 home2 nat1 nat2 pub1 pub2 pub3 " ] ||
+step "up $inet internet --nat eim --nat symmetric --nat eim"
+"$netlab" up "$inet" internet --nat eim --nat symmetric --nat eim
+[ "$("$netlab" hosts "$inet" | sort | tr '\n' ' ')" = "home1 home2 home3 nat1 nat2 nat3 pub1 pub2 pub3 " ] ||
   fail "hosts: $("$netlab" hosts "$inet" | tr '\n' ' ')"
 [ "$("$netlab" addr "$inet" pub2)" = 198.51.100.12 ] || fail "pub2's address"
 [ "$("$netlab" addr "$inet" nat2)" = 198.51.100.22 ] || fail "nat2's address"
@@ -166,6 +167,40 @@ echo "   ports seen: ${seen[*]}"
 # Three random ports could collide by chance; all three being equal is a 1 in ~10^9 event.
 [ "${seen[0]}" = "${seen[1]}" ] && [ "${seen[1]}" = "${seen[2]}" ] &&
   fail "pub1..3 all saw port ${seen[0]}: the mapping does not depend on the destination"
+
+step "home1 and home3 (both behind eim) punch a UDP hole to each other"
+# Each side sends from one bound socket to the other's public address until it hears from the
+# other: the first datagrams open each router's mapping, later ones pass as replies.
+punch() {
+  in_lab "$inet" "$1" python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+peer = (sys.argv[2], int(sys.argv[3]))
+s.settimeout(0.1)
+heard, heard_at = None, None
+deadline = time.monotonic() + 10
+# Keep sending for a second after hearing, so that the other side hears too.
+while time.monotonic() < deadline and (heard_at is None or time.monotonic() < heard_at + 1):
+    s.sendto(b"punch", peer)
+    try:
+        _, frm = s.recvfrom(100)
+        if heard is None:
+            heard, heard_at = frm, time.monotonic()
+    except socket.timeout:
+        pass
+with open(sys.argv[4], "w") as f:
+    f.write("%s %d\n" % heard if heard else "nothing\n")' "$2" "$3" "$4" "$work/$5"
+}
+punch home1 40010 198.51.100.23 40030 punch1 &
+p1=$!
+punch home3 40030 198.51.100.21 40010 punch3 &
+p3=$!
+pids+=("$p1" "$p3")
+wait "$p1" || fail "home1's puncher failed"
+wait "$p3" || fail "home3's puncher failed"
+[ "$(cat "$work/punch1")" = "198.51.100.23 40030" ] || fail "home1 heard $(cat "$work/punch1"), not nat3:40030"
+[ "$(cat "$work/punch3")" = "198.51.100.21 40010" ] || fail "home3 heard $(cat "$work/punch3"), not nat1:40010"
 
 step "up again replaces the stale lab"
 "$netlab" up "$inet" internet --nat eim

@@ -42,7 +42,7 @@ it made.
 
 examples:
   scripts/netlab.sh up demo lan 2
-  scripts/netlab.sh exec demo h1 -- ping -c1 "$(scripts/netlab.sh addr demo h2)"
+  scripts/netlab.sh exec demo h1 -- ip -br addr
   scripts/netlab.sh down demo
   scripts/netlab.sh run t1 internet --nat eim --nat symmetric -- ./my-test.sh
 EOF
