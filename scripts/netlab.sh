@@ -175,7 +175,8 @@ up_internet() {
     ip -n "$nat" addr add "10.$((100 + i)).0.1/24" dev lan
     ip -n "$home" addr add "10.$((100 + i)).0.2/24" dev eth0
     ip -n "$home" route add default via "10.$((100 + i)).0.1"
-    ip netns exec "$nat" sysctl -qw net.ipv4.ip_forward=1
+    # /proc/sys/net is the reading process's namespace's (and procps' sysctl may be missing).
+    ip netns exec "$nat" sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward'
     local masquerade=(-j MASQUERADE)
     [ "$kind" = symmetric ] && masquerade+=(--random-fully)
     ip netns exec "$nat" iptables -t nat -A POSTROUTING -o wan "${masquerade[@]}"
