@@ -200,8 +200,9 @@ cmd_up() {
     *) die "unknown topology '$topology' (lan or internet)" ;;
   esac
   cmd_down "$lab"
-  # A failed or interrupted `up` leaves nothing behind.
-  trap 'cmd_down "$lab"' EXIT
+  # A failed or interrupted `up` leaves nothing behind. (LAB is expanded now: a `set -e` exit
+  # runs the trap after this function's locals are gone; LAB is [a-z0-9], safe unquoted.)
+  trap "cmd_down $lab" EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
   "up_$topology" "$lab" "$@"
@@ -244,12 +245,12 @@ cmd_run() {
   done
   [ $# -ge 2 ] || die "usage: run LAB TOPOLOGY [OPTS] -- CMD..."
   shift
-  trap 'cmd_down "$lab"' EXIT
+  trap "cmd_down $lab" EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
   cmd_up "$lab" "${args[@]}"
   # cmd_up cleared the traps once the lab stood; from here on the lab goes whatever CMD does.
-  trap 'cmd_down "$lab"' EXIT
+  trap "cmd_down $lab" EXIT
   # CMD runs in the background (its standard input kept) so that a SIGTERM to this script is
   # handled at once: bash would run the trap only after a foreground CMD ended by itself.
   NETLAB=$lab "$@" <&0 &
