@@ -5,7 +5,7 @@
 mod providers;
 mod reach;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +51,8 @@ const COMMAND_QUEUE: usize = 256;
 /// ([`super::behaviour::MAX_DHT_RECORDS`]): the rest is room for the node's own and followed
 /// records, which strangers' records can never crowd out.
 const MAX_INBOUND_DHT_RECORDS: usize = 768;
+/// Record lookups kept waiting for a first DHT peer; the oldest is dropped when more arrive.
+const MAX_DEFERRED_RECORD_LOOKUPS: usize = 64;
 /// Hosts remembered as having failed the private-network handshake (for logging once each).
 const MAX_REFUSED_HOSTS: usize = 1024;
 
@@ -216,6 +218,11 @@ struct SwarmTask {
     next_query: u64,
     /// Provider records: ours, peers', and lookups.
     providers: Providers,
+    /// Record lookups (query id, DHT, routing key) waiting for a first peer in that DHT's
+    /// routing table.
+    deferred_record_lookups: VecDeque<(u64, Dht, Vec<u8>)>,
+    /// Connected peers that have not identified themselves yet (so may still join a DHT).
+    unidentified: HashSet<PeerId>,
     /// Bootstrap peers, reachability, relays, direct or relayed connections.
     reach: Reach,
 }
@@ -345,6 +352,8 @@ pub(super) async fn spawn(
         kad_queries: HashMap::new(),
         next_query: 0,
         providers: Providers::default(),
+        deferred_record_lookups: VecDeque::new(),
+        unidentified: HashSet::new(),
         reach: Reach::new(
             if private {
                 tcp_only(&config.bootstrap)
@@ -878,7 +887,20 @@ impl SwarmTask {
             self.request_record(*peer, routing_key.clone(), Some(id));
         }
         let mut kad = Vec::new();
+        let mut deferred = 0;
         for dht in [Dht::Wan, Dht::Lan] {
+            if self.routing_table_size(dht) == 0 && !self.unidentified.is_empty() {
+                // A node that just started has connections before its routing tables fill
+                // (identify tells which peers serve a DHT): the lookup starts when a first
+                // peer joins, within the caller's wait, rather than answer nothing at once.
+                if self.deferred_record_lookups.len() >= MAX_DEFERRED_RECORD_LOOKUPS {
+                    self.deferred_record_lookups.pop_front();
+                }
+                self.deferred_record_lookups
+                    .push_back((id, dht, routing_key.clone()));
+                deferred += 1;
+                continue;
+            }
             let kad_id = self
                 .kad_mut(dht)
                 .get_record(kad::RecordKey::new(&routing_key));
@@ -890,10 +912,52 @@ impl SwarmTask {
             id,
             Query {
                 answers,
-                outstanding: peers.len() + kad.len(),
+                outstanding: peers.len() + kad.len() + deferred,
                 kad,
             },
         );
+    }
+
+    /// Starts the record lookups on `dht` that waited for a peer in its routing table.
+    fn start_deferred_record_lookups(&mut self, dht: Dht) {
+        let (ready, waiting): (VecDeque<_>, VecDeque<_>) =
+            std::mem::take(&mut self.deferred_record_lookups)
+                .into_iter()
+                .partition(|(_, d, _)| *d == dht);
+        self.deferred_record_lookups = waiting;
+        self.start_record_lookups(ready);
+    }
+
+    /// Once every connected peer has identified itself, the deferred lookups of a DHT still
+    /// without peers end (nobody is going to join it soon); the others start.
+    fn settle_deferred_record_lookups(&mut self) {
+        if !self.unidentified.is_empty() || self.deferred_record_lookups.is_empty() {
+            return;
+        }
+        let deferred = std::mem::take(&mut self.deferred_record_lookups);
+        let (ready, hopeless): (VecDeque<_>, VecDeque<_>) = deferred
+            .into_iter()
+            .partition(|(_, dht, _)| self.routing_table_size(*dht) > 0);
+        self.start_record_lookups(ready);
+        for (id, _, _) in hopeless {
+            self.query_part_done(id);
+        }
+    }
+
+    fn start_record_lookups(&mut self, lookups: VecDeque<(u64, Dht, Vec<u8>)>) {
+        for (id, dht, routing_key) in lookups {
+            // A caller that stopped waiting needs no lookup.
+            if !self.queries.contains_key(&id) {
+                continue;
+            }
+            let kad_id = self
+                .kad_mut(dht)
+                .get_record(kad::RecordKey::new(&routing_key));
+            self.kad_queries.insert((dht, kad_id), (id, routing_key));
+            if let Some(query) = self.queries.get_mut(&id) {
+                query.kad.push((dht, kad_id));
+            }
+        }
     }
 
     /// One source of a query is done; the query ends (its caller returns) when all are.
@@ -1069,6 +1133,7 @@ impl SwarmTask {
                 }
                 self.on_connection_opened(peer_id, connection_id, &endpoint);
                 if num_established.get() == 1 {
+                    self.unidentified.insert(peer_id);
                     tracing::info!(peer = %peer_id, address = %endpoint.get_remote_address(), "peer connected");
                     self.metrics.peer_connected();
                     self.emit(P2pEvent::PeerConnected(peer_id));
@@ -1097,6 +1162,8 @@ impl SwarmTask {
                 ..
             } => {
                 tracing::info!(peer = %peer_id, cause = ?cause, "peer disconnected");
+                self.unidentified.remove(&peer_id);
+                self.settle_deferred_record_lookups();
                 self.on_connection_gone(peer_id, connection_id);
                 self.metrics.peer_disconnected();
                 self.emit(P2pEvent::PeerDisconnected(peer_id));
@@ -1184,6 +1251,7 @@ impl SwarmTask {
         match event {
             NodeBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified");
+                self.unidentified.remove(&peer_id);
                 self.consider_relay(peer_id, &info);
                 // Each DHT's routing table takes the peer's addresses of its kind, if the peer
                 // speaks that DHT's protocol (kubo's routing table filters).
@@ -1194,12 +1262,13 @@ impl SwarmTask {
                         Some(dht @ Dht::Wan) if wan => {
                             self.kad_mut(dht).add_address(&peer_id, addr);
                         }
-                        Some(dht @ Dht::Lan) if lan => {
+                        Some(dht @ Dht::Lan) if lan && self.lan_address_usable(&peer_id, &addr) => {
                             self.kad_mut(dht).add_address(&peer_id, addr);
                         }
                         _ => {}
                     }
                 }
+                self.settle_deferred_record_lookups();
             }
             NodeBehaviourEvent::Kad(event) => self.on_kad_event(Dht::Wan, event),
             NodeBehaviourEvent::LanKad(event) => self.on_kad_event(Dht::Lan, event),

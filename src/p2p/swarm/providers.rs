@@ -22,8 +22,9 @@ const MAX_PROVIDER_ADDRESSES: usize = 8;
 /// Provider records from peers kept per DHT; the oldest announcement goes first when more
 /// arrive. Below the store's key limit, so the node's own records always fit.
 const MAX_INBOUND_PROVIDER_RECORDS: usize = 768;
-/// Providers one stuck Bitswap want dials at most: enough to find one that answers, without
-/// letting a lookup full of unreachable or lying peers open connections without end.
+/// Dials one stuck Bitswap want makes at most (a provider found in both DHTs may take two):
+/// enough to find one that answers, without letting a lookup full of unreachable or lying peers
+/// open connections without end.
 const MAX_PROVIDER_DIALS: usize = 8;
 /// Lookups kept waiting for a first DHT peer; the oldest is dropped when more arrive.
 const MAX_DEFERRED_SEARCHES: usize = 64;
@@ -63,6 +64,9 @@ struct ProviderSearch {
     dial: bool,
     dialled: usize,
     seen: HashSet<PeerId>,
+    /// Providers dialled, per DHT: each DHT's lookup knows other addresses for the same
+    /// provider (the LAN one its private ones, the WAN one its public or relayed ones).
+    dialled_from: HashSet<(Dht, PeerId)>,
     /// DHT queries not finished.
     outstanding: usize,
 }
@@ -182,6 +186,7 @@ impl SwarmTask {
     /// A peer joined a DHT's routing table.
     pub(super) fn on_dht_peer_joined(&mut self, dht: Dht) {
         *self.providers.joined.entry(dht).or_default() += 1;
+        self.start_deferred_record_lookups(dht);
         if self.providers.unannounced.remove(&dht) {
             self.announce_all(dht);
         }
@@ -198,12 +203,15 @@ impl SwarmTask {
     fn dht_peers(&mut self) -> usize {
         [Dht::Wan, Dht::Lan]
             .into_iter()
-            .map(|dht| {
-                self.kad_mut(dht)
-                    .kbuckets()
-                    .map(|bucket| bucket.num_entries())
-                    .sum::<usize>()
-            })
+            .map(|dht| self.routing_table_size(dht))
+            .sum()
+    }
+
+    /// Peers in one DHT's routing table.
+    pub(super) fn routing_table_size(&mut self, dht: Dht) -> usize {
+        self.kad_mut(dht)
+            .kbuckets()
+            .map(|bucket| bucket.num_entries())
             .sum()
     }
 
@@ -262,6 +270,7 @@ impl SwarmTask {
             dial,
             dialled: 0,
             seen: HashSet::new(),
+            dialled_from: HashSet::new(),
             outstanding: 2,
         };
         if self.dht_peers() == 0 {
@@ -312,25 +321,36 @@ impl SwarmTask {
             let Some(search) = self.providers.searches.get_mut(&search_id) else {
                 break;
             };
-            if !search.seen.insert(provider) {
-                continue;
-            }
-            if let Some(found) = &search.found {
-                let _ = found.send(provider);
+            if search.seen.insert(provider) {
+                if let Some(found) = &search.found {
+                    let _ = found.send(provider);
+                }
             }
             let cid = search.cid;
-            if !search.dial
-                || search.dialled >= MAX_PROVIDER_DIALS
-                || self.swarm.is_connected(&provider)
-            {
+            if !search.dial || search.dialled >= MAX_PROVIDER_DIALS {
+                continue;
+            }
+            // A provider connected only through a relay gets a fresh relayed connection, and
+            // with it a new hole punching attempt (now and then: a symmetric NAT never lets
+            // one succeed); a provider connected directly already has the want.
+            let condition = if !self.swarm.is_connected(&provider) {
+                PeerCondition::Disconnected
+            } else if self.hole_punch_again(provider) {
+                PeerCondition::Always
+            } else {
+                continue;
+            };
+            let Some(search) = self.providers.searches.get_mut(&search_id) else {
+                break;
+            };
+            if !search.dialled_from.insert((dht, provider)) {
                 continue;
             }
             search.dialled += 1;
             // No addresses given: kad hands the swarm those the lookup learned (the provider
             // record's, or the answering peer's routing table's) and its own routing table's.
-            let opts = DialOpts::peer_id(provider)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
+            // A dial from the other DHT's lookup may still be under way, with other addresses.
+            let opts = DialOpts::peer_id(provider).condition(condition).build();
             match self.swarm.dial(opts) {
                 Ok(()) => tracing::debug!(%cid, %provider, ?dht, "dialling a provider"),
                 Err(e) => {

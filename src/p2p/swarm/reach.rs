@@ -4,7 +4,7 @@
 //! unless `blocks_over_relay`).
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libp2p::core::transport::ListenerId;
 use libp2p::core::ConnectedPoint;
@@ -20,6 +20,9 @@ use crate::p2p::{DhtMode, PeerConnection, Reachability};
 const MIN_PEERS: usize = 4;
 /// How often the bootstrap peers are checked.
 pub(super) const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(30);
+/// How often a peer connected only through a relay is dialled again for another hole punching
+/// attempt, when a want needs it.
+const HOLE_PUNCH_RETRY: Duration = Duration::from_secs(30);
 /// Relays a node that is not reachable keeps a reservation with.
 const MAX_RELAYS: usize = 2;
 /// The Circuit Relay v2 protocol a relay speaks.
@@ -43,6 +46,8 @@ pub(super) struct Reach {
     relayed_only_noted: HashSet<PeerId>,
     /// The WAN DHT's mode as last set.
     wan_server: Option<bool>,
+    /// When a relayed-only peer was last dialled again for a new hole punching attempt.
+    punch_retried: HashMap<PeerId, Instant>,
 }
 
 impl Reach {
@@ -62,6 +67,7 @@ impl Reach {
             connections: HashMap::new(),
             relayed_only_noted: HashSet::new(),
             wan_server: None,
+            punch_retried: HashMap::new(),
         }
     }
 
@@ -83,6 +89,15 @@ impl Reach {
                 .values()
                 .any(|(relayed, _)| !relayed || self.blocks_over_relay)
         })
+    }
+}
+
+/// Whether an address is a loopback one.
+fn is_loopback(addr: &Multiaddr) -> bool {
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
+        _ => false,
     }
 }
 
@@ -167,6 +182,49 @@ impl SwarmTask {
         }
     }
 
+    /// Whether `addr`, one of `peer`'s own addresses of the LAN kind, means anything here: a
+    /// loopback address only when we reach the peer over loopback (then it is on this
+    /// machine), another private or link-local one only when we reach it directly over such an
+    /// address (then it is on our LAN). Otherwise a peer across the internet would put its
+    /// `127.0.0.1` or its home network's addresses into our LAN DHT, and dials would reach
+    /// ourselves or nothing.
+    pub(super) fn lan_address_usable(&self, peer: &PeerId, addr: &Multiaddr) -> bool {
+        let loopback = is_loopback(addr);
+        self.reach.connections.get(peer).is_some_and(|conns| {
+            conns.values().any(|(relayed, remote)| {
+                !relayed
+                    && if loopback {
+                        is_loopback(remote)
+                    } else {
+                        dht_of(remote) == Some(Dht::Lan)
+                    }
+            })
+        })
+    }
+
+    /// Whether `peer`, connected but only through a relay, should be dialled again now (for a
+    /// new relayed connection and with it a new hole punching attempt); notes the attempt.
+    pub(super) fn hole_punch_again(&mut self, peer: PeerId) -> bool {
+        if !self.reach.relay_client || self.reach.exchanges_blocks(&peer) {
+            return false;
+        }
+        let now = Instant::now();
+        if self
+            .reach
+            .punch_retried
+            .get(&peer)
+            .is_some_and(|last| now.duration_since(*last) < HOLE_PUNCH_RETRY)
+        {
+            return false;
+        }
+        self.reach
+            .punch_retried
+            .retain(|_, last| now.duration_since(*last) < HOLE_PUNCH_RETRY);
+        self.reach.punch_retried.insert(peer, now);
+        tracing::debug!(%peer, "connected only through a relay: dialling again to punch a hole");
+        true
+    }
+
     /// Every connected peer, with how it is connected.
     pub(super) fn peer_connections(&self) -> Vec<PeerConnection> {
         let mut peers: Vec<PeerConnection> = self
@@ -227,6 +285,22 @@ impl SwarmTask {
 
     /// A relayed listen address (a reservation made): peers reach us through it.
     pub(super) fn on_relayed_listen_addr(&mut self, address: Multiaddr) {
+        // The relay client listens at every address the relay announced, its loopback and
+        // private ones too: only those we reach the relay at mean anything to others.
+        let relay = address.iter().find_map(|p| match p {
+            Protocol::P2p(peer) => Some(peer),
+            _ => None,
+        });
+        let base: Multiaddr = address
+            .iter()
+            .take_while(|p| !matches!(p, Protocol::P2p(_)))
+            .collect();
+        if let Some(relay) = relay {
+            if dht_of(&base) == Some(Dht::Lan) && !self.lan_address_usable(&relay, &base) {
+                tracing::debug!(%address, "not announcing a relayed address behind the relay's own local address");
+                return;
+            }
+        }
         tracing::info!(%address, "reachable through a relay");
         self.swarm.add_external_address(address);
     }
