@@ -1,11 +1,15 @@
 //! The embedded IPFS node on rust-libp2p: Bitswap, Kademlia, gossipsub, mDNS, record exchange.
 //!
-//! One task owns the libp2p swarm (TCP and QUIC, noise, yamux, identify, ping, two Kademlia DHTs
-//! in server mode as kubo runs them: the WAN one on `/ipfs/kad/1.0.0` for peers with public
-//! addresses and the LAN one on `/ipfs/lan/kad/1.0.0` for peers with private, loopback or
-//! link-local ones; gossipsub, optional mDNS, libp2p fetch (`/libp2p/fetch/0.0.1`) for records,
-//! and libp2p-stream for Bitswap); [`P2p`] is a cheap handle that talks to it over a channel. Bitswap runs beside the swarm task on its own streams, so block
-//! transfers never queue behind swarm events.
+//! One task owns the libp2p swarm (TCP and QUIC with DNS names, noise, yamux, identify, ping,
+//! two Kademlia DHTs as kubo runs them: the WAN one on `/ipfs/kad/1.0.0` for peers with public
+//! addresses, serving once AutoNAT confirms a public address, and the LAN one on
+//! `/ipfs/lan/kad/1.0.0` for peers with private, loopback or link-local ones, always serving;
+//! gossipsub, optional mDNS, libp2p fetch (`/libp2p/fetch/0.0.1`) for records, libp2p-stream for
+//! Bitswap, and for crossing NATs AutoNAT v2, Circuit Relay v2 (client, and optionally relay),
+//! DCUtR hole punching and optional UPnP); [`P2p`] is a cheap handle that talks to it over a
+//! channel. Bitswap runs beside the swarm task on its own streams, so block transfers never
+//! queue behind swarm events, and only with peers connected directly: a relay carries no blocks
+//! unless both ends allow it.
 //!
 //! This module moves bytes only: records are opaque here (a [`RecordValidator`] from the owner,
 //! backed by the `names` module, decides which to store, relay or deliver), and it knows
