@@ -73,18 +73,17 @@ impl BlockSource for NetworkBlocks {
             Err(e) => {
                 let relayed_only: Vec<String> = self
                     .p2p
-                    .peer_connections()
+                    .relayed_only_peers()
                     .await
-                    .into_iter()
-                    .filter(|c| !c.exchanges_blocks)
-                    .map(|c| c.peer.to_string())
+                    .iter()
+                    .map(ToString::to_string)
                     .collect();
                 if relayed_only.is_empty() {
                     tracing::debug!(%cid, error = %e, "no peer provided the block");
                 } else {
                     // The likely reason a replica behind a NAT cannot fetch: say it where the
                     // operator looks.
-                    tracing::warn!(%cid, error = %e, peers = ?relayed_only, "block not fetched: these peers are connected only through a relay, which carries no blocks (hole punching did not succeed; behind a symmetric NAT it cannot): open a port, enable UPnP, or allow p2p.blocks_over_relay between your own nodes");
+                    tracing::warn!(%cid, error = %e, peers = ?relayed_only, "block not fetched: these peers are (or were, until the relay closed the circuit) connected only through a relay, which carries no blocks (hole punching did not succeed; behind a symmetric NAT it cannot): open a port, enable UPnP, or allow p2p.blocks_over_relay between your own nodes");
                 }
             }
         }

@@ -456,6 +456,14 @@ impl P2p {
         self.ask(Command::PeerConnections).await.unwrap_or_default()
     }
 
+    /// Peers reachable only through a relay (so no blocks move with them): connected so now,
+    /// or until their relayed connection closed within the last ten minutes.
+    pub async fn relayed_only_peers(&self) -> Vec<PeerId> {
+        self.ask(Command::RelayedOnlyPeers)
+            .await
+            .unwrap_or_default()
+    }
+
     /// How the node can be reached from other networks.
     pub async fn reachability(&self) -> Reachability {
         self.ask(Command::Reachability).await.unwrap_or_default()

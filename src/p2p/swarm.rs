@@ -70,6 +70,8 @@ pub(super) enum Command {
     PeerConnections(Reply<Vec<super::PeerConnection>>),
     /// How the node can be reached.
     Reachability(Reply<super::Reachability>),
+    /// Peers reachable only through a relay, now or a short while ago.
+    RelayedOnlyPeers(Reply<Vec<PeerId>>),
     /// Peers known to subscribe to a gossipsub topic.
     TopicPeers(String, Reply<Vec<PeerId>>),
     /// Gossipsub's score of a peer.
@@ -573,6 +575,9 @@ impl SwarmTask {
             }
             Command::Reachability(reply) => {
                 let _ = reply.send(self.reachability());
+            }
+            Command::RelayedOnlyPeers(reply) => {
+                let _ = reply.send(self.relayed_only_peers());
             }
             Command::ConnectionCount(reply) => {
                 let count = self

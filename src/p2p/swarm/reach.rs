@@ -23,6 +23,11 @@ pub(super) const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(30);
 /// How often a peer connected only through a relay is dialled again for another hole punching
 /// attempt, when a want needs it.
 const HOLE_PUNCH_RETRY: Duration = Duration::from_secs(30);
+/// How long a peer reached only through a relay is remembered as such after its relayed
+/// connection closed.
+const RELAYED_ONLY_MEMORY: Duration = Duration::from_secs(600);
+/// Such peers remembered at most.
+const MAX_RELAYED_ONLY_REMEMBERED: usize = 1024;
 /// Relays a node that is not reachable keeps a reservation with.
 const MAX_RELAYS: usize = 2;
 /// The Circuit Relay v2 protocol a relay speaks.
@@ -44,6 +49,9 @@ pub(super) struct Reach {
     connections: HashMap<PeerId, HashMap<ConnectionId, (bool, Multiaddr)>>,
     /// Peers already reported as reachable only through a relay.
     relayed_only_noted: HashSet<PeerId>,
+    /// Peers last reached only through a relay, and when: a relayed connection closes at the
+    /// relay's limits, but a fetch that failed because of it should still say why.
+    relayed_only_seen: HashMap<PeerId, Instant>,
     /// The WAN DHT's mode as last set.
     wan_server: Option<bool>,
     /// When a relayed-only peer was last dialled again for a new hole punching attempt.
@@ -66,6 +74,7 @@ impl Reach {
             relays: HashMap::new(),
             connections: HashMap::new(),
             relayed_only_noted: HashSet::new(),
+            relayed_only_seen: HashMap::new(),
             wan_server: None,
             punch_retried: HashMap::new(),
         }
@@ -159,11 +168,20 @@ impl SwarmTask {
             .or_default()
             .insert(connection, (relayed, remote.clone()));
         if self.reach.exchanges_blocks(&peer) {
+            self.reach.relayed_only_seen.remove(&peer);
             if self.reach.relayed_only_noted.remove(&peer) {
                 tracing::info!(%peer, address = %remote, "direct connection: blocks move from now on");
             }
             self.bitswap.peer_connected(peer);
-        } else if self.reach.relayed_only_noted.insert(peer) {
+        } else {
+            let now = Instant::now();
+            let seen = &mut self.reach.relayed_only_seen;
+            seen.retain(|_, at| now.duration_since(*at) < RELAYED_ONLY_MEMORY);
+            if seen.len() < MAX_RELAYED_ONLY_REMEMBERED || seen.contains_key(&peer) {
+                seen.insert(peer, now);
+            }
+        }
+        if !self.reach.exchanges_blocks(&peer) && self.reach.relayed_only_noted.insert(peer) {
             tracing::warn!(%peer, address = %remote, "connected only through a relay: no blocks are exchanged with this peer until a direct connection (hole punching) succeeds; between your own nodes and relays, p2p.blocks_over_relay on both ends allows it");
         }
     }
@@ -223,6 +241,23 @@ impl SwarmTask {
         self.reach.punch_retried.insert(peer, now);
         tracing::debug!(%peer, "connected only through a relay: dialling again to punch a hole");
         true
+    }
+
+    /// Peers reachable only through a relay: connected so now, or until their relayed
+    /// connection closed a short while ago with no direct one since.
+    pub(super) fn relayed_only_peers(&self) -> Vec<PeerId> {
+        let now = Instant::now();
+        let mut peers: Vec<PeerId> = self
+            .reach
+            .relayed_only_seen
+            .iter()
+            .filter(|(peer, at)| {
+                now.duration_since(**at) < RELAYED_ONLY_MEMORY && !self.reach.exchanges_blocks(peer)
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        peers.sort_by_key(|p| p.to_bytes());
+        peers
     }
 
     /// Every connected peer, with how it is connected.
