@@ -6,6 +6,7 @@
 # usage: scripts/demo.sh [path/to/ipns-registry]     (default: target/release/ipns-registry)
 # Ports: writer HTTP 5101 / p2p 4101, replica HTTP 5102 / p2p 4102 (override with DEMO_*_PORT).
 set -euo pipefail
+. "$(dirname "$0")/oci-image.sh"
 
 bin=$(realpath "${1:-target/release/ipns-registry}")
 w_http=${DEMO_WRITER_PORT:-5101}
@@ -52,24 +53,10 @@ wait_http "$w_http"
 wait_http "$r_http"
 
 say "building a small OCI image and pushing it to the writer"
-mkdir -p "$work/img/blobs/sha256" "$work/files"
+mkdir -p "$work/files"
 echo "hello from the demo" >"$work/files/hello.txt"
 tar -C "$work/files" -cf "$work/layer.tar" hello.txt
-layer_hex=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
-layer_size=$(stat -c %s "$work/layer.tar")
-mv "$work/layer.tar" "$work/img/blobs/sha256/$layer_hex"
-printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$layer_hex" >"$work/config.json"
-config_hex=$(sha256sum "$work/config.json" | cut -d' ' -f1)
-config_size=$(stat -c %s "$work/config.json")
-mv "$work/config.json" "$work/img/blobs/sha256/$config_hex"
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
-  "$config_hex" "$config_size" "$layer_hex" "$layer_size" >"$work/manifest.json"
-manifest_hex=$(sha256sum "$work/manifest.json" | cut -d' ' -f1)
-manifest_size=$(stat -c %s "$work/manifest.json")
-mv "$work/manifest.json" "$work/img/blobs/sha256/$manifest_hex"
-printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]}' \
-  "$manifest_hex" "$manifest_size" >"$work/img/index.json"
-echo '{"imageLayoutVersion":"1.0.0"}' >"$work/img/oci-layout"
+one_layer_image "$work/img" "$work/layer.tar"
 skopeo copy --quiet --preserve-digests --dest-tls-verify=false "oci:$work/img:v1" "docker://127.0.0.1:$w_http/demo/hello:v1"
 
 say "waiting for the replica to serve demo/hello:v1"

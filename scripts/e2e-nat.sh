@@ -21,6 +21,7 @@
 # ones, so that the addresses peers observe, the relay circuits and the punched holes are QUIC.
 # Needs root, iproute2 and iptables (scripts/netlab.sh), skopeo.
 set -euo pipefail
+. "$(dirname "$0")/oci-image.sh"
 cd "$(dirname "$0")/.."
 
 bin=$(realpath "${1:-target/release/ipns-registry}")
@@ -135,24 +136,10 @@ json 's["reachability"]' writer
 
 say "pushing an image to the writer (skopeo, in home1)"
 img=$work/img
-mkdir -p "$img/blobs/sha256" "$work/files"
+mkdir -p "$work/files"
 head -c $((8 * 1024 * 1024)) /dev/urandom >"$work/files/big.bin"
 tar -C "$work/files" -cf "$work/layer.tar" big.bin
-layer_hex=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
-layer_size=$(stat -c %s "$work/layer.tar")
-mv "$work/layer.tar" "$img/blobs/sha256/$layer_hex"
-printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$layer_hex" >"$work/config.json"
-config_hex=$(sha256sum "$work/config.json" | cut -d' ' -f1)
-config_size=$(stat -c %s "$work/config.json")
-mv "$work/config.json" "$img/blobs/sha256/$config_hex"
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
-  "$config_hex" "$config_size" "$layer_hex" "$layer_size" >"$work/manifest.json"
-manifest_hex=$(sha256sum "$work/manifest.json" | cut -d' ' -f1)
-manifest_size=$(stat -c %s "$work/manifest.json")
-mv "$work/manifest.json" "$img/blobs/sha256/$manifest_hex"
-printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]}' \
-  "$manifest_hex" "$manifest_size" >"$img/index.json"
-echo '{"imageLayoutVersion":"1.0.0"}' >"$img/oci-layout"
+one_layer_image "$img" "$work/layer.tar"
 in_host home1 skopeo copy --quiet --preserve-digests --dest-tls-verify=false "oci:$img:v1" docker://127.0.0.1:5000/nat/app:v1
 root=$(json 's["own"]["root"]' writer)
 wait_for 30 "the writer did not publish its root" json_is 's["own"]["published_root"]' writer "$root"
