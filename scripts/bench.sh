@@ -28,6 +28,7 @@ options:
   --quick           small sizes for a run of about two minutes: --size-mib 48 --rounds 2
                     --tiny 40 --wrk-seconds 2 --replica-pushes 5
   --json PATH       where to write the table as JSON (default target/bench/bench.json)
+  --markdown PATH   also write the table as a markdown table (for the README)
   --keep            keep the work directory (images, data directories, logs) for inspection
   -h, --help        this text
 
@@ -53,6 +54,7 @@ tiny=200
 wrk_seconds=5
 replica_pushes=10
 json=
+markdown=
 keep=
 while [ $# -gt 0 ]; do
   case $1 in
@@ -64,6 +66,7 @@ while [ $# -gt 0 ]; do
     --replica-pushes) replica_pushes=$2; shift 2 ;;
     --quick) size_mib=48; rounds=2; tiny=40; wrk_seconds=2; replica_pushes=5; shift ;;
     --json) json=$2; shift 2 ;;
+    --markdown) markdown=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -440,6 +443,20 @@ print_table() {
   } | column -t -s $'\t'
 }
 
+# write_markdown: the same table as markdown.
+write_markdown() {
+  local r figure unit ours ref
+  mkdir -p "$(dirname "$markdown")"
+  {
+    printf '| figure | ours | reference | ours/reference |\n| --- | --- | --- | --- |\n'
+    for r in "${rows[@]}"; do
+      IFS=$'\t' read -r figure unit ours ref <<<"$r"
+      printf '| %s (%s) | %s | %s | %s |\n' "$figure" "$unit" "$(fmt "$ours")" "$(fmt "$ref")" \
+        "$(ratio "$ours" "$ref" | sed 's/^$/-/')"
+    done
+  } >"$markdown"
+}
+
 # json_string S: S as a JSON string (the figures' names hold no control characters).
 json_string() { printf '"%s"' "$(sed 's/\\/\\\\/g; s/"/\\"/g' <<<"$1")"; }
 json_number() { if [ -z "$1" ]; then printf null; else printf '%s' "$1"; fi; }
@@ -599,7 +616,7 @@ big_mb=$(awk -v b="$big_size" 'BEGIN { printf "%.0f", b / 1e6 }')
 row "push $mb MB, 3 layers, skopeo: wall median" s "$ours_push_med" "$ref_push_med"
 row "push: throughput" MB/s "$(mbps "$image_bytes" "$ours_push_med")" "$(mbps "$image_bytes" "$ref_push_med")"
 row "push: server CPU median" CPU-s "$ours_cpu_med" "$ref_cpu_med"
-row "push: server CPU / two-hash floor ($floor_cpu CPU-s)" x "$(ratio "$ours_cpu_med" "$floor_cpu")" "$(ratio "$ref_cpu_med" "$floor_cpu")"
+row "push: server CPU over the two-hash floor of $floor_cpu CPU-s" x "$(ratio "$ours_cpu_med" "$floor_cpu")" "$(ratio "$ref_cpu_med" "$floor_cpu")"
 row "peak RSS during the push (VmHWM, median)" MiB "$(median "${ours_push_hwm[@]}")" "$(median "${ref_push_hwm[@]}")"
 row "idle RSS 5 s after the pushes" MiB "$ours_idle" "$ref_idle"
 row "pull, skopeo, fresh dir: wall median" s "$ours_pull_med" "$ref_pull_med"
@@ -622,5 +639,6 @@ row "fresh replica cold raw GET $big_mb MB" MB/s "$(awk -v v="$cold_get" 'BEGIN 
 row "SHA-256 on this CPU (sha2, best of 5)" MB/s "$sha_mbps" ""
 
 write_json
+[ -z "$markdown" ] || write_markdown
 print_table
-say "JSON: $json"
+say "JSON: $json${markdown:+, markdown: $markdown}"
