@@ -15,7 +15,7 @@ use crate::store::{BlockStore, StagedBlocks};
 use crate::tree::{cid_of, read_small_file, BlockSource, FileImporter, Link, CHUNK_SIZE, RAW};
 
 /// Longest link file read (a sha512 digest string is 135 bytes).
-const MAX_LINK_FILE: u64 = 1024;
+pub(super) const MAX_LINK_FILE: u64 = 1024;
 
 /// Content imported into a staging area: not part of the block store until accepted.
 pub struct Imported {
@@ -119,7 +119,12 @@ pub async fn read_link_file(
     link: &Link,
 ) -> Result<Digest, RegistryError> {
     let bytes = read_small_file(source, &link.cid, MAX_LINK_FILE).await?;
-    let text = String::from_utf8_lossy(&bytes);
+    parse_link_file(link, &bytes)
+}
+
+/// The digest in the bytes of the link file at `link`.
+pub fn parse_link_file(link: &Link, bytes: &[u8]) -> Result<Digest, RegistryError> {
+    let text = String::from_utf8_lossy(bytes);
     text.trim().parse().map_err(|e| {
         RegistryError::Tree(crate::tree::TreeError::Decode(format!(
             "link file {}: {e}",
