@@ -5,11 +5,11 @@ use std::io::{ErrorKind, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cid::Cid;
 use tokio::sync::mpsc;
 
-use super::digest::{Algorithm, Digest, Hasher};
+use super::digest::{Algorithm, Digest, ParallelHasher};
 use super::error::RegistryError;
 use crate::store::{BlockStore, StagedBlocks};
 use crate::tree::{cid_of, read_small_file, BlockSource, FileImporter, Link, CHUNK_SIZE, RAW};
@@ -37,18 +37,21 @@ pub fn import_file(
     let mut file = File::open(path)
         .map_err(|e| RegistryError::io(format!("opening {}", path.display()), e))?;
     let staged = store.staging_blocking()?;
-    let mut hasher = Hasher::new(algorithm);
+    let mut hasher = ParallelHasher::new(algorithm);
     let mut importer = FileImporter::new(staged.store());
-    let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
+        // A buffer per read: the digest thread may still hash the previous one.
+        let mut buf = BytesMut::zeroed(CHUNK_SIZE);
         let n = match file.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(RegistryError::io(format!("reading {}", path.display()), e)),
         };
-        hasher.update(&buf[..n]);
-        importer.write(&buf[..n])?;
+        buf.truncate(n);
+        let chunk = buf.freeze();
+        importer.write(&chunk)?;
+        hasher.update(chunk);
     }
     let (link, _size) = importer.finish()?;
     Ok(Imported {
@@ -69,11 +72,11 @@ pub fn import_stream(
     aborted: &AtomicBool,
 ) -> Result<Option<Imported>, RegistryError> {
     let staged = store.staging_blocking()?;
-    let mut hasher = Hasher::new(algorithm);
+    let mut hasher = ParallelHasher::new(algorithm);
     let mut importer = FileImporter::new(staged.store());
     while let Some(chunk) = chunks.blocking_recv() {
-        hasher.update(&chunk);
         importer.write(&chunk)?;
+        hasher.update(chunk);
     }
     if aborted.load(Ordering::Acquire) {
         drop(importer);
