@@ -26,7 +26,12 @@ BLOB_MIB=64.
   (iptables counters in its namespace: IP bytes, headers included), plus the Bitswap block bytes
   it served to peers (its /metrics). The writer's egress is the tx bytes of its eth0.
 
-Prints a table and summary lines and writes JSON (default target/bench/swarm-N.json).
+Prints a table (per replica: seconds, MiB received from the writer and from peers, all bytes in
+as a multiple of the blob, Bitswap block MiB it served to peers) and summary lines (the writer's
+egress as a multiple of the blob, slowest replica / lone replica, the lone replica's link use:
+blob bits / time / RATE), and writes JSON (default target/bench/swarm-N.json). A replica whose
+GET fails (status, size or digest) is listed as FAILED with the node's error in the JSON, and
+the script then exits 1.
 Everything (namespaces, processes, temp dirs) is removed on exit, also on failure or ctrl-c;
 --keep-logs keeps the temp dir (node logs) and prints its path.
 
@@ -215,6 +220,7 @@ measure_mbit() {
     port=$((port + 1))
     in_host "${flow#*:}" python3 "$work/tcp_recv.py" $port >"$work/recv.$port" &
     flows+=($!)
+    pids+=($!)
     outs+=("$work/recv.$port")
     wait_for 10 "the shaping check's receiver did not start" grep -q ready "$work/recv.$port"
   done
@@ -223,6 +229,7 @@ measure_mbit() {
     port=$((port + 1))
     in_host "${flow%%:*}" python3 "$work/tcp_send.py" "$(addr "${flow#*:}")" $port $bytes &
     flows+=($!)
+    pids+=($!)
   done
   for flow in "${flows[@]}"; do wait "$flow" || fail "shaping check: a flow failed"; done
   tail -q -n 1 "${outs[@]}" | awk '{ b += $1; if (f == "" || $2 < f) f = $2; if ($3 > l) l = $3 }
@@ -349,24 +356,31 @@ round() {
   rm -f "$work/go"
   local getters=()
   for h in "${replicas[@]}"; do
-    # Each waits for the same file, so that all start within a few ms of each other.
+    # Each waits for the same file, so that all start within a few ms of each other. The first
+    # KiB of the body is kept: an error's JSON says why.
     in_host "$h" bash -c 'while [ ! -e "$1" ]; do sleep 0.002; done
       curl -sS --max-time 900 -w "%{stderr}%{http_code} %{size_download} %{time_total}\n" "$2" 2>"$3" |
-        sha256sum | cut -c1-64 >"$4"' _ "$work/go" "$api/v2/$repo/blobs/sha256:$blob_hex" \
-      "$work/$label-$h.get" "$work/$label-$h.sha" &
+        tee -p >(head -c 1024 >"$5") | sha256sum | cut -c1-64 >"$4"' _ "$work/go" \
+      "$api/v2/$repo/blobs/sha256:$blob_hex" "$work/$label-$h.get" "$work/$label-$h.sha" "$work/$label-$h.body" &
     getters+=($!)
+    pids+=($!)
   done
   sleep 0.5
   touch "$work/go"
   for p in "${getters[@]}"; do wait "$p" || true; done
   : >"$work/$label.tsv"
   for h in "${replicas[@]}"; do
-    local code size secs bytes
+    local code size secs bytes ok=ok
     read -r code size secs < <(tail -n 1 "$work/$label-$h.get")
-    [ "$code" = 200 ] && [ "$size" = "$blob_bytes" ] && [ "$(cat "$work/$label-$h.sha")" = "$blob_hex" ] ||
-      fail "$label: $h's GET failed or returned other bytes: $(tail -n 1 "$work/$label-$h.get")"
+    if [ "$code" != 200 ] || [ "$size" != "$blob_bytes" ] || [ "$(cat "$work/$label-$h.sha")" != "$blob_hex" ]; then
+      # A failed GET is a result (the run goes on and exits 1 at the end), said here and in JSON.
+      ok=failed
+      echo "   $h's GET failed: $(tail -n 1 "$work/$label-$h.get"): $(head -c 300 "$work/$label-$h.body")"
+      tr '\n' ' ' <"$work/$label-$h.body" | head -c 300 >"$work/$label-$h.error"
+    fi
+    [ "$label" = swarm ] || [ "$ok" = ok ] || fail "the lone replica's GET failed: no baseline"
     bytes=$(input_bytes "$h")
-    printf '%s %s %s %s %s\n' "$h" "$secs" "$bytes" \
+    printf '%s %s %s %s %s %s\n' "$h" "$ok" "$secs" "$bytes" \
       $(($(metric "$h" ipns_registry_bitswap_sent_bytes_total) - ${served_before[$h]})) \
       $(($(metric "$h" ipns_registry_bitswap_received_bytes_total) - ${received_before[$h]})) >>"$work/$label.tsv"
   done
@@ -389,8 +403,15 @@ n, rate, blob_mib, blob, delay = int(n), int(rate), int(blob_mib), int(blob), in
 def load(label):
     rows = []
     for line in open(f"{work}/{label}.tsv"):
-        host, secs, from_writer, total, served, received = line.split()
-        rows.append({"host": host, "time_s": float(secs), "bytes_from_writer": int(from_writer),
+        host, ok, secs, from_writer, total, served, received = line.split()
+        error = None
+        if ok != "ok":
+            try:
+                error = open(f"{work}/{label}-{host}.error").read()
+            except OSError:
+                error = "failed"
+        rows.append({"host": host, "ok": ok == "ok", "error": error, "time_s": float(secs),
+                     "bytes_from_writer": int(from_writer),
                      "bytes_from_peers": int(total) - int(from_writer),
                      "bytes_in_over_blob": int(total) / blob,
                      "bitswap_bytes_received": int(received),
@@ -401,7 +422,9 @@ def load(label):
 lone, lone_tx, lone_sent = load("lone")
 swarm, tx, sent = load("swarm")
 lone_s = lone[0]["time_s"]
-slowest = max(r["time_s"] for r in swarm)
+done = [r["time_s"] for r in swarm if r["ok"]]
+failed = [r["host"] for r in swarm if not r["ok"]]
+slowest = max(done) if done else None
 report = {
     "n": n, "rate_mbit": rate, "blob_mib": blob_mib, "blob_bytes": blob, "delay_ms": delay,
     "binary": version, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -413,8 +436,9 @@ report = {
     "writer_egress_bytes": tx,
     "writer_egress_x_blob": tx / blob,
     "writer_bitswap_sent_bytes": sent,
+    "failed": failed,
     "slowest_s": slowest,
-    "slowest_over_lone": slowest / lone_s,
+    "slowest_over_lone": slowest / lone_s if slowest else None,
 }
 json.dump(report, open(out, "w"), indent=2)
 
@@ -424,12 +448,18 @@ print(f"{n} replicas, links {rate} Mbit/s each way" + (f", {delay} ms delay" if 
       f", one blob of {blob_mib} MiB, all GET at once (IP bytes in, headers included):")
 print(f"{'replica':>8} {'time s':>8} {'MiB from writer':>16} {'MiB from peers':>15} {'in / blob':>10} {'MiB served':>11}")
 for r in swarm:
-    print(f"{r['host']:>8} {r['time_s']:>8.2f} {mib(r['bytes_from_writer']):>16} "
+    t = f"{r['time_s']:.2f}" if r["ok"] else "FAILED"
+    print(f"{r['host']:>8} {t:>8} {mib(r['bytes_from_writer']):>16} "
           f"{mib(r['bytes_from_peers']):>15} {r['bytes_in_over_blob']:>10.2f} "
           f"{mib(r['bitswap_bytes_served_to_peers']):>11}")
 print()
 print(f"writer egress:         {tx / blob:.2f}x the blob ({mib(tx)} MiB; Bitswap block bytes sent {sent / blob:.2f}x)")
-print(f"slowest / lone:        {slowest / lone_s:.2f} ({slowest:.2f} s / {lone_s:.2f} s)")
+if failed:
+    print(f"failed GETs:           {len(failed)} of {n} ({', '.join(failed)}): see 'error' in the JSON")
+if slowest:
+    print(f"slowest / lone:        {slowest / lone_s:.2f} ({slowest:.2f} s / {lone_s:.2f} s)"
+          + (" among the GETs that succeeded" if failed else ""))
 print(f"lone replica link use: {report['lone']['link_use'] * 100:.0f}% ({blob_mib} MiB in {lone_s:.2f} s at {rate} Mbit/s)")
 print(f"json: {out}")
+sys.exit(1 if failed else 0)
 EOF
