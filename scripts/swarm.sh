@@ -6,7 +6,7 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-usage: scripts/swarm.sh [--bin PATH] [--json PATH] [--delay MS] [--keep-logs] [N] [RATE_MBIT] [BLOB_MIB]
+usage: scripts/swarm.sh [--bin PATH] [--json PATH] [--keep-logs] [N] [RATE_MBIT] [BLOB_MIB]
 
 Needs root, iproute2 (ip, tc), iptables, curl, python3. Defaults: N=8 replicas, RATE_MBIT=200,
 BLOB_MIB=64.
@@ -38,7 +38,6 @@ Everything (namespaces, processes, temp dirs) is removed on exit, also on failur
   --bin PATH     the ipns-registry binary (default target/release/ipns-registry, built with
                  `cargo build --release --locked` if missing)
   --json PATH    where to write the JSON report
-  --delay MS     also add MS ms of one-way delay on every host's egress (netem; default 0)
   --keep-logs    keep the node logs
 EOF
 }
@@ -55,7 +54,6 @@ lab=swarm
 
 bin=
 json_out=
-delay=0
 keep_logs=
 positional=()
 while [ $# -gt 0 ]; do
@@ -63,7 +61,6 @@ while [ $# -gt 0 ]; do
     -h | --help) usage; exit 0 ;;
     --bin) [ $# -ge 2 ] || die "--bin takes a path"; bin=$2; shift 2 ;;
     --json) [ $# -ge 2 ] || die "--json takes a path"; json_out=$2; shift 2 ;;
-    --delay) [ $# -ge 2 ] && [[ $2 =~ ^[0-9]+$ ]] || die "--delay takes whole milliseconds"; delay=$2; shift 2 ;;
     --keep-logs) keep_logs=1; shift ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) positional+=("$1"); shift ;;
@@ -161,7 +158,7 @@ print(json.load(sys.stdin)[0]['stats64']['$2']['bytes'])"
 }
 
 # ---------------------------------------------------------------------------------------------
-say "lab '$lab': writer h1 + $n replicas, links shaped to $rate Mbit/s each way$([ "$delay" = 0 ] || echo ", $delay ms delay")"
+say "lab '$lab': writer h1 + $n replicas, links shaped to $rate Mbit/s each way"
 "$netlab" up "$lab" lan $((n + 1)) >/dev/null
 hosts=()
 for i in $(seq 1 $((n + 1))); do hosts+=("h$i"); done
@@ -170,13 +167,7 @@ writer_ip=$(addr h1)
 
 # Bursts of 128 KiB let tbf pass the veth's 64 KiB GSO packets whole; the queue holds 25 ms.
 shape() {
-  local nsname=$1 dev=$2 parent=root
-  if [ "$delay" -gt 0 ]; then
-    tc -n "$nsname" qdisc add dev "$dev" root handle 1: netem delay "${delay}ms" limit 100000
-    parent="parent 1:1"
-  fi
-  # shellcheck disable=SC2086 # parent is two words on purpose
-  tc -n "$nsname" qdisc add dev "$dev" $parent handle 10: tbf rate "${rate}mbit" burst 128kb latency 25ms
+  tc -n "$1" qdisc add dev "$2" root tbf rate "${rate}mbit" burst 128kb latency 25ms
 }
 for h in "${hosts[@]}"; do
   shape "$(ns "$h")" eth0
@@ -395,10 +386,10 @@ if [ "$n" -ge 2 ]; then round swarm "$n"; else cp "$work/lone.tsv" "$work/swarm.
 # ---------------------------------------------------------------------------------------------
 mkdir -p "$(dirname "$json_out")"
 shaping=$(IFS=,; printf '[%s]' "${shaping_json[*]}")
-python3 - "$work" "$json_out" "$n" "$rate" "$blob_mib" "$blob_bytes" "$delay" "$shaping" "$("$bin" --version)" <<'EOF'
+python3 - "$work" "$json_out" "$n" "$rate" "$blob_mib" "$blob_bytes" "$shaping" "$("$bin" --version)" <<'EOF'
 import json, sys, time
-work, out, n, rate, blob_mib, blob, delay, shaping, version = sys.argv[1:]
-n, rate, blob_mib, blob, delay = int(n), int(rate), int(blob_mib), int(blob), int(delay)
+work, out, n, rate, blob_mib, blob, shaping, version = sys.argv[1:]
+n, rate, blob_mib, blob = int(n), int(rate), int(blob_mib), int(blob)
 
 def load(label):
     rows = []
@@ -426,7 +417,7 @@ done = [r["time_s"] for r in swarm if r["ok"]]
 failed = [r["host"] for r in swarm if not r["ok"]]
 slowest = max(done) if done else None
 report = {
-    "n": n, "rate_mbit": rate, "blob_mib": blob_mib, "blob_bytes": blob, "delay_ms": delay,
+    "n": n, "rate_mbit": rate, "blob_mib": blob_mib, "blob_bytes": blob,
     "binary": version, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     "shaping_checks": json.loads(shaping),
     "lone": {"time_s": lone_s, "link_use": blob * 8 / lone_s / (rate * 1e6),
@@ -444,8 +435,7 @@ json.dump(report, open(out, "w"), indent=2)
 
 mib = lambda b: f"{b / 1048576:.1f}"
 print()
-print(f"{n} replicas, links {rate} Mbit/s each way" + (f", {delay} ms delay" if delay else "") +
-      f", one blob of {blob_mib} MiB, all GET at once (IP bytes in, headers included):")
+print(f"{n} replicas, links {rate} Mbit/s each way, one blob of {blob_mib} MiB, all GET at once (IP bytes in, headers included):")
 print(f"{'replica':>8} {'time s':>8} {'MiB from writer':>16} {'MiB from peers':>15} {'in / blob':>10} {'MiB served':>11}")
 for r in swarm:
     t = f"{r['time_s']:.2f}" if r["ok"] else "FAILED"
