@@ -308,6 +308,16 @@ input_bytes() {
   in_host "$1" iptables -w -nvxL INPUT | awk 'NR > 2 { b[++i] = $2 } END { print b[1], b[2] }'
 }
 
+# cpu_ticks HOST...: CPU time (user + system, clock ticks) the nodes of these hosts used so far.
+cpu_ticks() {
+  local h pid total=0
+  for h in "$@"; do
+    eval "pid=\$pid_$h"
+    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+
 # round LABEL K: K fresh replicas h2..h(K+1) follow the name, hold the root, then GET the blob
 # at once. Writes LABEL.tsv (one line a replica) and LABEL.writer (writer's egress counters).
 round() {
@@ -357,8 +367,15 @@ round() {
     pids+=($!)
   done
   sleep 0.5
+  local ticks_before go_ns
+  ticks_before=$(cpu_ticks h1 "${replicas[@]}")
+  go_ns=$(date +%s%N)
   touch "$work/go"
   for p in "${getters[@]}"; do wait "$p" || true; done
+  # The CPU the nodes used while the GETs ran, against the wall time and the machine's cores:
+  # on a small machine the swarm may be bound by CPU rather than by the links.
+  printf '%s %s %s\n' $(($(cpu_ticks h1 "${replicas[@]}") - ticks_before)) "$(getconf CLK_TCK)" \
+    $(($(date +%s%N) - go_ns)) >"$work/$label.cpu"
   : >"$work/$label.tsv"
   for h in "${replicas[@]}"; do
     local code size secs bytes ok=ok
@@ -381,13 +398,13 @@ round() {
 }
 
 round lone 1
-if [ "$n" -ge 2 ]; then round swarm "$n"; else cp "$work/lone.tsv" "$work/swarm.tsv" && cp "$work/lone.writer" "$work/swarm.writer"; fi
+if [ "$n" -ge 2 ]; then round swarm "$n"; else for f in tsv writer cpu; do cp "$work/lone.$f" "$work/swarm.$f"; done; fi
 
 # ---------------------------------------------------------------------------------------------
 mkdir -p "$(dirname "$json_out")"
 shaping=$(IFS=,; printf '[%s]' "${shaping_json[*]}")
 python3 - "$work" "$json_out" "$n" "$rate" "$blob_mib" "$blob_bytes" "$shaping" "$("$bin" --version)" <<'EOF'
-import json, sys, time
+import json, os, sys, time
 work, out, n, rate, blob_mib, blob, shaping, version = sys.argv[1:]
 n, rate, blob_mib, blob = int(n), int(rate), int(blob_mib), int(blob)
 
@@ -410,6 +427,12 @@ def load(label):
     tx, sent = open(f"{work}/{label}.writer").read().split()
     return rows, int(tx), int(sent)
 
+def cpu(label):
+    ticks, hz, wall_ns = map(int, open(f"{work}/{label}.cpu").read().split())
+    wall = wall_ns / 1e9
+    return {"node_cpu_s": ticks / hz, "wall_s": wall, "cores": os.cpu_count(),
+            "machine_cpu_use": ticks / hz / wall / os.cpu_count()}
+
 lone, lone_tx, lone_sent = load("lone")
 swarm, tx, sent = load("swarm")
 lone_s = lone[0]["time_s"]
@@ -422,7 +445,8 @@ report = {
     "shaping_checks": json.loads(shaping),
     "lone": {"time_s": lone_s, "link_use": blob * 8 / lone_s / (rate * 1e6),
              "writer_egress_bytes": lone_tx, "writer_bitswap_sent_bytes": lone_sent,
-             "replica": lone[0]},
+             "replica": lone[0], "cpu": cpu("lone")},
+    "cpu": cpu("swarm"),
     "replicas": swarm,
     "writer_egress_bytes": tx,
     "writer_egress_x_blob": tx / blob,
@@ -450,6 +474,10 @@ if slowest:
     print(f"slowest / lone:        {slowest / lone_s:.2f} ({slowest:.2f} s / {lone_s:.2f} s)"
           + (" among the GETs that succeeded" if failed else ""))
 print(f"lone replica link use: {report['lone']['link_use'] * 100:.0f}% ({blob_mib} MiB in {lone_s:.2f} s at {rate} Mbit/s)")
+c = report["cpu"]
+print(f"node CPU during GETs:  {c['node_cpu_s']:.1f} s in {c['wall_s']:.1f} s = "
+      f"{c['machine_cpu_use'] * 100:.0f}% of the machine's {c['cores']} cores (lone run: "
+      f"{report['lone']['cpu']['machine_cpu_use'] * 100:.0f}%)")
 print(f"json: {out}")
 sys.exit(1 if failed else 0)
 EOF
