@@ -213,7 +213,7 @@ measure_mbit() {
     flows+=($!)
     pids+=($!)
     outs+=("$work/recv.$port")
-    wait_for 10 "the shaping check's receiver did not start" grep -q ready "$work/recv.$port"
+    wait_for 10 "the shaping check's receiver did not start" grep -qs ready "$work/recv.$port"
   done
   port=5990
   for flow in "$@"; do
