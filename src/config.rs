@@ -126,6 +126,9 @@ pub struct MemoryConfig {
     /// Blocks received over Bitswap that are hashed and stored at once, per peer stream (each
     /// up to 1 MiB).
     pub bitswap_receive_concurrency: usize,
+    /// KiB of path lookups and small files (manifests, tag links) of the trees cached in
+    /// memory; 0 turns the cache off.
+    pub read_cache_kib: u64,
 }
 
 impl Default for MemoryConfig {
@@ -134,6 +137,7 @@ impl Default for MemoryConfig {
             meta_cache_mib: crate::store::DEFAULT_META_CACHE_BYTES / (1024 * 1024),
             fetch_concurrency: crate::registry::DEFAULT_FETCH_CONCURRENCY,
             bitswap_receive_concurrency: crate::p2p::bitswap::DEFAULT_RECEIVE_CONCURRENCY,
+            read_cache_kib: crate::registry::DEFAULT_READ_CACHE_BYTES as u64 / 1024,
         }
     }
 }

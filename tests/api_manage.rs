@@ -387,3 +387,52 @@ async fn a_reopened_registry_keeps_everything() {
     assert_eq!(&resp.bytes().await.expect("body")[..], &data[..]);
     reg.assert_consistent().await;
 }
+
+/// Reads are cached per tree root (issue 11): a tag read many times, then moved, deleted and
+/// pushed again, is answered from the tree of the moment each time, never from an older one.
+#[tokio::test]
+async fn cached_reads_follow_every_change_of_a_tag() {
+    let reg = TestRegistry::start().await;
+    let (first, first_digest) = reg.push_image("app", "v1", 1).await;
+    let (second, second_digest) = reg.image_manifest("app", 2).await;
+    async fn served(reg: &TestRegistry, digest: &str) {
+        for _ in 0..3 {
+            let resp = reg.get_manifest("app", "v1").await;
+            assert_eq!(resp.status(), 200);
+            assert_eq!(
+                header(&resp, "Docker-Content-Digest").as_deref(),
+                Some(digest)
+            );
+        }
+    }
+    served(&reg, &first_digest).await;
+
+    let resp = reg.put_manifest("app", "v1", OCI_MANIFEST, &second).await;
+    assert_eq!(resp.status(), 201);
+    served(&reg, &second_digest).await;
+
+    let resp = reg.delete("/v2/app/manifests/v1").await;
+    assert_eq!(resp.status(), 202);
+    for _ in 0..3 {
+        assert_error(reg.get_manifest("app", "v1").await, 404, "MANIFEST_UNKNOWN").await;
+    }
+    // The manifests themselves stay, by digest.
+    assert_eq!(reg.get_manifest("app", &second_digest).await.status(), 200);
+
+    let resp = reg.put_manifest("app", "v1", OCI_MANIFEST, &first).await;
+    assert_eq!(resp.status(), 201);
+    served(&reg, &first_digest).await;
+
+    let resp = reg
+        .delete(&format!("/v2/app/manifests/{first_digest}"))
+        .await;
+    assert_eq!(resp.status(), 202);
+    assert_error(
+        reg.get_manifest("app", &first_digest).await,
+        404,
+        "MANIFEST_UNKNOWN",
+    )
+    .await;
+    assert_error(reg.get_manifest("app", "v1").await, 404, "MANIFEST_UNKNOWN").await;
+    reg.assert_consistent().await;
+}

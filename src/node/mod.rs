@@ -177,6 +177,7 @@ struct MemorySettings {
     meta_cache_bytes: u64,
     fetch_concurrency: usize,
     bitswap_receive_concurrency: usize,
+    read_cache_bytes: usize,
 }
 
 fn memory_settings(config: &MemoryConfig) -> Result<MemorySettings, NodeError> {
@@ -205,6 +206,11 @@ fn memory_settings(config: &MemoryConfig) -> Result<MemorySettings, NodeError> {
             config.bitswap_receive_concurrency,
             "bitswap_receive_concurrency",
         )?,
+        read_cache_bytes: config
+            .read_cache_kib
+            .checked_mul(1024)
+            .and_then(|bytes| usize::try_from(bytes).ok())
+            .ok_or_else(|| NodeError::Config("memory.read_cache_kib is too large".into()))?,
     })
 }
 
@@ -389,6 +395,7 @@ impl Node {
             },
             fetch_concurrency: memory.fetch_concurrency,
             commits: metrics.commits(),
+            read_cache_bytes: memory.read_cache_bytes,
         };
         let registry = Arc::new(Registry::new(&stores, data_dir, options, source).await?);
         if let Some(publisher) = &publisher {
@@ -599,6 +606,19 @@ mod tests {
         assert_eq!(
             settings.fetch_concurrency,
             crate::registry::DEFAULT_FETCH_CONCURRENCY
+        );
+        assert_eq!(
+            settings.read_cache_bytes,
+            crate::registry::DEFAULT_READ_CACHE_BYTES
+        );
+        let no_cache = MemoryConfig {
+            read_cache_kib: 0,
+            ..MemoryConfig::default()
+        };
+        assert_eq!(
+            memory_settings(&no_cache).map(|s| s.read_cache_bytes).ok(),
+            Some(0),
+            "a zero read cache is allowed: it turns the cache off"
         );
         for (config, key) in [
             (

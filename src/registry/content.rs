@@ -5,17 +5,17 @@ use std::io::{ErrorKind, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cid::Cid;
 use tokio::sync::mpsc;
 
-use super::digest::{Algorithm, Digest, Hasher};
+use super::digest::{Algorithm, Digest, ParallelHasher};
 use super::error::RegistryError;
 use crate::store::{BlockStore, StagedBlocks};
 use crate::tree::{cid_of, read_small_file, BlockSource, FileImporter, Link, CHUNK_SIZE, RAW};
 
 /// Longest link file read (a sha512 digest string is 135 bytes).
-const MAX_LINK_FILE: u64 = 1024;
+pub(super) const MAX_LINK_FILE: u64 = 1024;
 
 /// Content imported into a staging area: not part of the block store until accepted.
 pub struct Imported {
@@ -37,18 +37,21 @@ pub fn import_file(
     let mut file = File::open(path)
         .map_err(|e| RegistryError::io(format!("opening {}", path.display()), e))?;
     let staged = store.staging_blocking()?;
-    let mut hasher = Hasher::new(algorithm);
+    let mut hasher = ParallelHasher::new(algorithm);
     let mut importer = FileImporter::new(staged.store());
-    let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
+        // A buffer per read: the digest thread may still hash the previous one.
+        let mut buf = BytesMut::zeroed(CHUNK_SIZE);
         let n = match file.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(RegistryError::io(format!("reading {}", path.display()), e)),
         };
-        hasher.update(&buf[..n]);
-        importer.write(&buf[..n])?;
+        buf.truncate(n);
+        let chunk = buf.freeze();
+        importer.write(&chunk)?;
+        hasher.update(chunk);
     }
     let (link, _size) = importer.finish()?;
     Ok(Imported {
@@ -69,11 +72,11 @@ pub fn import_stream(
     aborted: &AtomicBool,
 ) -> Result<Option<Imported>, RegistryError> {
     let staged = store.staging_blocking()?;
-    let mut hasher = Hasher::new(algorithm);
+    let mut hasher = ParallelHasher::new(algorithm);
     let mut importer = FileImporter::new(staged.store());
     while let Some(chunk) = chunks.blocking_recv() {
-        hasher.update(&chunk);
         importer.write(&chunk)?;
+        hasher.update(chunk);
     }
     if aborted.load(Ordering::Acquire) {
         drop(importer);
@@ -119,7 +122,12 @@ pub async fn read_link_file(
     link: &Link,
 ) -> Result<Digest, RegistryError> {
     let bytes = read_small_file(source, &link.cid, MAX_LINK_FILE).await?;
-    let text = String::from_utf8_lossy(&bytes);
+    parse_link_file(link, &bytes)
+}
+
+/// The digest in the bytes of the link file at `link`.
+pub fn parse_link_file(link: &Link, bytes: &[u8]) -> Result<Digest, RegistryError> {
+    let text = String::from_utf8_lossy(bytes);
     text.trim().parse().map_err(|e| {
         RegistryError::Tree(crate::tree::TreeError::Decode(format!(
             "link file {}: {e}",

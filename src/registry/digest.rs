@@ -156,6 +156,14 @@ impl Hasher {
         }
     }
 
+    /// The algorithm it hashes with.
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            Hasher::Sha256(_) => Algorithm::Sha256,
+            Hasher::Sha512(_) => Algorithm::Sha512,
+        }
+    }
+
     /// The digest of everything fed.
     pub fn finish(self) -> Digest {
         let (algorithm, hex) = match self {
@@ -163,6 +171,119 @@ impl Hasher {
             Hasher::Sha512(h) => (Algorithm::Sha512, hex::encode(h.finalize())),
         };
         Digest { algorithm, hex }
+    }
+}
+
+/// Bytes a [`ParallelHasher`] hashes on the caller's thread before it starts its own: small
+/// blobs (configs, manifests) do not pay for a thread.
+const INLINE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Chunks queued for a [`ParallelHasher`]'s thread: enough to ride out a slow moment of
+/// either side, few enough to keep memory flat (chunks are up to 1 MiB).
+const QUEUED_CHUNKS: usize = 4;
+
+/// A [`Hasher`] that hashes large content on a thread of its own, so that a blob's digest and
+/// the CIDs of its chunks (hashed by the importer on the caller's thread) use two cores.
+pub struct ParallelHasher {
+    state: ParallelState,
+}
+
+enum ParallelState {
+    /// Hashing on the caller's thread; `fed` bytes so far. `threadless`: a thread was asked
+    /// for and could not be had, so this content stays inline.
+    Inline {
+        hasher: Box<Hasher>,
+        fed: u64,
+        threadless: bool,
+    },
+    /// Hashing on the thread, which returns the hasher when `chunks` closes.
+    Threaded {
+        chunks: std::sync::mpsc::SyncSender<bytes::Bytes>,
+        thread: std::thread::JoinHandle<Hasher>,
+    },
+}
+
+impl ParallelHasher {
+    /// A fresh hasher.
+    pub fn new(algorithm: Algorithm) -> Self {
+        ParallelHasher {
+            state: ParallelState::Inline {
+                hasher: Box::new(Hasher::new(algorithm)),
+                fed: 0,
+                threadless: false,
+            },
+        }
+    }
+
+    /// Feeds bytes. Blocks while the hashing thread is [`QUEUED_CHUNKS`] chunks behind.
+    pub fn update(&mut self, data: bytes::Bytes) {
+        match &mut self.state {
+            ParallelState::Threaded { chunks, .. } => {
+                // A send fails only if the thread panicked; `finish` reports that.
+                let _ = chunks.send(data);
+            }
+            ParallelState::Inline {
+                hasher,
+                fed,
+                threadless,
+            } => {
+                hasher.update(&data);
+                *fed += data.len() as u64;
+                if *fed >= INLINE_BYTES && !*threadless {
+                    self.start_thread();
+                }
+            }
+        }
+    }
+
+    fn start_thread(&mut self) {
+        let ParallelState::Inline {
+            hasher, threadless, ..
+        } = &mut self.state
+        else {
+            return;
+        };
+        let algorithm = hasher.algorithm();
+        // The thread gets the hasher only once it exists: if no thread can be had (a process
+        // limit), the hasher is still here and hashing goes on inline.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(QUEUED_CHUNKS);
+        let (hasher_tx, hasher_rx) = std::sync::mpsc::sync_channel::<Hasher>(1);
+        let spawned = std::thread::Builder::new()
+            .name("digest".into())
+            .spawn(move || {
+                // The sender below never fails to send: this thread is waiting.
+                let mut hasher = hasher_rx.recv().unwrap_or_else(|_| Hasher::new(algorithm));
+                while let Ok(chunk) = rx.recv() {
+                    hasher.update(&chunk);
+                }
+                hasher
+            });
+        match spawned {
+            Ok(thread) => {
+                let hasher = std::mem::replace(hasher.as_mut(), Hasher::new(algorithm));
+                // The thread holds the receiver until it has the hasher: this cannot fail.
+                let _ = hasher_tx.send(hasher);
+                self.state = ParallelState::Threaded { chunks: tx, thread };
+            }
+            Err(e) => {
+                tracing::debug!("hashing on the caller's thread: no thread for it ({e})");
+                *threadless = true;
+            }
+        }
+    }
+
+    /// The digest of everything fed.
+    pub fn finish(self) -> Digest {
+        match self.state {
+            ParallelState::Inline { hasher, .. } => hasher.finish(),
+            ParallelState::Threaded { chunks, thread } => {
+                drop(chunks);
+                match thread.join() {
+                    Ok(hasher) => hasher.finish(),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+        }
     }
 }
 
@@ -195,5 +316,32 @@ mod tests {
             d512.to_string().parse::<Digest>().expect("round trip"),
             d512
         );
+    }
+
+    #[test]
+    fn a_parallel_hasher_gives_the_digest_of_everything_fed() {
+        let data: Vec<u8> = (0..20u32 * 1024 * 1024 / 4)
+            .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+            .collect();
+        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+            // Small content stays inline; large content crosses to the thread mid-way, with
+            // chunks of every size on both sides of the switch.
+            for len in [0, 1, 4 * 1024 * 1024, data.len()] {
+                let mut hasher = ParallelHasher::new(algorithm);
+                let mut rest = &data[..len];
+                let mut size = 1;
+                while !rest.is_empty() {
+                    let n = size.min(rest.len());
+                    hasher.update(bytes::Bytes::copy_from_slice(&rest[..n]));
+                    rest = &rest[n..];
+                    size = size * 3 + 7;
+                }
+                assert_eq!(
+                    hasher.finish(),
+                    Digest::of(algorithm, &data[..len]),
+                    "{algorithm:?}, {len} bytes"
+                );
+            }
+        }
     }
 }

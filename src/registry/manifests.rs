@@ -10,7 +10,7 @@ use super::layout;
 use super::manifest::{self, stored_media_type};
 use super::reference::{ManifestRef, RepoName, Tag};
 use super::{Registry, Unreadable};
-use crate::tree::{file_size, read_small_file, Change, TreeError};
+use crate::tree::{file_size, Change, TreeError};
 
 /// A manifest as stored.
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ impl Registry {
         } else {
             self.max_manifest_bytes()
         };
-        let bytes = match read_small_file(self.source(), &data.cid, limit).await {
+        let bytes = match self.reads.small_file(self.source(), &data.cid, limit).await {
             Ok(bytes) => bytes,
             Err(TreeError::TooLarge { size, limit }) => {
                 return Err(RegistryError::ContentInvalid(format!(

@@ -47,12 +47,16 @@ pub use uploads::{
 
 use crate::metrics::CommitMetrics;
 use crate::store::{BlockStore, MetaStore};
-use crate::tree::{read_directory, resolve, BlockSource, Link, Tree, TreeError};
-use content::read_link_file;
+use crate::tree::{read_directory, BlockSource, Link, ReadCache, Tree, TreeError};
+use content::{parse_link_file, MAX_LINK_FILE};
 use uploads::BlobUploads;
 
 /// Default of blocks fetched at once when pulling a DAG from peers.
 pub const DEFAULT_FETCH_CONCURRENCY: usize = 32;
+
+/// Default bytes of path lookups and small files (manifests, tag links) cached: about 8,000
+/// lookups, or all the manifests of a small registry.
+pub const DEFAULT_READ_CACHE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Default largest manifest accepted: 4 MiB, as the reference registry.
 pub const DEFAULT_MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
@@ -71,6 +75,8 @@ pub struct RegistryOptions {
     pub fetch_concurrency: usize,
     /// Where commits of the own tree are counted.
     pub commits: CommitMetrics,
+    /// Bytes of path lookups and small files (manifests, tag links) kept in memory; 0: none.
+    pub read_cache_bytes: usize,
 }
 
 impl Default for RegistryOptions {
@@ -81,6 +87,7 @@ impl Default for RegistryOptions {
             uploads: UploadLimits::default(),
             fetch_concurrency: DEFAULT_FETCH_CONCURRENCY,
             commits: CommitMetrics::default(),
+            read_cache_bytes: DEFAULT_READ_CACHE_BYTES,
         }
     }
 }
@@ -118,6 +125,8 @@ pub struct Registry {
     meta: MetaStore,
     /// Where reads get blocks: the local store, and for a networked node, peers.
     source: Arc<dyn BlockSource>,
+    /// Lookups and small files of the trees read, which never change under a root CID.
+    reads: ReadCache,
     followed: RwLock<Arc<Vec<Cid>>>,
     /// Why this writer refuses writes for now (a second writer of its name), if it does.
     write_refusal: RwLock<Option<String>>,
@@ -151,6 +160,7 @@ impl Registry {
             options.uploads.clone(),
         )?;
         Ok(Registry {
+            reads: ReadCache::new(options.read_cache_bytes),
             tree,
             uploads,
             options,
@@ -261,7 +271,7 @@ impl Registry {
     ) -> Result<Option<(usize, Link)>, RegistryError> {
         let mut failure = None;
         for (i, root) in roots.iter().enumerate() {
-            match resolve(self.source(), root, path).await {
+            match self.reads.resolve(self.source(), root, path).await {
                 Ok(Some(link)) => return Ok(Some((i, link))),
                 Ok(None) => {}
                 Err(e @ TreeError::BlockMissing(_)) if unreadable == Unreadable::Skip => {
@@ -287,7 +297,13 @@ impl Registry {
         path: &[String],
     ) -> Result<Option<Digest>, RegistryError> {
         match self.find(roots, path, Unreadable::Fail).await? {
-            Some((_, link)) => Ok(Some(read_link_file(self.source(), &link).await?)),
+            Some((_, link)) => {
+                let bytes = self
+                    .reads
+                    .small_file(self.source(), &link.cid, MAX_LINK_FILE)
+                    .await?;
+                Ok(Some(parse_link_file(&link, &bytes)?))
+            }
             None => Ok(None),
         }
     }
@@ -301,7 +317,7 @@ impl Registry {
     ) -> Result<Option<Vec<String>>, RegistryError> {
         let mut merged: Option<BTreeSet<String>> = None;
         for root in roots {
-            let Some(link) = resolve(self.source(), root, path).await? else {
+            let Some(link) = self.reads.resolve(self.source(), root, path).await? else {
                 continue;
             };
             let entries = read_directory(self.source(), &link.cid).await?;

@@ -1,7 +1,8 @@
 //! The block store: one file per block under `blocks/<shard>/<cid>`.
 //!
 //! A block file only ever appears complete: it is written to a temporary name, synced, and renamed
-//! into place. Renames become durable when the shard directory is synced, which callers do (through
+//! into place. Blocks written together (a tree commit's, or a staging area's when it is moved in)
+//! are synced with one `syncfs` before any of them is named, not one by one. Renames become durable when the shard directory is synced, which callers do (through
 //! [`BlockStore::sync_dirs`]) before they publish a root that references the blocks.
 //!
 //! Content that may yet be refused (an upload whose digest is checked only at its end) is written
@@ -286,6 +287,24 @@ impl BlockStore {
     /// Stores a block; the caller vouches that `cid` is the hash of `data`.
     /// The file content is synced before it becomes visible under its name.
     pub fn put_blocking(&self, cid: &Cid, data: &[u8]) -> Result<(), StoreError> {
+        let Some(written) = self.write_unplaced(cid, data)? else {
+            return Ok(());
+        };
+        // A staging area's blocks are synced together when they are moved into the main
+        // store (`StagedBlocks::commit_blocking`); a block of the main store is named only once
+        // its bytes are on disk.
+        if self.main.is_none() {
+            if let Err(e) = File::open(&written.tmp).and_then(|f| f.sync_data()) {
+                let _ = fs::remove_file(&written.tmp);
+                return Err(StoreError::io(format!("writing block {cid}"), e));
+            }
+        }
+        self.place_written(written)
+    }
+
+    /// Writes `data` to a temporary file, unsynced, unless the block is held already (then
+    /// notes it in the caller's write session and returns `None`). Blocking.
+    fn write_unplaced(&self, cid: &Cid, data: &[u8]) -> Result<Option<Unplaced>, StoreError> {
         let path = self.path_of(cid);
         {
             // Held from finding the block present to noting it: a sweep cannot delete it in
@@ -293,7 +312,7 @@ impl BlockStore {
             let _writing = self.fence.writing();
             if path.is_file() || self.main_path_of(cid).is_some_and(|p| p.is_file()) {
                 self.fence.note_write(self.session, cid);
-                return Ok(());
+                return Ok(None);
             }
         }
         let shard = path.parent().unwrap_or(&self.dir).to_path_buf();
@@ -304,29 +323,79 @@ impl BlockStore {
             .dir
             .join("tmp")
             .join(format!("{}-{}-{n}", std::process::id(), cid));
-        let write = || -> std::io::Result<()> {
-            let mut file = File::create(&tmp)?;
-            file.write_all(data)?;
-            file.sync_data()
-        };
-        let key = cid.to_string();
-        // The bytes are written and synced outside the fence (a sweep need not wait for a
-        // disk); only placing the block under its name and its note go together. The fence is
-        // taken before the running count's lock, as the sweep's deletions take them.
-        let result = write().and_then(|()| {
-            let _writing = self.fence.writing();
-            let placed = || -> std::io::Result<((), Held)> {
-                let created = place(&tmp, &path)?;
-                Ok(((), Held::created(created, data.len() as u64)))
-            };
-            self.held.track(Self::shard_name(&key), placed)?;
-            self.fence.note_write(self.session, cid);
-            Ok(())
-        });
-        result.map_err(|e| {
+        let written = File::create(&tmp).and_then(|mut file| file.write_all(data));
+        if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
-            StoreError::io(format!("writing block {cid}"), e)
-        })
+            return Err(StoreError::io(format!("writing block {cid}"), e));
+        }
+        Ok(Some(Unplaced {
+            cid: *cid,
+            tmp,
+            path,
+            len: data.len() as u64,
+        }))
+    }
+
+    /// Gives a written block its name, counted and noted in the caller's write session.
+    fn place_written(&self, written: Unplaced) -> Result<(), StoreError> {
+        let Unplaced {
+            cid,
+            tmp,
+            path,
+            len,
+        } = written;
+        let key = cid.to_string();
+        // Only placing the block under its name and its note go together under the fence (a
+        // sweep need not wait for a disk). The fence is taken before the running count's
+        // lock, as the sweep's deletions take them.
+        let _writing = self.fence.writing();
+        let placed = || -> std::io::Result<((), Held)> {
+            let created = place(&tmp, &path)?;
+            Ok(((), Held::created(created, len)))
+        };
+        self.held
+            .track(Self::shard_name(&key), placed)
+            .map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                StoreError::io(format!("writing block {cid}"), e)
+            })?;
+        self.fence.note_write(self.session, &cid);
+        Ok(())
+    }
+
+    /// Stores `blocks` with one sync of their bytes for all of them (a tree commit writes
+    /// several small blocks at once), then makes their names durable. Blocking.
+    pub fn put_many_blocking(&self, blocks: &[(Cid, Bytes)]) -> Result<(), StoreError> {
+        let mut written = Vec::with_capacity(blocks.len());
+        let mut failure = None;
+        for (cid, data) in blocks {
+            match self.write_unplaced(cid, data) {
+                Ok(Some(block)) => written.push(block),
+                Ok(None) => {}
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let synced = match (failure, written.as_slice()) {
+            (Some(e), _) => Err(e),
+            (None, []) => Ok(()),
+            (None, [one]) => File::open(&one.tmp)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| StoreError::io(format!("syncing block {}", one.cid), e)),
+            (None, _) => sync_filesystem(&self.dir),
+        };
+        if let Err(e) = synced {
+            for block in &written {
+                let _ = fs::remove_file(&block.tmp);
+            }
+            return Err(e);
+        }
+        for block in written {
+            self.place_written(block)?;
+        }
+        self.sync_dirs_blocking(blocks.iter().map(|(cid, _)| cid))
     }
 
     /// Size of a stored block, `None` if it is not stored here. Blocking.
@@ -468,13 +537,7 @@ impl BlockStore {
         blocks: Vec<(Cid, Bytes)>,
     ) -> Result<(), StoreError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            for (cid, data) in &blocks {
-                this.put_blocking(cid, data)?;
-            }
-            this.sync_dirs_blocking(blocks.iter().map(|(cid, _)| cid))
-        })
-        .await?
+        tokio::task::spawn_blocking(move || this.put_many_blocking(&blocks)).await?
     }
 }
 
@@ -501,6 +564,9 @@ impl StagedBlocks {
     /// Returns the write session the blocks were noted under: hold it until the tree commit
     /// that links them is done, so that a garbage collection running meanwhile keeps them.
     pub fn commit_blocking(mut self, main: &BlockStore) -> Result<WriteSession, StoreError> {
+        // The staged blocks were written unsynced: one sync makes all their bytes durable
+        // before any of them gets a name in the main store.
+        sync_filesystem(&self.store.dir)?;
         let mut moved = Vec::new();
         let shards = fs::read_dir(&self.store.dir)
             .map_err(|e| StoreError::io(format!("listing {}", self.store.dir.display()), e))?;
@@ -555,6 +621,31 @@ impl Drop for StagedBlocks {
             let _ = fs::remove_dir_all(&self.store.dir);
         }
     }
+}
+
+/// A block written to its temporary file, not yet under its name.
+struct Unplaced {
+    cid: Cid,
+    tmp: PathBuf,
+    path: PathBuf,
+    len: u64,
+}
+
+/// Makes every write to the file system holding `dir` durable: one `syncfs`, where syncing
+/// many freshly written files one by one would commit the file system's journal once each.
+fn sync_filesystem(dir: &Path) -> Result<(), StoreError> {
+    use std::os::fd::AsRawFd;
+    let handle =
+        File::open(dir).map_err(|e| StoreError::io(format!("opening {}", dir.display()), e))?;
+    // SAFETY: syncfs only reads the descriptor, which `handle` keeps open for the call.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(StoreError::io(
+            format!("syncing the file system of {}", dir.display()),
+            e,
+        ));
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -641,6 +732,42 @@ mod tests {
         assert!(store.delete_blocking(&cid).expect("remove again").is_none());
         assert_eq!(store.held(), Some(walked(&store)));
         assert_eq!(store.held().map(|h| h.blocks), Some(34));
+    }
+
+    #[test]
+    fn blocks_put_together_are_all_stored_named_and_counted_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = BlockStore::open(dir.path()).expect("open");
+        store.count_held_blocking().expect("count");
+        let (held_cid, held_data) = block(1);
+        store.put_blocking(&held_cid, &held_data).expect("put");
+        // One new block, one already held, then many new ones (the batch syncs once).
+        let batch = |range: std::ops::Range<u32>| -> Vec<(Cid, Bytes)> {
+            range
+                .map(|i| {
+                    let (cid, data) = block(i);
+                    (cid, Bytes::from(data))
+                })
+                .collect()
+        };
+        store.put_many_blocking(&batch(0..2)).expect("put two");
+        store.put_many_blocking(&batch(0..30)).expect("put many");
+        store.put_many_blocking(&[]).expect("put none");
+        for (cid, data) in batch(0..30) {
+            assert_eq!(
+                fs::read(store.path_of(&cid)).expect("stored").as_slice(),
+                &data[..]
+            );
+        }
+        assert_eq!(store.held().map(|h| h.blocks), Some(30));
+        assert_eq!(store.held(), Some(walked(&store)));
+        // No temporary file is left behind.
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp"))
+                .map(|d| d.count())
+                .unwrap_or(0),
+            0
+        );
     }
 
     #[test]

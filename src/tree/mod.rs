@@ -6,6 +6,7 @@
 //! imported by kubo or Helia with that profile get the same CIDs. Changing any of it changes every
 //! CID, so it is fixed here, once.
 
+mod cache;
 mod dagpb;
 mod directory;
 mod edit;
@@ -23,6 +24,7 @@ use bytes::Bytes;
 use cid::Cid;
 use sha2::{Digest as _, Sha256};
 
+pub use cache::{ReadCache, ReadCacheStats};
 pub use dagpb::{PbLink, PbNode, DAG_PB};
 pub use directory::{encode_directory, lookup, read_directory};
 pub use edit::{apply_changes, Change};
