@@ -536,6 +536,7 @@ impl Node {
         };
         let admin = tokio::spawn(self.admin.serve(report.clone()));
         let periodic_gc = tokio::spawn(gc.run_periodically());
+        let trimming = tokio::spawn(allocator::return_freed_memory_periodically());
         let mut api = HttpApi::new(self.registry.clone())
             .with_health(report)
             .with_auth(self.auth.clone())
@@ -550,6 +551,7 @@ impl Node {
         let _ = admin.await;
         periodic_gc.abort();
         let _ = periodic_gc.await;
+        trimming.abort();
         // Nothing publishes, follows or mirrors once `serve` returns.
         self.replication.shutdown().await;
         served.map_err(|source| NodeError::Listen { addr, source })
