@@ -54,22 +54,12 @@ fi
 
 in_host() { "$netlab" exec "$lab" "$1" -- "${@:2}"; }
 
-# status_json NODE: the node's status report.
-status_json() { "$bin" --data-dir "$work/$1" status --json 2>/dev/null || true; }
-
-# json EXPR NODE: evaluates a python expression on the node's status report `s`.
-json() {
-  status_json "$2" | python3 -c "import json,sys
-try:
-    s = json.load(sys.stdin)
-except ValueError:
-    sys.exit(1)
-r = $1
-print(r if not isinstance(r, bool) else ('yes' if r else 'no'))" 2>/dev/null || true
-}
-
-# json_is EXPR NODE VALUE: whether `json EXPR NODE` prints VALUE now.
-json_is() { [ "$(json "$1" "$2")" = "$3" ]; }
+# status_eval NODE EXPR, status_is NODE EXPR VALUE: questions to a node's status report.
+. "$(dirname "$0")/node-status.sh"
+# json EXPR NODE, json_is EXPR NODE VALUE: status_eval and status_is, the expression first (it is
+# the long part of each line below).
+json() { status_eval "$2" "$1"; }
+json_is() { status_is "$2" "$1" "$3"; }
 
 # wait_for SECS DESCRIPTION CMD...: until CMD succeeds.
 wait_for() {

@@ -133,17 +133,8 @@ wait_for() {
   done
 }
 
-# status_eval HOST EXPR: a python expression on the node's status report `s`, printed.
-status_eval() {
-  "$bin" --data-dir "$work/$1" status --json 2>/dev/null | python3 -c "import json,sys
-try:
-    s = json.load(sys.stdin)
-except ValueError:
-    sys.exit(1)
-r = $2
-print(r if not isinstance(r, bool) else ('yes' if r else 'no'))" 2>/dev/null || true
-}
-status_is() { [ "$(status_eval "$1" "$2")" = "$3" ]; }
+# status_eval HOST EXPR, status_is HOST EXPR VALUE: questions to a node's status report.
+. "$(dirname "$0")/node-status.sh"
 
 # metric HOST NAME: a counter from the node's /metrics (0 when absent).
 metric() {
