@@ -189,7 +189,8 @@ up_internet() {
   done
 }
 
-cmd_up() {
+# lab_up LAB TOPOLOGY [OPTS]: build the lab; the caller's traps remove it if this fails.
+lab_up() {
   [ $# -ge 2 ] || die "usage: up LAB lan N | up LAB internet [--nat eim|symmetric]... (see --help)"
   local lab=$1 topology=$2
   shift 2
@@ -200,12 +201,18 @@ cmd_up() {
     *) die "unknown topology '$topology' (lan or internet)" ;;
   esac
   cmd_down "$lab"
+  "up_$topology" "$lab" "$@"
+}
+
+cmd_up() {
+  [ $# -ge 1 ] || die "usage: up LAB lan N | up LAB internet [--nat eim|symmetric]... (see --help)"
+  check_lab "$1"
   # A failed or interrupted `up` leaves nothing behind. (LAB is expanded now: a `set -e` exit
   # runs the trap after this function's locals are gone; LAB is [a-z0-9], safe unquoted.)
-  trap "cmd_down $lab" EXIT
+  trap "cmd_down $1" EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
-  "up_$topology" "$lab" "$@"
+  lab_up "$@"
   trap - EXIT INT TERM
 }
 
@@ -234,6 +241,13 @@ cmd_exec() {
   exec ip netns exec "$ns" "$@"
 }
 
+# on_run_signal STATUS: a signal to `run`: exit now if CMD has not started, else pass it on.
+on_run_signal() {
+  [ -n "$child" ] || exit "$1"
+  kill -TERM "$child" 2>/dev/null || true
+  signalled=$1
+}
+
 cmd_run() {
   [ $# -ge 2 ] || die "usage: run LAB TOPOLOGY [OPTS] -- CMD..."
   local lab=$1 args=()
@@ -245,19 +259,19 @@ cmd_run() {
   done
   [ $# -ge 2 ] || die "usage: run LAB TOPOLOGY [OPTS] -- CMD..."
   shift
+  # The traps stand from before the lab is built until the script ends, so that no signal finds
+  # a moment without them: one before CMD runs ends the script (the EXIT trap removes the lab),
+  # one after goes to CMD first.
+  child=
+  signalled=
   trap "cmd_down $lab" EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
-  cmd_up "$lab" "${args[@]}"
-  # cmd_up cleared the traps once the lab stood; from here on the lab goes whatever CMD does.
-  trap "cmd_down $lab" EXIT
+  trap 'on_run_signal 130' INT
+  trap 'on_run_signal 143' TERM
+  lab_up "$lab" "${args[@]}"
   # CMD runs in the background (its standard input kept) so that a SIGTERM to this script is
   # handled at once: bash would run the trap only after a foreground CMD ended by itself.
   NETLAB=$lab "$@" <&0 &
   child=$!
-  signalled=
-  trap 'kill -TERM "$child" 2>/dev/null; signalled=130' INT
-  trap 'kill -TERM "$child" 2>/dev/null; signalled=143' TERM
   local status=0
   wait "$child" || status=$?
   if [ -n "$signalled" ]; then
