@@ -135,3 +135,26 @@ pub fn parse_link_file(link: &Link, bytes: &[u8]) -> Result<Digest, RegistryErro
         )))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Manifests of one chunk skip the importer (see `Registry::put_manifest`) on the grounds
+    /// that it makes them a single raw block: the same CID either way.
+    #[test]
+    fn content_of_one_chunk_imports_as_one_raw_block() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = BlockStore::open(dir.path().join("blocks")).expect("open");
+        for len in [0, 1, 4096, CHUNK_SIZE - 1, CHUNK_SIZE] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let (link, staged) = import_bytes(&store, &bytes).expect("import");
+            staged.discard_blocking();
+            assert_eq!(link.cid, cid_of(RAW, &bytes), "{len} bytes");
+            assert_eq!(link.tsize, len as u64);
+        }
+        let bigger = vec![7u8; CHUNK_SIZE + 1];
+        let (link, _staged) = import_bytes(&store, &bigger).expect("import");
+        assert_ne!(link.cid.codec(), RAW, "more than a chunk is a file node");
+    }
+}

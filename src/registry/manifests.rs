@@ -10,7 +10,7 @@ use super::layout;
 use super::manifest::{self, stored_media_type};
 use super::reference::{ManifestRef, RepoName, Tag};
 use super::{Registry, Unreadable};
-use crate::tree::{file_size, Change, TreeError};
+use crate::tree::{cid_of, file_size, Change, Link, TreeError, CHUNK_SIZE, RAW};
 
 /// A manifest as stored.
 #[derive(Debug, Clone)]
@@ -206,29 +206,49 @@ impl Registry {
         let validated = self.tree().root();
         self.check_references(validated, repo, &parsed).await?;
 
-        let blocks = self.tree().blocks().clone();
-        let (data, staged) = {
+        // A manifest of one chunk is one raw block, as the importer would make it: it goes
+        // into the tree commit with the link files, synced once with them. A bigger one is
+        // imported into a staging area first.
+        let (data, mut new_blocks, staged) = if bytes.len() <= CHUNK_SIZE {
+            let cid = cid_of(RAW, &bytes);
+            let link = Link {
+                cid,
+                tsize: bytes.len() as u64,
+            };
+            (link, vec![(cid, bytes.clone())], None)
+        } else {
+            let blocks = self.tree().blocks().clone();
             let bytes = bytes.clone();
-            tokio::task::spawn_blocking(move || import_bytes(&blocks, &bytes))
+            let (link, staged) = tokio::task::spawn_blocking(move || import_bytes(&blocks, &bytes))
                 .await
-                .map_err(crate::store::StoreError::from)??
+                .map_err(crate::store::StoreError::from)??;
+            (link, Vec::new(), Some(staged))
         };
 
         let mut writer = self.tree().writer().await;
         if writer.root() != validated {
             if let Err(e) = self.check_references(writer.root(), repo, &parsed).await {
                 drop(writer);
-                tokio::task::spawn_blocking(move || staged.discard_blocking())
-                    .await
-                    .map_err(crate::store::StoreError::from)?;
+                if let Some(staged) = staged {
+                    tokio::task::spawn_blocking(move || staged.discard_blocking())
+                        .await
+                        .map_err(crate::store::StoreError::from)?;
+                }
                 return Err(e);
             }
         }
-        let blocks = self.tree().blocks().clone();
         // Held until the commit below links the blocks: a garbage collection keeps them.
-        let session = tokio::task::spawn_blocking(move || staged.commit_blocking(&blocks))
-            .await
-            .map_err(crate::store::StoreError::from)??;
+        let session = match staged {
+            Some(staged) => {
+                let blocks = self.tree().blocks().clone();
+                Some(
+                    tokio::task::spawn_blocking(move || staged.commit_blocking(&blocks))
+                        .await
+                        .map_err(crate::store::StoreError::from)??,
+                )
+            }
+            None => None,
+        };
         let (link, link_block) = link_file(&digest);
         let mut changes = vec![
             Change::Put {
@@ -256,7 +276,8 @@ impl Registry {
                 link,
             });
         }
-        writer.commit(changes, vec![link_block]).await?;
+        new_blocks.push(link_block);
+        writer.commit(changes, new_blocks).await?;
         drop(session);
         Ok(PushedManifest {
             digest,

@@ -493,10 +493,7 @@ impl BlockStore {
             .into_iter()
             .map(|cid| self.shard_dir(&cid.to_string()))
             .collect();
-        for dir in dirs {
-            sync_dir(&dir)?;
-        }
-        Ok(())
+        sync_dirs(&self.dir, &dirs.into_iter().collect::<Vec<_>>())
     }
 
     /// Total bytes and number of blocks stored (walks the directory; for status and tests).
@@ -595,9 +592,7 @@ impl StagedBlocks {
             }
             moved.push(target_dir);
         }
-        for dir in &moved {
-            sync_dir(dir)?;
-        }
+        sync_dirs(&main.dir, &moved)?;
         self.done = true;
         let _ = fs::remove_dir_all(&self.store.dir);
         match self.session.take() {
@@ -644,6 +639,22 @@ fn sync_filesystem(dir: &Path) -> Result<(), StoreError> {
             format!("syncing the file system of {}", dir.display()),
             e,
         ));
+    }
+    Ok(())
+}
+
+/// Directories synced one by one, at most; past that, one `syncfs` of the file system: each
+/// directory sync commits the journal on its own (a tree commit names blocks in a dozen shard
+/// directories or more), where one commit of the file system's journal covers them all.
+const DIRECTORY_SYNCS: usize = 2;
+
+/// Makes the entries of `dirs` (shard directories under `store`) durable.
+fn sync_dirs(store: &Path, dirs: &[PathBuf]) -> Result<(), StoreError> {
+    if dirs.len() > DIRECTORY_SYNCS {
+        return sync_filesystem(store);
+    }
+    for dir in dirs {
+        sync_dir(dir)?;
     }
     Ok(())
 }
