@@ -72,17 +72,39 @@ impl LoopFs {
         let mut file = std::fs::File::create(path).expect("create filler");
         let chunk = vec![0x5a_u8; 64 * 1024];
         let mut written = 0;
-        // Bounded by the file system's size.
-        loop {
-            match file.write(&chunk) {
-                Ok(0) => break,
-                Ok(n) => written += n as u64,
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-                Err(e) => panic!("writing the filler: {e}"),
+        // ext4 reserves room for metadata while data waits in the page cache and gives back
+        // what it did not need once synced: fill again until a sync frees nothing (a few tens of
+        // KiB were left otherwise, room enough for a tiny push).
+        for _ in 0..8 {
+            // Bounded by the file system's size.
+            loop {
+                match file.write(&chunk) {
+                    Ok(0) => break,
+                    Ok(n) => written += n as u64,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                    Err(e) => panic!("writing the filler: {e}"),
+                }
+            }
+            // Whatever the page cache still holds must reach the disk (or fail) now.
+            let _ = file.sync_all();
+            if self.free_bytes() == 0 {
+                break;
             }
         }
-        // Whatever the page cache still holds must reach the disk (or fail) now.
-        let _ = file.sync_all();
+        // A big file stops while ext4 still keeps room for its extent tree; small files take
+        // the rest (they stay: the big one frees plenty when removed).
+        for i in 0..1024 {
+            let small = path.with_extension(format!("small{i}"));
+            let stored = std::fs::File::create(&small)
+                .and_then(|mut f| f.write_all(&chunk[..4096]).and_then(|()| f.sync_all()));
+            match stored {
+                Ok(()) => written += 4096,
+                Err(_) => {
+                    let _ = std::fs::remove_file(&small);
+                    break;
+                }
+            }
+        }
         written
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use front_support::{client, pseudo_random, sha256, upload, Front, RawConn};
 use ipns_registry::http::ServeOptions;
 use ipns_registry::registry::{RegistryOptions, UploadLimits};
+use sha2::Digest as _;
 
 fn limits(expiry_secs: u64, max: usize, per_client: usize) -> RegistryOptions {
     RegistryOptions {
@@ -17,6 +18,7 @@ fn limits(expiry_secs: u64, max: usize, per_client: usize) -> RegistryOptions {
             expiry: Duration::from_secs(expiry_secs),
             max_sessions: max,
             max_sessions_per_client: per_client,
+            ..UploadLimits::default()
         },
         ..RegistryOptions::default()
     }
@@ -282,4 +284,198 @@ async fn a_broken_monolithic_upload_leaves_nothing() {
     assert_eq!(resp.status(), 404);
     // The whole body, sent again, is stored.
     assert_eq!(upload(&http, &front, "app", &data).await, digest);
+}
+
+/// PATCHes `parts` one after another to a new session of `app`; returns the session's
+/// location after the last.
+async fn patch_all(http: &reqwest::Client, front: &Front, parts: &[&[u8]]) -> String {
+    let resp = open_session(http, front).await;
+    assert_eq!(resp.status(), 202);
+    let mut location = location(&resp);
+    for part in parts {
+        let resp = http
+            .patch(front.url(&location))
+            .body(part.to_vec())
+            .send()
+            .await
+            .expect("PATCH");
+        assert_eq!(resp.status(), 202);
+        location = self::location(&resp);
+    }
+    location
+}
+
+/// Completes the session at `location` under `digest` (no body) and asserts 201.
+async fn complete(http: &reqwest::Client, front: &Front, location: &str, digest: &str) {
+    let resp = http
+        .put(front.url(&format!("{location}?digest={digest}")))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(
+        resp.status(),
+        201,
+        "{}",
+        resp.text().await.unwrap_or_default()
+    );
+}
+
+async fn assert_blob(http: &reqwest::Client, front: &Front, digest: &str, data: &[u8]) {
+    let resp = http
+        .get(front.url(&format!("/v2/app/blobs/{digest}")))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.bytes().await.expect("body")[..] == data[..],
+        "the blob's bytes differ from the upload"
+    );
+}
+
+/// Waits until no staging area is left under `<data>/blocks/`.
+async fn assert_nothing_staged(front: &Front) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let staged: Vec<_> = front
+            .block_files()
+            .into_iter()
+            .filter(|(name, _)| name.contains("staging"))
+            .collect();
+        if staged.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "left staged: {staged:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn chunked_uploads_are_imported_while_their_bytes_arrive() {
+    let front = Front::start(ServeOptions::default(), RegistryOptions::default()).await;
+    let http = client();
+    let data = pseudo_random((9 << 20) + 12345, 11);
+    let digest = sha256(&data);
+    let parts: Vec<&[u8]> = data.chunks(3 << 20).collect();
+    let location = patch_all(&http, &front, &parts).await;
+    assert_eq!(front.registry().streaming_imports(), 1);
+
+    // The final PUT does not read the bytes back: overwritten behind the registry's back, the
+    // upload file no longer holds them, yet the blob is what the client sent.
+    let files = front.upload_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = front.data_dir().join("uploads").join(&files[0]);
+    std::fs::write(&file, vec![0u8; data.len()]).expect("overwrite the upload file");
+    complete(&http, &front, &location, &digest).await;
+    assert_eq!(front.registry().streaming_imports(), 0);
+    assert!(front.upload_files().is_empty());
+    assert_blob(&http, &front, &digest, &data).await;
+    assert_nothing_staged(&front).await;
+
+    // A last chunk sent with the PUT is imported the same way.
+    let data = pseudo_random(5 << 20, 12);
+    let digest = sha256(&data);
+    let location = patch_all(&http, &front, &[&data[..2 << 20]]).await;
+    let resp = http
+        .put(front.url(&format!("{location}?digest={digest}")))
+        .body(data[2 << 20..].to_vec())
+        .send()
+        .await
+        .expect("PUT with body");
+    assert_eq!(resp.status(), 201);
+    assert_eq!(front.registry().streaming_imports(), 0);
+    assert_blob(&http, &front, &digest, &data).await;
+
+    // Cancelled: the import and what it staged go.
+    patch_all(&http, &front, &[&data[..3 << 20]]).await;
+    let files = front.upload_files();
+    let session = files.last().expect("a session").clone();
+    assert_eq!(front.registry().streaming_imports(), 1);
+    let resp = http
+        .delete(front.url(&format!("/v2/app/blobs/uploads/{session}")))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(resp.status(), 204);
+    assert_eq!(front.registry().streaming_imports(), 0);
+    assert_nothing_staged(&front).await;
+}
+
+#[tokio::test]
+async fn uploads_the_streaming_import_cannot_finish_are_imported_from_their_file() {
+    // One import at most: a second session at the same time has none.
+    let options = RegistryOptions {
+        uploads: UploadLimits {
+            streaming_imports: 1,
+            ..UploadLimits::default()
+        },
+        ..RegistryOptions::default()
+    };
+    let mut front = Front::start(ServeOptions::default(), options).await;
+    let http = client();
+    let first = pseudo_random(4 << 20, 21);
+    let second = pseudo_random(3 << 20, 22);
+    let first_at = patch_all(&http, &front, &[&first[..1 << 20], &first[1 << 20..]]).await;
+    let second_at = patch_all(&http, &front, &[&second]).await;
+    assert_eq!(front.registry().streaming_imports(), 1);
+    complete(&http, &front, &second_at, &sha256(&second)).await;
+    assert_blob(&http, &front, &sha256(&second), &second).await;
+
+    // A restart ends every import: the session's file is imported.
+    front.restart().await;
+    assert_eq!(front.registry().streaming_imports(), 0);
+    complete(&http, &front, &first_at, &sha256(&first)).await;
+    assert_blob(&http, &front, &sha256(&first), &first).await;
+
+    // A digest under another algorithm than the import hashed.
+    let data = pseudo_random(2 << 20, 23);
+    let location = patch_all(&http, &front, &[&data]).await;
+    assert_eq!(front.registry().streaming_imports(), 1);
+    let sha512 = format!("sha512:{}", hex::encode(sha2::Sha512::digest(&data)));
+    complete(&http, &front, &location, &sha512).await;
+    assert_eq!(front.registry().streaming_imports(), 0);
+    assert_blob(&http, &front, &sha512, &data).await;
+
+    // A PATCH that breaks off: the session stays at its last complete size, the client
+    // resumes from there, and the blob is right.
+    let data = pseudo_random(6 << 20, 24);
+    let digest = sha256(&data);
+    let location = patch_all(&http, &front, &[&data[..2 << 20]]).await;
+    let mut conn = RawConn::connect(front.addr()).await;
+    let head = format!(
+        "PATCH {location} HTTP/1.1\r\nHost: registry\r\nContent-Length: {}\r\n\r\n",
+        4 << 20
+    );
+    assert!(conn.send(head.as_bytes()).await);
+    assert!(conn.send(&data[2 << 20..3 << 20]).await);
+    drop(conn);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let offset = loop {
+        let resp = http
+            .get(front.url(&location))
+            .send()
+            .await
+            .expect("GET status");
+        assert_eq!(resp.status(), 204);
+        let range = resp.headers()["range"].to_str().expect("Range").to_owned();
+        // The broken request may still be running: wait for it to give up.
+        if front.registry().streaming_imports() == 0 {
+            break range;
+        }
+        assert!(Instant::now() < deadline, "the broken PATCH never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(offset, format!("0-{}", (2 << 20) - 1));
+    let resp = http
+        .patch(front.url(&location))
+        .header("content-range", format!("{}-{}", 2 << 20, data.len() - 1))
+        .body(data[2 << 20..].to_vec())
+        .send()
+        .await
+        .expect("PATCH the rest");
+    assert_eq!(resp.status(), 202);
+    let location = self::location(&resp);
+    complete(&http, &front, &location, &digest).await;
+    assert_blob(&http, &front, &digest, &data).await;
+    assert_nothing_staged(&front).await;
 }

@@ -392,6 +392,7 @@ impl Node {
                 expiry: Duration::from_secs(config.registry.upload_expiry_secs.max(1)),
                 max_sessions: config.registry.max_upload_sessions,
                 max_sessions_per_client: config.registry.max_upload_sessions_per_client,
+                ..UploadLimits::default()
             },
             fetch_concurrency: memory.fetch_concurrency,
             commits: metrics.commits(),

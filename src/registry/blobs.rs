@@ -11,10 +11,12 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::content::{import_file, import_stream, link_file, Imported};
-use super::digest::{Digest, Hasher};
+use super::digest::{Algorithm, Digest, Hasher};
 use super::error::RegistryError;
 use super::layout;
 use super::reference::RepoName;
+use super::streaming::StreamingImport;
+use super::uploads::UploadGuard;
 use super::{Registry, Unreadable};
 use crate::store::WriteSession;
 use crate::tree::{fetch_dag, file_size, read_file_range, BlockSource, Change, Link};
@@ -330,9 +332,48 @@ impl Registry {
         E: std::fmt::Display,
     {
         let upload = self.uploads.lock(repo, id).await?;
-        self.uploads
-            .append(&upload, range.map(|r| r.0), range.map(|r| r.1), body)
-            .await
+        let offset = self.uploads.offset(&upload).await?;
+        let mut import = self.streaming_import(&upload, offset);
+        let appended = self
+            .uploads
+            .append(
+                &upload,
+                range.map(|r| r.0),
+                range.map(|r| r.1),
+                body,
+                import.as_mut(),
+            )
+            .await;
+        if let (Ok(size), Some(import)) = (&appended, import) {
+            // An import that missed bytes (or got some the file did not keep) is dropped; the
+            // file is imported when the session completes.
+            if import.is_at(*size) {
+                self.uploads.keep_import(&upload, import);
+            }
+        }
+        appended
+    }
+
+    /// The import to feed the locked session's next bytes (at `offset`) into: the one kept
+    /// from its earlier requests if it holds exactly the bytes before, or a new one for a
+    /// session that has received nothing yet (if not too many run). It hashes under SHA-256,
+    /// the algorithm of nearly every digest; another one named at the end falls back to
+    /// importing the file.
+    fn streaming_import(&self, upload: &UploadGuard, offset: u64) -> Option<StreamingImport> {
+        if let Some(import) = self.uploads.take_import(upload) {
+            if import.is_at(offset) {
+                return Some(import);
+            }
+        }
+        if offset != 0 {
+            return None;
+        }
+        let slot = self.uploads.reserve_import()?;
+        Some(StreamingImport::start(
+            self.tree().blocks().clone(),
+            Algorithm::Sha256,
+            slot,
+        ))
     }
 
     /// Completes an upload session with an optional last chunk (whose `(start, length)` is
@@ -352,26 +393,43 @@ impl Registry {
         E: std::fmt::Display,
     {
         let upload = self.uploads.lock(repo, id).await?;
-        if let Some(body) = last_chunk {
-            self.uploads
-                .append(&upload, range.map(|r| r.0), range.map(|r| r.1), body)
-                .await?;
-        }
-        let blocks = self.tree().blocks().clone();
-        let path = upload.path.clone();
+        let offset = self.uploads.offset(&upload).await?;
+        let mut import = self.streaming_import(&upload, offset);
+        let size = match last_chunk {
+            Some(body) => {
+                self.uploads
+                    .append(
+                        &upload,
+                        range.map(|r| r.0),
+                        range.map(|r| r.1),
+                        body,
+                        import.as_mut(),
+                    )
+                    .await?
+            }
+            None => offset,
+        };
         let algorithm = digest.algorithm();
-        let imported = tokio::task::spawn_blocking(move || import_file(&blocks, &path, algorithm))
-            .await
-            .map_err(crate::store::StoreError::from)??;
-        let (link, session) = match self.accept_import(digest, imported).await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                self.uploads.remove(upload).await?;
-                return Err(e);
+        let streamed = match import {
+            Some(import) if import.covers(size, algorithm) => import.finish().await,
+            _ => None,
+        };
+        let imported = match streamed {
+            Some(imported) => imported,
+            None => {
+                let blocks = self.tree().blocks().clone();
+                let path = upload.path.clone();
+                tokio::task::spawn_blocking(move || import_file(&blocks, &path, algorithm))
+                    .await
+                    .map_err(crate::store::StoreError::from)??
             }
         };
-        self.commit_blob(repo, digest, link, session).await?;
-        self.uploads.remove(upload).await
+        // The session has served whatever follows: a mismatch ends it, and should the commit
+        // fail the client starts the upload again. Removed before the blocks are synced, the
+        // file's unwritten pages are dropped instead of written to disk.
+        self.uploads.remove(upload).await?;
+        let (link, session) = self.accept_import(digest, imported).await?;
+        self.commit_blob(repo, digest, link, session).await
     }
 
     /// Abandons an upload session.

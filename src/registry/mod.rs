@@ -15,6 +15,7 @@ mod manifest;
 mod manifests;
 mod mirror;
 mod reference;
+mod streaming;
 mod uploads;
 
 use std::collections::BTreeSet;
@@ -234,6 +235,11 @@ impl Registry {
     /// Upload sessions open now.
     pub fn open_upload_sessions(&self) -> usize {
         self.uploads.open_sessions()
+    }
+
+    /// Upload sessions whose bytes are being imported as they arrive, now.
+    pub fn streaming_imports(&self) -> usize {
+        self.uploads.streaming_imports()
     }
 
     /// The storage tree.

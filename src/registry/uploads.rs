@@ -20,6 +20,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::error::RegistryError;
 use super::reference::RepoName;
+use super::streaming::{Slot, StreamingImport, StreamingImports};
 use crate::store::MetaStore;
 
 /// Default idle time after which an upload session is removed: one hour.
@@ -38,6 +39,9 @@ pub struct UploadLimits {
     pub max_sessions: usize,
     /// Most sessions open at once for one client address.
     pub max_sessions_per_client: usize,
+    /// Most sessions whose bytes are imported as they arrive, at once (the others are
+    /// imported from their file when they complete).
+    pub streaming_imports: usize,
 }
 
 impl Default for UploadLimits {
@@ -46,6 +50,7 @@ impl Default for UploadLimits {
             expiry: DEFAULT_UPLOAD_EXPIRY,
             max_sessions: DEFAULT_MAX_UPLOAD_SESSIONS,
             max_sessions_per_client: DEFAULT_MAX_UPLOAD_SESSIONS_PER_CLIENT,
+            streaming_imports: super::streaming::DEFAULT_STREAMING_IMPORTS,
         }
     }
 }
@@ -96,6 +101,8 @@ struct Sessions {
     /// request at a time); the entry goes when the last request on it does.
     in_use: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     counts: Mutex<SessionCounts>,
+    /// Sessions' bytes imported as they arrive (see [`super::streaming`]).
+    streaming: StreamingImports,
 }
 
 /// The upload sessions of a node.
@@ -206,6 +213,7 @@ impl Sessions {
                 continue;
             }
             self.meta.remove_upload_blocking(&id)?;
+            self.streaming.forget(&id);
             let _ = std::fs::remove_file(&path);
             self.counts().remove(record.client);
             removed += 1;
@@ -241,6 +249,7 @@ impl BlobUploads {
         meta: MetaStore,
         limits: UploadLimits,
     ) -> Result<Self, RegistryError> {
+        let limits_streaming = limits.streaming_imports;
         std::fs::create_dir_all(&dir)
             .map_err(|e| RegistryError::io(format!("creating {}", dir.display()), e))?;
         let sessions = Arc::new(Sessions {
@@ -249,6 +258,7 @@ impl BlobUploads {
             limits,
             in_use: Mutex::new(HashMap::new()),
             counts: Mutex::new(SessionCounts::default()),
+            streaming: StreamingImports::new(limits_streaming),
         });
         let expired = sessions.sweep_blocking()?;
         if expired > 0 {
@@ -387,16 +397,18 @@ impl BlobUploads {
             .map_err(|e| RegistryError::io("reading upload size", e))
     }
 
-    /// Appends a request body to the locked session, streaming it to disk.
+    /// Appends a request body to the locked session, streaming it to disk and handing it to
+    /// `import` too, if given.
     ///
     /// With `start`, the chunk must begin where the upload ends; with `expected_len`, the body
     /// must have exactly that many bytes, else nothing of it is kept.
-    pub async fn append<S, E>(
+    pub(super) async fn append<S, E>(
         &self,
         upload: &UploadGuard,
         start: Option<u64>,
         expected_len: Option<u64>,
         mut body: S,
+        mut import: Option<&mut StreamingImport>,
     ) -> Result<u64, RegistryError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -419,6 +431,10 @@ impl BlobUploads {
                 let chunk = chunk.map_err(|e| {
                     RegistryError::BlobUploadInvalid(format!("reading request body: {e}"))
                 })?;
+                if let Some(import) = import.as_deref_mut() {
+                    // Handed over first, so the import hashes while the file is written.
+                    import.feed(chunk.clone()).await;
+                }
                 file.write_all(&chunk)
                     .await
                     .map_err(|e| RegistryError::io("writing upload file", e))?;
@@ -431,9 +447,15 @@ impl BlobUploads {
                     )));
                 }
             }
-            file.sync_data()
+            // Written, not forced to disk: a session's bytes are only a step towards a blob,
+            // which is made durable before it is acknowledged. A process that dies keeps the
+            // file's page cache; after a power loss a session may hold less than was
+            // acknowledged, which GET on it reports, and bytes that do not match the digest
+            // are refused at the end. Syncing here wrote every upload to disk twice and made
+            // the client wait for the first time.
+            file.flush()
                 .await
-                .map_err(|e| RegistryError::io("syncing upload file", e))
+                .map_err(|e| RegistryError::io("writing upload file", e))
         }
         .await;
         if let Err(e) = result {
@@ -444,9 +466,30 @@ impl BlobUploads {
         Ok(offset + written)
     }
 
+    /// A place for a new streaming import, unless as many as allowed are alive.
+    pub(super) fn reserve_import(&self) -> Option<Slot> {
+        self.sessions.streaming.reserve()
+    }
+
+    /// Takes the locked session's streaming import out, if it has one.
+    pub(super) fn take_import(&self, upload: &UploadGuard) -> Option<StreamingImport> {
+        self.sessions.streaming.take(&upload.id)
+    }
+
+    /// Keeps the locked session's streaming import for its next request.
+    pub(super) fn keep_import(&self, upload: &UploadGuard, import: StreamingImport) {
+        self.sessions.streaming.keep(&upload.id, import);
+    }
+
+    /// Streaming imports alive now.
+    pub fn streaming_imports(&self) -> usize {
+        self.sessions.streaming.alive()
+    }
+
     /// Ends the locked session and deletes its bytes.
     pub async fn remove(&self, upload: UploadGuard) -> Result<(), RegistryError> {
         let s = &self.sessions;
+        s.streaming.forget(&upload.id);
         s.meta.remove_upload(&upload.id).await?;
         let _ = tokio::fs::remove_file(&upload.path).await;
         s.counts().remove(upload.client);
