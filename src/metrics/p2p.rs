@@ -63,6 +63,11 @@ impl P2pMetrics {
         }
     }
 
+    /// Blocks and block bytes sent to peers so far.
+    pub fn sent(&self) -> (u64, u64) {
+        (self.sent_blocks.get(), self.sent_bytes.get())
+    }
+
     /// A wanted block of `bytes` bytes arrived, verified and stored.
     pub fn block_received(&self, bytes: u64) {
         self.received_blocks.inc();

@@ -582,3 +582,117 @@ pub fn tcp_swarm<B: libp2p::swarm::NetworkBehaviour>(
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build()
 }
+
+/// What a [`ScriptedBitswapPeer`] does with a want-block for a CID it claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockAnswer {
+    /// Sends the data it holds (forged if that does not hash to the CID).
+    Send,
+    /// Never sends anything (after having said HAVE).
+    Withhold,
+}
+
+/// A bare Bitswap 1.2.0 peer (like [`RawBitswapPeer`]) that also answers want-haves: HAVE for
+/// every CID it holds data for, DONT_HAVE for others when asked to. Want-blocks are answered as
+/// `answer` says. Counts the want-blocks it receives and the blocks it sends.
+pub struct ScriptedBitswapPeer {
+    pub peer_id: PeerId,
+    pub addr: Multiaddr,
+    /// Want-block entries received so far.
+    pub want_blocks: Arc<std::sync::atomic::AtomicUsize>,
+    /// Blocks sent so far.
+    pub blocks_sent: Arc<std::sync::atomic::AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for ScriptedBitswapPeer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl ScriptedBitswapPeer {
+    /// Starts the peer on 127.0.0.1 with the data it claims to hold and how it answers.
+    pub async fn start(holds: HashMap<Cid, Vec<u8>>, answer: BlockAnswer) -> ScriptedBitswapPeer {
+        use ipns_registry::p2p::bitswap::{
+            read_message, write_message, BlockPresence, CidPrefix, Message, PayloadBlock, Presence,
+            Version, WantType,
+        };
+        use libp2p::futures::StreamExt as _;
+        use libp2p::StreamProtocol;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        init_tracing();
+        let swarm = tcp_swarm(Duration::from_secs(60), |_| libp2p_stream::Behaviour::new());
+        let peer_id = *swarm.local_peer_id();
+        let protocol = StreamProtocol::new("/ipfs/bitswap/1.2.0");
+        let mut control = swarm.behaviour().new_control();
+        let mut incoming = control.accept(protocol.clone()).unwrap();
+        let (addr, driver) = listen_and_drive(swarm).await;
+        let want_blocks = Arc::new(AtomicUsize::new(0));
+        let blocks_sent = Arc::new(AtomicUsize::new(0));
+        let (seen, sent) = (want_blocks.clone(), blocks_sent.clone());
+        let holds = Arc::new(holds);
+        let server = tokio::spawn(async move {
+            while let Some((peer, mut inbound)) = incoming.next().await {
+                let mut control = control.clone();
+                let holds = holds.clone();
+                let (seen, sent) = (seen.clone(), sent.clone());
+                let protocol = protocol.clone();
+                tokio::spawn(async move {
+                    let mut outbound = None;
+                    while let Ok(Some(message)) = read_message(&mut inbound).await {
+                        let mut reply = Message::default();
+                        for entry in message.entries {
+                            if entry.cancel {
+                                continue;
+                            }
+                            let held = holds.get(&entry.cid);
+                            match (entry.want_type, held) {
+                                (WantType::Have, Some(_)) => reply.presences.push(BlockPresence {
+                                    cid: entry.cid,
+                                    presence: Presence::Have,
+                                }),
+                                (WantType::Block, Some(data)) => {
+                                    seen.fetch_add(1, Ordering::SeqCst);
+                                    if answer == BlockAnswer::Send {
+                                        sent.fetch_add(1, Ordering::SeqCst);
+                                        reply.payload.push(PayloadBlock {
+                                            prefix: CidPrefix::of(&entry.cid),
+                                            data: Bytes::from(data.clone()),
+                                        });
+                                    }
+                                }
+                                (_, None) if entry.send_dont_have => {
+                                    reply.presences.push(BlockPresence {
+                                        cid: entry.cid,
+                                        presence: Presence::DontHave,
+                                    })
+                                }
+                                _ => {}
+                            }
+                        }
+                        if reply.is_empty() {
+                            continue;
+                        }
+                        if outbound.is_none() {
+                            outbound = control.open_stream(peer, protocol.clone()).await.ok();
+                        }
+                        if let Some(stream) = outbound.as_mut() {
+                            let _ = write_message(stream, &reply, Version::V120).await;
+                        }
+                    }
+                });
+            }
+        });
+        ScriptedBitswapPeer {
+            peer_id,
+            addr,
+            want_blocks,
+            blocks_sent,
+            tasks: vec![driver, server],
+        }
+    }
+}

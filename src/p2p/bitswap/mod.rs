@@ -7,11 +7,13 @@
 //! stream (wants, cancels, and the blocks and presences we serve); one reader task per inbound
 //! stream decodes what the peer sends.
 //!
-//! Client side: a want is sent as want-block with sendDontHave to every connected peer (and to
-//! peers that connect while it is pending); the first block whose data hashes to the CID is
-//! stored and shared with every caller waiting for it, and the other peers get a cancel. A block
-//! is never trusted: its CID is recomputed from the data, so a forged block names a different
-//! CID, which nobody wants.
+//! Client side: every connected peer gets a want-have for each want, and one peer at a time a
+//! want-block, as [`scheduler`] decides (a peer that said HAVE, by load and throughput; moved on
+//! DONT_HAVE, disconnect, junk or a missed deadline). The first block whose data hashes to the
+//! CID is stored and shared with every caller waiting for it, and the other peers that were sent
+//! the want get a cancel. A block is never trusted: its CID is recomputed from the data, so a
+//! forged block names a different CID, which nobody wants; a peer sending such data loses its
+//! want-blocks to other peers.
 //!
 //! When no connected peer can deliver a want (none is connected, every one answered DONT_HAVE,
 //! or none delivered within [`PROVIDER_SEARCH_DELAY`]), the engine asks the swarm once per want
@@ -20,9 +22,10 @@
 
 mod block;
 mod message;
+mod scheduler;
 mod session;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -43,6 +46,7 @@ pub use message::{
 
 use crate::metrics::P2pMetrics;
 use crate::store::BlockStore;
+use scheduler::{Order, Scheduler};
 use session::{PeerWants, SessionCommand};
 
 use super::frame::{self, FrameError};
@@ -79,6 +83,11 @@ const SESSION_NOTICES: usize = 1024;
 const PEER_WANTLISTS: usize = 8;
 /// Inbound Bitswap streams one peer may have open at once (each costs a reader and a buffer).
 const MAX_INBOUND_STREAMS: usize = 4;
+/// How often deadlines of want-blocks and the delay for unanswered wants are checked.
+const SCHEDULE_TICK: Duration = Duration::from_millis(100);
+/// Wants lately completed or given up that are remembered: a block for one of them is a late
+/// copy, not junk.
+const RECENT_WANTS: usize = 4096;
 
 /// Errors of the Bitswap wire protocol.
 #[derive(Debug, thiserror::Error)]
@@ -143,10 +152,6 @@ struct Want {
     block: watch::Sender<Option<Bytes>>,
     /// Callers still waiting; the want is cancelled when this drops to zero.
     waiters: usize,
-    /// Sent with the want, to every peer alike.
-    priority: i32,
-    /// Peers that answered DONT_HAVE.
-    dont_have: HashSet<PeerId>,
     /// Whether the swarm was asked to find providers for it already (once per want).
     sought: bool,
 }
@@ -181,6 +186,57 @@ struct State {
     accept_task: Option<AbortHandle>,
     /// Open inbound streams per peer.
     inbound: HashMap<PeerId, usize>,
+    /// Which peer gets which want.
+    scheduler: Scheduler,
+    /// Wants lately completed or given up (see [`RECENT_WANTS`]), oldest first.
+    recent: VecDeque<Cid>,
+    recent_set: HashSet<Cid>,
+    tick_task: Option<AbortHandle>,
+}
+
+impl State {
+    /// Hands the scheduler's orders to the sessions, one notice per peer and kind.
+    fn apply(&self, orders: Vec<Order>) {
+        let mut wants: HashMap<PeerId, Vec<(Cid, i32, WantType)>> = HashMap::new();
+        let mut cancels: HashMap<PeerId, Vec<Cid>> = HashMap::new();
+        for order in orders {
+            match order {
+                Order::Want {
+                    peer,
+                    cid,
+                    priority,
+                    want_type,
+                } => wants
+                    .entry(peer)
+                    .or_default()
+                    .push((cid, priority, want_type)),
+                Order::Cancel { peer, cid } => cancels.entry(peer).or_default().push(cid),
+            }
+        }
+        // Cancels first: a cancel and a new want for the same CID mean "ask again".
+        for (peer, cids) in cancels {
+            if let Some(session) = self.sessions.get(&peer) {
+                session.notify(SessionCommand::Cancel(cids));
+            }
+        }
+        for (peer, entries) in wants {
+            if let Some(session) = self.sessions.get(&peer) {
+                session.notify(SessionCommand::Want(entries));
+            }
+        }
+    }
+
+    /// Remembers a want that ended, so that copies of its block arriving late are not junk.
+    fn remember(&mut self, cid: Cid) {
+        if self.recent_set.insert(cid) {
+            self.recent.push_back(cid);
+            if self.recent.len() > RECENT_WANTS {
+                if let Some(old) = self.recent.pop_front() {
+                    self.recent_set.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 /// The Bitswap engine shared by the swarm task, the sessions and the callers of `fetch`.
@@ -253,7 +309,24 @@ impl Bitswap {
                 );
             }
         });
-        engine.lock().accept_task = Some(task.abort_handle());
+        let ticking = Arc::downgrade(&engine);
+        let tick_task = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(SCHEDULE_TICK);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(engine) = ticking.upgrade() else {
+                    return;
+                };
+                let mut state = engine.lock();
+                let orders = state.scheduler.tick(tokio::time::Instant::now());
+                state.apply(orders);
+            }
+        });
+        let mut state = engine.lock();
+        state.accept_task = Some(task.abort_handle());
+        state.tick_task = Some(tick_task.abort_handle());
+        drop(state);
         Ok(engine)
     }
 
@@ -271,11 +344,6 @@ impl Bitswap {
         let (tx, rx) = mpsc::channel(SESSION_NOTICES);
         let (wants_tx, wants_rx) = mpsc::channel(PEER_WANTLISTS);
         let behind = Arc::new(AtomicBool::new(false));
-        let pending = Self::pending(&state);
-        if !pending.is_empty() {
-            // A fresh channel has room.
-            let _ = tx.try_send(SessionCommand::Want(pending));
-        }
         let task = tokio::spawn(
             session::run(
                 peer,
@@ -299,21 +367,25 @@ impl Bitswap {
                 task: task.abort_handle(),
             },
         );
+        let orders = state.scheduler.add_peer(peer, tokio::time::Instant::now());
+        state.apply(orders);
         self.sessions.send_replace(state.sessions.len());
     }
 
-    /// Every pending want, with its priority.
-    fn pending(state: &State) -> Vec<(Cid, i32)> {
-        state
-            .wants
-            .iter()
-            .map(|(cid, want)| (*cid, want.priority))
-            .collect()
+    /// The wants `peer` was sent and that still stand, for its session catching up.
+    fn pending_wants(&self, peer: &PeerId) -> Vec<(Cid, i32, WantType)> {
+        self.lock().scheduler.sent_to(peer)
     }
 
-    /// Every pending want, for a session catching up.
-    fn pending_wants(&self) -> Vec<(Cid, i32)> {
-        Self::pending(&self.lock())
+    /// Our stream to `peer` speaks `version`: whether it answers want-haves.
+    fn peer_version(&self, peer: PeerId, version: Version) {
+        let mut state = self.lock();
+        let orders = state.scheduler.set_presences(
+            peer,
+            version >= Version::V120,
+            tokio::time::Instant::now(),
+        );
+        state.apply(orders);
     }
 
     /// A session's peer stopped reading: have the swarm disconnect it (its session ends then).
@@ -341,6 +413,10 @@ impl Bitswap {
         if let Some(session) = state.sessions.remove(peer) {
             session.task.abort();
         }
+        let orders = state
+            .scheduler
+            .remove_peer(peer, tokio::time::Instant::now());
+        state.apply(orders);
         self.sessions.send_replace(state.sessions.len());
     }
 
@@ -355,7 +431,11 @@ impl Bitswap {
         if let Some(task) = state.accept_task.take() {
             task.abort();
         }
+        if let Some(task) = state.tick_task.take() {
+            task.abort();
+        }
         state.wants.clear();
+        state.scheduler = Scheduler::default();
     }
 
     /// The block from any connected peer, verified and stored; see [`super::P2p::fetch_block`].
@@ -435,7 +515,10 @@ impl Bitswap {
             {
                 let mut state = self.lock();
                 let State {
-                    wants, sessions, ..
+                    wants,
+                    sessions,
+                    scheduler,
+                    ..
                 } = &mut *state;
                 let Some(want) = wants.get_mut(&cid) else {
                     break;
@@ -443,7 +526,7 @@ impl Bitswap {
                 if want.sought {
                     break;
                 }
-                let nobody_has_it = sessions.keys().all(|peer| want.dont_have.contains(peer));
+                let nobody_has_it = scheduler.stuck(&cid);
                 if nobody_has_it || tokio::time::Instant::now() >= deadline {
                     want.sought = true;
                     tracing::debug!(%cid, peers = sessions.len(), "no connected peer delivers: looking for providers");
@@ -456,11 +539,23 @@ impl Bitswap {
         std::future::pending().await
     }
 
-    /// A peer answered DONT_HAVE to a want.
-    fn note_dont_have(&self, peer: PeerId, cid: &Cid) {
-        if let Some(want) = self.lock().wants.get_mut(cid) {
-            want.dont_have.insert(peer);
-        }
+    /// A peer answered HAVE or DONT_HAVE to a want.
+    fn note_presence(&self, peer: PeerId, cid: &Cid, presence: Presence) {
+        let mut state = self.lock();
+        let orders = state.scheduler.presence(
+            peer,
+            cid,
+            presence == Presence::Have,
+            tokio::time::Instant::now(),
+        );
+        state.apply(orders);
+    }
+
+    /// A peer sent data that is no block we want or lately wanted.
+    fn note_junk(&self, peer: PeerId) {
+        let mut state = self.lock();
+        let orders = state.scheduler.junk(peer, tokio::time::Instant::now());
+        state.apply(orders);
     }
 
     /// Joins (or creates and announces) the want for `cid`.
@@ -492,14 +587,13 @@ impl Bitswap {
                 id,
                 block: tx,
                 waiters: 1,
-                priority,
-                dont_have: HashSet::new(),
                 sought: false,
             },
         );
-        for session in state.sessions.values() {
-            session.notify(SessionCommand::Want(vec![(cid, priority)]));
-        }
+        let orders = state
+            .scheduler
+            .add_want(cid, priority, tokio::time::Instant::now());
+        state.apply(orders);
         tracing::trace!(%cid, peers = state.sessions.len(), "want");
         let guard = WantGuard {
             engine: self.clone(),
@@ -523,9 +617,14 @@ impl Bitswap {
             return;
         }
         state.wants.remove(cid);
+        state.remember(*cid);
         for session in state.sessions.values() {
             session.notify(SessionCommand::Cancel(vec![*cid]));
         }
+        let orders = state
+            .scheduler
+            .remove_want(cid, tokio::time::Instant::now());
+        state.apply(orders);
     }
 
     fn is_wanted(&self, cid: &Cid) -> bool {
@@ -537,9 +636,15 @@ impl Bitswap {
     /// it can send it, so a peer that does not read holds no copy of anything.
     fn complete(&self, cid: Cid, data: Bytes, from: PeerId) {
         let mut state = self.lock();
+        let size = data.len();
         if let Some(want) = state.wants.remove(&cid) {
             want.block.send_replace(Some(data));
         }
+        state.remember(cid);
+        let orders = state
+            .scheduler
+            .received(&cid, from, size, tokio::time::Instant::now());
+        state.apply(orders);
         for (peer, session) in &state.sessions {
             session.notify(SessionCommand::Received {
                 cid,
@@ -579,12 +684,10 @@ impl Bitswap {
                     .await;
             }
             for presence in &message.presences {
-                // We keep waiting after a DONT_HAVE: the peer may still get the block and, as
-                // kubo does, serve our standing want then; the timeout bounds the wait.
+                // A peer that said DONT_HAVE keeps our want-have and says HAVE once it gets
+                // the block: the scheduler may then ask it.
                 tracing::trace!(cid = %presence.cid, presence = ?presence.presence, "presence");
-                if presence.presence == Presence::DontHave {
-                    self.note_dont_have(peer, &presence.cid);
-                }
+                self.note_presence(peer, &presence.cid, presence.presence);
             }
             let blocks = message
                 .payload
@@ -630,7 +733,7 @@ impl Bitswap {
         let engine = self.clone();
         let stored =
             tokio::task::spawn_blocking(move || -> Result<Option<(Cid, Bytes)>, P2pError> {
-                let Some(cid) = engine.wanted_cid(prefix, &data) else {
+                let Some(cid) = engine.wanted_cid(peer, prefix, &data) else {
                     return Ok(None);
                 };
                 engine.blocks.put_blocking(&cid, &data)?;
@@ -649,13 +752,15 @@ impl Bitswap {
         }
     }
 
-    /// The wanted CID `data` hashes to, if any (runs on a blocking thread: it hashes).
-    fn wanted_cid(&self, prefix: Option<CidPrefix>, data: &[u8]) -> Option<Cid> {
+    /// The wanted CID `data` from `peer` hashes to, if any (runs on a blocking thread: it
+    /// hashes). Data matching no want, now or lately, is junk: the peer loses its want-blocks.
+    fn wanted_cid(&self, peer: PeerId, prefix: Option<CidPrefix>, data: &[u8]) -> Option<Cid> {
         let candidates = match prefix {
             Some(prefix) => match prefix.to_cid(data) {
                 Ok(cid) => vec![cid],
                 Err(e) => {
                     tracing::debug!(error = %e, "unverifiable block");
+                    self.note_junk(peer);
                     return None;
                 }
             },
@@ -673,12 +778,21 @@ impl Bitswap {
                 ]
             }
         };
-        let wanted = candidates.into_iter().find(|cid| self.is_wanted(cid));
+        let wanted = candidates.iter().find(|cid| self.is_wanted(cid)).copied();
         if wanted.is_none() {
-            tracing::debug!(
-                size = data.len(),
-                "ignoring a block nobody wants (late duplicate, or data not matching any want)"
-            );
+            let late = {
+                let state = self.lock();
+                candidates.iter().any(|cid| state.recent_set.contains(cid))
+            };
+            if late {
+                tracing::debug!(size = data.len(), "ignoring a late copy of a block");
+            } else {
+                tracing::debug!(
+                    size = data.len(),
+                    "ignoring data that matches no want: the peer loses its want-blocks"
+                );
+                self.note_junk(peer);
+            }
         }
         wanted
     }

@@ -37,6 +37,11 @@ use crate::store::{BlockStore, StoreError};
 const READ_AHEAD: usize = 8;
 /// Block bytes read and queued for the peer before reads pause.
 const QUEUED_BYTES: usize = 8 << 20;
+/// Block bytes after which a message takes no further block. The peer handles a message only
+/// once it has read all of it, so blocks batched into one large message reach it all at once,
+/// late: a message of about one block lets the peer verify each block, and send its next want,
+/// while the following ones are on the wire (boxo aims at small messages too).
+const TARGET_BLOCK_BYTES: usize = 256 << 10;
 /// Room kept in each message for wantlist entries, presences and framing.
 const MESSAGE_HEADROOM: usize = 64 << 10;
 /// Entries or presences per message.
@@ -57,11 +62,6 @@ const MAX_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Consecutive failures to send before pending output is dropped.
 const MAX_SEND_FAILURES: u32 = 3;
-/// How often wants still pending are sent again. A message can vanish without an error on our
-/// side: libp2p-stream drops an inbound stream its reader has not taken yet (a burst of streams
-/// from several peers), and a peer may drop its own outbound blocks after failures. Kubo also
-/// rebroadcasts its wantlist; wants pending for one to two intervals are resent.
-const REBROADCAST_INTERVAL: Duration = Duration::from_secs(3);
 
 /// How long writing `len` bytes to a peer may take.
 pub(super) fn write_timeout(len: usize) -> Duration {
@@ -71,8 +71,8 @@ pub(super) fn write_timeout(len: usize) -> Duration {
 
 /// What the engine tells a session.
 pub(super) enum SessionCommand {
-    /// We want these blocks (CID, priority).
-    Want(Vec<(Cid, i32)>),
+    /// Send these wants (CID, priority, want-have or want-block), replacing earlier ones.
+    Want(Vec<(Cid, i32, WantType)>),
     /// We no longer want these blocks.
     Cancel(Vec<Cid>),
     /// We stored this block (from `from_this_peer` or another one).
@@ -139,10 +139,10 @@ struct Session {
     retry_at: Option<Instant>,
     send_failures: u32,
 
-    /// Our wants the peer knows of (or will with the next message).
-    our_wants: HashMap<Cid, i32>,
-    /// Our wants at the last rebroadcast tick: those still wanted at the next one are resent.
-    rebroadcast_candidates: HashSet<Cid>,
+    /// Our wants the peer knows of (or will with the next message), with their priority and type.
+    /// A want lost in transit is not resent from here: the engine's scheduler moves a
+    /// want-block that is not delivered in time, and sends it again.
+    our_wants: HashMap<Cid, (i32, WantType)>,
     /// Wants and cancels not sent yet.
     out_entries: Vec<Entry>,
     /// The next message carries our whole wantlist (a fresh stream starts from scratch).
@@ -172,8 +172,6 @@ pub(super) async fn run(
         mut peer_wants,
     } = inbox;
     let mut session = Session::new(peer, control, blocks, engine);
-    let mut rebroadcast = tokio::time::interval(REBROADCAST_INTERVAL);
-    rebroadcast.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Take in everything already there, so it is batched into the next message.
         loop {
@@ -212,7 +210,6 @@ pub(super) async fn run(
             _ = sleep_until(retry_at), if backing_off && session.has_output() => {
                 session.retry_at = None;
             }
-            _ = rebroadcast.tick() => session.rebroadcast(),
         }
     }
 }
@@ -241,7 +238,6 @@ impl Session {
             retry_at: None,
             send_failures: 0,
             our_wants: HashMap::new(),
-            rebroadcast_candidates: HashSet::new(),
             out_entries: Vec::new(),
             send_full: false,
             peer_wants: HashMap::new(),
@@ -259,10 +255,20 @@ impl Session {
         }
         match command {
             SessionCommand::Want(wants) => {
-                for (cid, priority) in wants {
-                    if self.our_wants.insert(cid, priority).is_none() {
-                        self.out_entries.push(Entry::want_block(cid, priority));
+                for (cid, priority, want_type) in wants {
+                    let before = self.our_wants.insert(cid, (priority, want_type));
+                    if before.map(|(_, t)| t) == Some(want_type) {
+                        continue;
                     }
+                    // A want not sent yet is replaced rather than followed by the new one.
+                    self.out_entries.retain(|e| e.cid != cid || e.cancel);
+                    self.out_entries.push(Entry {
+                        cid,
+                        priority,
+                        cancel: false,
+                        want_type,
+                        send_dont_have: true,
+                    });
                 }
             }
             SessionCommand::Cancel(cids) => {
@@ -299,9 +305,12 @@ impl Session {
             return;
         };
         tracing::debug!("catching up after dropped notices");
-        self.our_wants = engine.pending_wants().into_iter().collect();
+        self.our_wants = engine
+            .pending_wants(&self.peer)
+            .into_iter()
+            .map(|(cid, priority, want_type)| (cid, (priority, want_type)))
+            .collect();
         self.out_entries.clear();
-        self.rebroadcast_candidates.clear();
         self.send_full = true;
         let waiting: Vec<Cid> = self
             .peer_wants
@@ -314,33 +323,15 @@ impl Session {
         }
     }
 
-    /// Sends again the wants that were already pending at the previous tick.
-    fn rebroadcast(&mut self) {
-        let mut resent = 0;
-        let queued: HashSet<Cid> = self.out_entries.iter().map(|e| e.cid).collect();
-        for cid in std::mem::take(&mut self.rebroadcast_candidates) {
-            let Some(priority) = self.our_wants.get(&cid) else {
-                continue;
-            };
-            if !queued.contains(&cid) {
-                self.out_entries.push(Entry::want_block(cid, *priority));
-                resent += 1;
-            }
-        }
-        if resent > 0 {
-            tracing::debug!(wants = resent, "sending pending wants again");
-        }
-        self.rebroadcast_candidates = self.our_wants.keys().copied().collect();
-    }
-
     fn cancel_ours(&mut self, cid: Cid, tell_peer: bool) {
         if self.our_wants.remove(&cid).is_none() {
             return;
         }
         let before = self.out_entries.len();
         self.out_entries.retain(|e| e.cid != cid || e.cancel);
-        // A queued want older than a rebroadcast tick is a resend: the peer has the first one.
-        let was_sent = self.out_entries.len() == before || self.rebroadcast_candidates.remove(&cid);
+        // A want still queued here never reached the peer: dropping it is enough. (A replaced
+        // want leaves the older, sent one behind only if it was sent: then nothing is queued.)
+        let was_sent = self.out_entries.len() == before;
         if tell_peer && was_sent && !self.send_full {
             self.out_entries.push(Entry::cancel(cid));
         }
@@ -508,6 +499,9 @@ impl Session {
                 Ok(stream) => {
                     tracing::debug!(%protocol, "opened bitswap stream");
                     self.stream = Some((stream, version));
+                    if let Some(engine) = self.engine.upgrade() {
+                        engine.peer_version(self.peer, version);
+                    }
                     // Whatever the peer knew of our wants went with the old stream, if any.
                     self.send_full = true;
                     return Some(());
@@ -568,7 +562,13 @@ impl Session {
             message.entries = self
                 .our_wants
                 .iter()
-                .map(|(cid, priority)| Entry::want_block(*cid, *priority))
+                .map(|(cid, (priority, want_type))| Entry {
+                    cid: *cid,
+                    priority: *priority,
+                    cancel: false,
+                    want_type: *want_type,
+                    send_dont_have: true,
+                })
                 .collect();
             // A full wantlist supersedes pending wants and cancels alike.
             self.out_entries.clear();
@@ -590,7 +590,7 @@ impl Session {
                 self.out_bytes -= len;
                 continue;
             }
-            if size + len + MESSAGE_HEADROOM > MAX_MESSAGE_SIZE {
+            if size + len + MESSAGE_HEADROOM > MAX_MESSAGE_SIZE || size >= TARGET_BLOCK_BYTES {
                 break;
             }
             let Some((cid, data)) = self.out_blocks.pop_front() else {

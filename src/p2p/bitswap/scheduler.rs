@@ -1,0 +1,839 @@
+//! Which peer to ask for each block we want: the client side's scheduling, after the design of
+//! boxo's session and peer manager (not its code).
+//!
+//! Every connected peer that speaks Bitswap 1.2 gets a want-have (with sendDontHave) for each
+//! want; it answers HAVE or DONT_HAVE, and one that lacks the block keeps the want-have and says
+//! HAVE once it gets the block. The want-block goes to ONE peer at a time: one that said HAVE,
+//! chosen by load (want-blocks outstanding against the peer's window), preferring peers that
+//! hold fewer of our wants (a replica that just got a block over the writer, which has them
+//! all), then by observed throughput; a per-node random tie-break spreads consecutive wants
+//! over equal peers, and each node takes its waiting wants in its own random order, so replicas
+//! fetch different blocks from the writer and then from each other. A want with no HAVE after
+//! [`UNANSWERED_DELAY`] goes to a peer that has not answered (Bitswap 1.0/1.1 peers never do).
+//!
+//! A want-block moves to another peer when its peer answers DONT_HAVE, disconnects, sends data
+//! that is no block we want, or does not deliver within a deadline derived from its observed
+//! latency; the old peer gets a cancel, so it does not send a late copy. Once every peer that
+//! could have the block failed, the failures are forgotten and the peers asked again.
+//!
+//! The window of want-blocks in flight per peer is sized from what the peer delivers: about
+//! twice its delivery rate times its lowest latency (the bandwidth-delay product), bounded by
+//! [`MIN_WINDOW`] and [`MAX_WINDOW`]. It grows while the rate grows, and shrinks on timeouts.
+//!
+//! Everything here is plain state: the engine feeds it events and sends the [`Order`]s it
+//! returns, so the choices are tested without a network.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher as _;
+use std::time::Duration;
+
+use cid::Cid;
+use libp2p::PeerId;
+use tokio::time::Instant;
+
+use super::message::WantType;
+
+/// How long a want waits for a HAVE before a peer that did not answer gets the want-block.
+pub(super) const UNANSWERED_DELAY: Duration = Duration::from_millis(500);
+/// Want-blocks a peer gets before anything was measured.
+const INITIAL_WINDOW: usize = 4;
+/// Want-blocks a peer always may have in flight: one arriving, one on the wire, one being
+/// read at the peer.
+const MIN_WINDOW: usize = 3;
+/// Want-blocks a peer may have in flight at most.
+const MAX_WINDOW: usize = 32;
+/// Multiple of the bandwidth-delay product kept in flight: one to fill the link, one to cover
+/// the time between a block arriving and the next want reaching the peer.
+const WINDOW_GAIN: f64 = 2.0;
+/// Bounds of the deadline a peer has to deliver a want-block.
+const MIN_DEADLINE: Duration = Duration::from_secs(1);
+const MAX_DEADLINE: Duration = Duration::from_secs(5);
+/// Deadline in multiples of the peer's smoothed latency (which includes its queueing).
+const DEADLINE_RTTS: f64 = 3.0;
+/// Weight of a new sample in the smoothed latency and rate.
+const SMOOTHING: f64 = 0.125;
+/// Block size assumed before any arrived (our chunker's size).
+const ASSUMED_BLOCK_SIZE: f64 = 1_048_576.0;
+/// Shortest interval a rate sample is computed over, against division by almost zero.
+const MIN_SAMPLE_SECS: f64 = 0.001;
+
+/// What the engine is to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Order {
+    /// Send `peer` a want of `want_type` (replacing any earlier one for the CID).
+    Want {
+        /// Who gets it.
+        peer: PeerId,
+        /// The block.
+        cid: Cid,
+        /// Priority sent along.
+        priority: i32,
+        /// Want-have or want-block.
+        want_type: WantType,
+    },
+    /// Cancel our want of `cid` at `peer`.
+    Cancel {
+        /// Who gets it.
+        peer: PeerId,
+        /// The block.
+        cid: Cid,
+    },
+}
+
+/// What we know of one connected peer.
+#[derive(Debug)]
+struct PeerStats {
+    /// Speaks Bitswap 1.2 (presences); assumed until its stream says otherwise.
+    presences: bool,
+    /// Our want-blocks it has not delivered yet.
+    outstanding: usize,
+    /// Smoothed seconds from want-block to block, queueing included.
+    srtt: Option<f64>,
+    /// Lowest seconds from want-block to block seen: the latency without queueing.
+    min_rtt: Option<f64>,
+    /// Smoothed bytes per second it delivers to us.
+    rate: Option<f64>,
+    /// Smoothed size of the blocks it delivers.
+    block_size: f64,
+    /// When its last block arrived, to measure the rate between deliveries.
+    last_delivery: Option<Instant>,
+}
+
+impl PeerStats {
+    fn new() -> Self {
+        PeerStats {
+            presences: true,
+            outstanding: 0,
+            srtt: None,
+            min_rtt: None,
+            rate: None,
+            block_size: ASSUMED_BLOCK_SIZE,
+            last_delivery: None,
+        }
+    }
+
+    /// Want-blocks it may have in flight.
+    fn window(&self) -> usize {
+        match (self.rate, self.min_rtt) {
+            (Some(rate), Some(rtt)) => {
+                let bdp = WINDOW_GAIN * rate * rtt / self.block_size.max(1.0);
+                // Saturating float-to-int cast; the clamp bounds it anyway.
+                (bdp.ceil() as usize + 1).clamp(MIN_WINDOW, MAX_WINDOW)
+            }
+            _ => INITIAL_WINDOW,
+        }
+    }
+
+    /// How long it has to deliver a want-block.
+    fn deadline(&self) -> Duration {
+        match self.srtt {
+            Some(srtt) => Duration::from_secs_f64(DEADLINE_RTTS * srtt + 0.5)
+                .clamp(MIN_DEADLINE, MAX_DEADLINE),
+            None => MAX_DEADLINE,
+        }
+    }
+
+    fn delivered(&mut self, bytes: usize, asked_at: Instant, now: Instant) {
+        let rtt = now.saturating_duration_since(asked_at).as_secs_f64();
+        self.srtt = Some(smooth(self.srtt, rtt));
+        self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+        // The rate over the time since the later of the previous delivery and this want: the
+        // link was busy with our blocks in between.
+        let since = self
+            .last_delivery
+            .map_or(asked_at, |last| last.max(asked_at));
+        let secs = now
+            .saturating_duration_since(since)
+            .as_secs_f64()
+            .max(MIN_SAMPLE_SECS);
+        self.rate = Some(smooth(self.rate, bytes as f64 / secs));
+        self.block_size = smooth(Some(self.block_size), bytes as f64);
+        self.last_delivery = Some(now);
+    }
+
+    /// It failed to deliver: halve its rate, so its window shrinks.
+    fn failed(&mut self) {
+        if let Some(rate) = self.rate.as_mut() {
+            *rate /= 2.0;
+        }
+    }
+}
+
+fn smooth(old: Option<f64>, sample: f64) -> f64 {
+    match old {
+        Some(old) => old + SMOOTHING * (sample - old),
+        None => sample,
+    }
+}
+
+/// The want-block in flight for a want.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    peer: PeerId,
+    at: Instant,
+    deadline: Instant,
+}
+
+/// One block we want.
+#[derive(Debug)]
+struct WantState {
+    priority: i32,
+    since: Instant,
+    /// What each peer was sent for it.
+    sent: HashMap<PeerId, WantType>,
+    have: HashSet<PeerId>,
+    dont_have: HashSet<PeerId>,
+    /// Peers that got the want-block and did not deliver (timeout, junk): not asked again
+    /// while another peer may deliver.
+    failed: HashSet<PeerId>,
+    asked: Option<Asked>,
+}
+
+/// The client's scheduling state: our wants and the connected peers.
+pub(super) struct Scheduler {
+    wants: HashMap<Cid, WantState>,
+    peers: HashMap<PeerId, PeerStats>,
+    /// Seeds this node's tie-breaks, so nodes order equal choices differently.
+    random: RandomState,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Scheduler {
+            wants: HashMap::new(),
+            peers: HashMap::new(),
+            random: RandomState::new(),
+        }
+    }
+}
+
+impl Scheduler {
+    /// A peer connected: it gets a want-have for every want.
+    pub(super) fn add_peer(&mut self, peer: PeerId, now: Instant) -> Vec<Order> {
+        if self.peers.contains_key(&peer) {
+            return Vec::new();
+        }
+        self.peers.insert(peer, PeerStats::new());
+        let mut orders = Vec::new();
+        for (cid, want) in &mut self.wants {
+            want.sent.insert(peer, WantType::Have);
+            orders.push(Order::Want {
+                peer,
+                cid: *cid,
+                priority: want.priority,
+                want_type: WantType::Have,
+            });
+        }
+        orders.extend(self.dispatch(now));
+        orders
+    }
+
+    /// Our stream to `peer` speaks a version with presences (1.2) or without.
+    pub(super) fn set_presences(
+        &mut self,
+        peer: PeerId,
+        presences: bool,
+        now: Instant,
+    ) -> Vec<Order> {
+        let Some(stats) = self.peers.get_mut(&peer) else {
+            return Vec::new();
+        };
+        stats.presences = presences;
+        if !presences {
+            // Want-haves are not encoded for it; it will never answer them.
+            for want in self.wants.values_mut() {
+                if want.sent.get(&peer) == Some(&WantType::Have) {
+                    want.sent.remove(&peer);
+                }
+            }
+        }
+        self.dispatch(now)
+    }
+
+    /// A peer disconnected: its want-blocks go to other peers.
+    pub(super) fn remove_peer(&mut self, peer: &PeerId, now: Instant) -> Vec<Order> {
+        if self.peers.remove(peer).is_none() {
+            return Vec::new();
+        }
+        for want in self.wants.values_mut() {
+            want.sent.remove(peer);
+            want.have.remove(peer);
+            want.dont_have.remove(peer);
+            want.failed.remove(peer);
+            if want.asked.is_some_and(|a| a.peer == *peer) {
+                want.asked = None;
+            }
+        }
+        self.dispatch(now)
+    }
+
+    /// A new want: every peer with presences gets a want-have.
+    pub(super) fn add_want(&mut self, cid: Cid, priority: i32, now: Instant) -> Vec<Order> {
+        let mut want = WantState {
+            priority,
+            since: now,
+            sent: HashMap::new(),
+            have: HashSet::new(),
+            dont_have: HashSet::new(),
+            failed: HashSet::new(),
+            asked: None,
+        };
+        let mut orders = Vec::new();
+        for (peer, stats) in &self.peers {
+            if stats.presences {
+                want.sent.insert(*peer, WantType::Have);
+                orders.push(Order::Want {
+                    peer: *peer,
+                    cid,
+                    priority,
+                    want_type: WantType::Have,
+                });
+            }
+        }
+        self.wants.insert(cid, want);
+        orders.extend(self.dispatch(now));
+        orders
+    }
+
+    /// Nobody waits for `cid` any more. The engine cancels it at every peer.
+    pub(super) fn remove_want(&mut self, cid: &Cid, now: Instant) -> Vec<Order> {
+        let Some(want) = self.wants.remove(cid) else {
+            return Vec::new();
+        };
+        if let Some(asked) = want.asked {
+            self.release(&asked.peer);
+        }
+        self.dispatch(now)
+    }
+
+    /// `peer` answered HAVE (`true`) or DONT_HAVE for `cid`.
+    pub(super) fn presence(
+        &mut self,
+        peer: PeerId,
+        cid: &Cid,
+        have: bool,
+        now: Instant,
+    ) -> Vec<Order> {
+        if !self.peers.contains_key(&peer) {
+            return Vec::new();
+        }
+        let Some(want) = self.wants.get_mut(cid) else {
+            return Vec::new();
+        };
+        let mut orders = Vec::new();
+        if have {
+            want.dont_have.remove(&peer);
+            want.have.insert(peer);
+        } else {
+            want.have.remove(&peer);
+            want.dont_have.insert(peer);
+            if want.asked.is_some_and(|a| a.peer == peer) {
+                want.asked = None;
+                // Down to a want-have: the peer drops the want-block (so it sends no late copy)
+                // and tells us if it gets the block.
+                want.sent.insert(peer, WantType::Have);
+                orders.push(Order::Want {
+                    peer,
+                    cid: *cid,
+                    priority: want.priority,
+                    want_type: WantType::Have,
+                });
+                self.release(&peer);
+            }
+        }
+        orders.extend(self.dispatch(now));
+        orders
+    }
+
+    /// The block of `bytes` bytes arrived from `from`, verified. The engine cancels it at
+    /// every other peer that was sent the want.
+    pub(super) fn received(
+        &mut self,
+        cid: &Cid,
+        from: PeerId,
+        bytes: usize,
+        now: Instant,
+    ) -> Vec<Order> {
+        let Some(want) = self.wants.remove(cid) else {
+            return Vec::new();
+        };
+        if let Some(asked) = want.asked {
+            if asked.peer == from {
+                if let Some(stats) = self.peers.get_mut(&from) {
+                    stats.delivered(bytes, asked.at, now);
+                }
+            }
+            self.release(&asked.peer);
+        }
+        self.dispatch(now)
+    }
+
+    /// `peer` sent data that is no block we want or wanted lately: its want-blocks move on.
+    pub(super) fn junk(&mut self, peer: PeerId, now: Instant) -> Vec<Order> {
+        let mut orders = Vec::new();
+        let mut moved = 0;
+        for (cid, want) in &mut self.wants {
+            if want.asked.is_some_and(|a| a.peer == peer) {
+                want.asked = None;
+                want.failed.insert(peer);
+                want.sent.remove(&peer);
+                orders.push(Order::Cancel { peer, cid: *cid });
+                moved += 1;
+            }
+        }
+        if let Some(stats) = self.peers.get_mut(&peer) {
+            stats.outstanding = stats.outstanding.saturating_sub(moved);
+            stats.failed();
+        }
+        if moved > 0 {
+            tracing::debug!(%peer, wants = moved, "peer sent data we did not ask for: moving its want-blocks");
+        }
+        orders.extend(self.dispatch(now));
+        orders
+    }
+
+    /// Moves want-blocks past their deadline, forgets failures where nobody else is left, and
+    /// sends what waited.
+    pub(super) fn tick(&mut self, now: Instant) -> Vec<Order> {
+        let mut orders = Vec::new();
+        let mut late = Vec::new();
+        for (cid, want) in &mut self.wants {
+            if let Some(asked) = want.asked.filter(|a| a.deadline <= now) {
+                want.asked = None;
+                want.failed.insert(asked.peer);
+                want.sent.remove(&asked.peer);
+                orders.push(Order::Cancel {
+                    peer: asked.peer,
+                    cid: *cid,
+                });
+                late.push(asked.peer);
+                tracing::debug!(%cid, peer = %asked.peer, "want-block not delivered in time: moving it");
+            }
+        }
+        for peer in late {
+            self.release(&peer);
+            if let Some(stats) = self.peers.get_mut(&peer) {
+                stats.failed();
+            }
+        }
+        for want in self.wants.values_mut() {
+            if want.asked.is_none() && !want.failed.is_empty() {
+                let someone_left = self.peers.keys().any(|p| {
+                    !want.failed.contains(p)
+                        && (want.have.contains(p) || !want.dont_have.contains(p))
+                });
+                if !someone_left {
+                    want.failed.clear();
+                }
+            }
+        }
+        orders.extend(self.dispatch(now));
+        orders
+    }
+
+    /// Whether no connected peer can deliver `cid` (every one lacks it or failed), or no peer
+    /// is connected.
+    pub(super) fn stuck(&self, cid: &Cid) -> bool {
+        let Some(want) = self.wants.get(cid) else {
+            return false;
+        };
+        self.peers
+            .keys()
+            .all(|p| want.dont_have.contains(p) || want.failed.contains(p))
+    }
+
+    /// What `peer` was sent and still stands, for a session catching up.
+    pub(super) fn sent_to(&self, peer: &PeerId) -> Vec<(Cid, i32, WantType)> {
+        self.wants
+            .iter()
+            .filter_map(|(cid, want)| want.sent.get(peer).map(|t| (*cid, want.priority, *t)))
+            .collect()
+    }
+
+    fn release(&mut self, peer: &PeerId) {
+        if let Some(stats) = self.peers.get_mut(peer) {
+            stats.outstanding = stats.outstanding.saturating_sub(1);
+        }
+    }
+
+    /// Sends want-blocks for the wants that have none in flight, while peers have room.
+    fn dispatch(&mut self, now: Instant) -> Vec<Order> {
+        let mut waiting: Vec<(bool, u64, Cid)> = self
+            .wants
+            .iter()
+            .filter(|(_, w)| w.asked.is_none())
+            .map(|(cid, w)| {
+                // Wants waiting long go first; the others in this node's own random order.
+                let young = now.saturating_duration_since(w.since) < MAX_DEADLINE;
+                (young, self.random.hash_one(cid), *cid)
+            })
+            .collect();
+        if waiting.is_empty() {
+            return Vec::new();
+        }
+        waiting.sort_unstable();
+        // How many of our wants each peer said HAVE to: the original source has them all.
+        let mut holds: HashMap<PeerId, usize> = HashMap::new();
+        for want in self.wants.values() {
+            for peer in &want.have {
+                *holds.entry(*peer).or_default() += 1;
+            }
+        }
+        let total = self.wants.len().max(1) as f64;
+        let mut orders = Vec::new();
+        for (_, _, cid) in waiting {
+            let Some(want) = self.wants.get(&cid) else {
+                continue;
+            };
+            let usable = |p: &PeerId| !want.failed.contains(p);
+            let has_free = |p: &PeerId| {
+                self.peers
+                    .get(p)
+                    .is_some_and(|s| s.outstanding < s.window())
+            };
+            let any_have = want.have.iter().any(usable);
+            let candidates: Vec<PeerId> = if any_have {
+                want.have
+                    .iter()
+                    .filter(|p| usable(p) && has_free(p))
+                    .copied()
+                    .collect()
+            } else if now.saturating_duration_since(want.since) >= UNANSWERED_DELAY {
+                self.peers
+                    .keys()
+                    .filter(|p| usable(p) && !want.dont_have.contains(p) && has_free(p))
+                    .copied()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let best = candidates.into_iter().min_by(|a, b| {
+                let key = |p: &PeerId| {
+                    let stats = &self.peers[p];
+                    let load = (stats.outstanding + 1) as f64 / stats.window() as f64;
+                    let share = holds.get(p).copied().unwrap_or(0) as f64 / total;
+                    (load * (1.0 + share), -stats.rate.unwrap_or(0.0))
+                };
+                let (ka, kb) = (key(a), key(b));
+                ka.0.total_cmp(&kb.0)
+                    .then(ka.1.total_cmp(&kb.1))
+                    .then_with(|| {
+                        self.random
+                            .hash_one((cid, a))
+                            .cmp(&self.random.hash_one((cid, b)))
+                    })
+            });
+            let Some(peer) = best else {
+                continue;
+            };
+            let Some(stats) = self.peers.get_mut(&peer) else {
+                continue;
+            };
+            stats.outstanding += 1;
+            let deadline = now + stats.deadline();
+            let Some(want) = self.wants.get_mut(&cid) else {
+                continue;
+            };
+            want.asked = Some(Asked {
+                peer,
+                at: now,
+                deadline,
+            });
+            want.sent.insert(peer, WantType::Block);
+            orders.push(Order::Want {
+                peer,
+                cid,
+                priority: want.priority,
+                want_type: WantType::Block,
+            });
+        }
+        orders
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{cid_of, RAW};
+
+    fn cid(i: u32) -> Cid {
+        cid_of(RAW, &i.to_le_bytes())
+    }
+
+    /// The want-blocks among `orders`, as (peer, cid).
+    fn blocks(orders: &[Order]) -> Vec<(PeerId, Cid)> {
+        orders
+            .iter()
+            .filter_map(|o| match o {
+                Order::Want {
+                    peer,
+                    cid,
+                    want_type: WantType::Block,
+                    ..
+                } => Some((*peer, *cid)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn has_cancel(orders: &[Order], peer: PeerId, c: Cid) -> bool {
+        orders.contains(&Order::Cancel { peer, cid: c })
+    }
+
+    #[test]
+    fn want_have_goes_to_every_peer_and_want_block_to_one_that_has_it() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        for p in [a, b, c] {
+            assert!(s.add_peer(p, now).is_empty());
+        }
+        let orders = s.add_want(cid(1), 10, now);
+        assert_eq!(orders.len(), 3, "{orders:?}");
+        assert!(orders.iter().all(|o| matches!(
+            o,
+            Order::Want {
+                want_type: WantType::Have,
+                ..
+            }
+        )));
+        assert!(
+            blocks(&orders).is_empty(),
+            "no want-block before anyone answered"
+        );
+        assert!(s.presence(a, &cid(1), false, now).is_empty());
+        let orders = s.presence(b, &cid(1), true, now);
+        assert_eq!(blocks(&orders), vec![(b, cid(1))]);
+        // A later HAVE does not double the request.
+        assert!(blocks(&s.presence(c, &cid(1), true, now)).is_empty());
+        // A peer connecting later gets the want-have too.
+        let d = PeerId::random();
+        let orders = s.add_peer(d, now);
+        assert!(matches!(
+            orders.as_slice(),
+            [Order::Want { peer, want_type: WantType::Have, .. }] if *peer == d
+        ));
+    }
+
+    #[test]
+    fn want_blocks_are_spread_over_the_peers_that_have_them() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        s.add_peer(a, now);
+        s.add_peer(b, now);
+        let mut asked = HashMap::<PeerId, usize>::new();
+        for i in 0..8 {
+            s.add_want(cid(i), 1, now);
+            for p in [a, b] {
+                for (peer, _) in blocks(&s.presence(p, &cid(i), true, now)) {
+                    *asked.entry(peer).or_default() += 1;
+                }
+            }
+        }
+        // Each has a window of INITIAL_WINDOW: both are filled, neither beyond.
+        assert_eq!(asked.get(&a), Some(&INITIAL_WINDOW));
+        assert_eq!(asked.get(&b), Some(&INITIAL_WINDOW));
+    }
+
+    #[test]
+    fn a_peer_holding_fewer_of_our_wants_is_preferred_over_the_source() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        let (source, replica) = (PeerId::random(), PeerId::random());
+        s.add_peer(source, now);
+        s.add_peer(replica, now);
+        for i in 0..10 {
+            s.add_want(cid(i), 1, now);
+        }
+        // The source has every block, and is asked for some while the replica has nothing.
+        let mut from_source = Vec::new();
+        for i in 0..10 {
+            from_source.extend(blocks(&s.presence(source, &cid(i), true, now)));
+            s.presence(replica, &cid(i), false, now);
+        }
+        assert_eq!(from_source.len(), INITIAL_WINDOW);
+        // The replica gets a block we still wait for: it is asked, not the (busy) source.
+        let waiting = (0..10)
+            .map(cid)
+            .find(|c| !from_source.iter().any(|(_, d)| d == c))
+            .unwrap();
+        let orders = s.presence(replica, &waiting, true, now);
+        assert_eq!(blocks(&orders), vec![(replica, waiting)]);
+    }
+
+    #[test]
+    fn dont_have_from_the_asked_peer_moves_the_want_block() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        s.add_peer(a, now);
+        s.add_peer(b, now);
+        s.add_want(cid(1), 1, now);
+        let first = blocks(&s.presence(a, &cid(1), true, now));
+        assert_eq!(first, vec![(a, cid(1))]);
+        // b has it too, but a is asked already.
+        assert!(blocks(&s.presence(b, &cid(1), true, now)).is_empty());
+        // a lost it after all: its want goes back to a want-have, and b gets the want-block.
+        let orders = s.presence(a, &cid(1), false, now);
+        assert!(orders.contains(&Order::Want {
+            peer: a,
+            cid: cid(1),
+            priority: 1,
+            want_type: WantType::Have
+        }));
+        assert_eq!(blocks(&orders), vec![(b, cid(1))]);
+    }
+
+    #[test]
+    fn a_want_block_not_delivered_in_time_moves_with_a_cancel() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        s.add_peer(a, now);
+        s.add_peer(b, now);
+        s.add_want(cid(1), 1, now);
+        let first = blocks(&s.presence(a, &cid(1), true, now));
+        let second = blocks(&s.presence(b, &cid(1), true, now));
+        assert_eq!(first.len() + second.len(), 1);
+        let (slow, other) = if first.is_empty() { (b, a) } else { (a, b) };
+        assert!(s.tick(now + MIN_DEADLINE / 2).is_empty(), "not yet");
+        let orders = s.tick(now + MAX_DEADLINE);
+        assert!(has_cancel(&orders, slow, cid(1)), "{orders:?}");
+        assert_eq!(blocks(&orders), vec![(other, cid(1))]);
+        // The other one is late too: nobody else is left, so the failures are forgotten and
+        // one of them is asked again, rather than the want waiting forever.
+        let orders = s.tick(now + 2 * MAX_DEADLINE);
+        assert!(has_cancel(&orders, other, cid(1)), "{orders:?}");
+        assert_eq!(blocks(&orders).len(), 1, "{orders:?}");
+    }
+
+    #[test]
+    fn a_disconnected_peer_s_want_blocks_go_elsewhere() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        s.add_peer(a, now);
+        s.add_peer(b, now);
+        s.add_want(cid(1), 1, now);
+        let asked = blocks(&s.presence(a, &cid(1), true, now));
+        assert_eq!(asked, vec![(a, cid(1))]);
+        s.presence(b, &cid(1), true, now);
+        let orders = s.remove_peer(&a, now);
+        assert_eq!(blocks(&orders), vec![(b, cid(1))]);
+        assert!(s.sent_to(&a).is_empty());
+    }
+
+    #[test]
+    fn junk_moves_every_want_block_of_the_peer() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        s.add_peer(a, now);
+        s.add_peer(b, now);
+        s.add_want(cid(1), 1, now);
+        s.add_want(cid(2), 1, now);
+        // Only a says HAVE at first: it gets both want-blocks.
+        let mut asked = blocks(&s.presence(a, &cid(1), true, now));
+        asked.extend(blocks(&s.presence(a, &cid(2), true, now)));
+        assert_eq!(asked.len(), 2);
+        s.presence(b, &cid(1), true, now);
+        s.presence(b, &cid(2), true, now);
+        let orders = s.junk(a, now);
+        assert!(has_cancel(&orders, a, cid(1)) && has_cancel(&orders, a, cid(2)));
+        let mut moved = blocks(&orders);
+        moved.sort();
+        let mut expected = vec![(b, cid(1)), (b, cid(2))];
+        expected.sort();
+        assert_eq!(moved, expected);
+    }
+
+    #[test]
+    fn arrival_frees_the_slot_for_the_next_want() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        let a = PeerId::random();
+        s.add_peer(a, now);
+        let n = 2 * INITIAL_WINDOW as u32;
+        let mut asked = Vec::new();
+        for i in 0..n {
+            s.add_want(cid(i), 1, now);
+            asked.extend(blocks(&s.presence(a, &cid(i), true, now)));
+        }
+        assert_eq!(asked.len(), INITIAL_WINDOW);
+        // Two blocks arrive back to back: slots free up (and the measured rate widens the
+        // window), so waiting wants go out.
+        let mut more = Vec::new();
+        for (k, (_, done)) in asked.iter().take(2).enumerate() {
+            let at = now + Duration::from_millis(10 + k as u64);
+            more.extend(blocks(&s.received(done, a, 1 << 20, at)));
+            assert!(s.sent_to(&a).iter().all(|(c, _, _)| c != done));
+        }
+        assert!(!more.is_empty(), "the waiting wants take the freed slots");
+        assert!(more.iter().all(|(_, c)| !asked.iter().any(|(_, d)| d == c)));
+    }
+
+    #[test]
+    fn unanswered_peers_get_the_want_block_after_a_delay() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        let (legacy, silent) = (PeerId::random(), PeerId::random());
+        s.add_peer(legacy, now);
+        s.add_peer(silent, now);
+        s.set_presences(legacy, false, now);
+        let orders = s.add_want(cid(1), 1, now);
+        assert_eq!(
+            orders.len(),
+            1,
+            "a 1.0/1.1 peer gets no want-have: {orders:?}"
+        );
+        assert!(blocks(&s.tick(now + UNANSWERED_DELAY / 2)).is_empty());
+        let orders = s.tick(now + UNANSWERED_DELAY);
+        assert_eq!(blocks(&orders).len(), 1);
+    }
+
+    #[test]
+    fn the_window_grows_with_throughput_and_is_bounded() {
+        let now = Instant::now();
+        let mut stats = PeerStats::new();
+        assert_eq!(stats.window(), INITIAL_WINDOW);
+        // 1 MiB blocks, 10 ms apart, 20 ms latency: about 100 MiB/s.
+        let mut t = now;
+        for _ in 0..50 {
+            let asked = t;
+            t += Duration::from_millis(10);
+            stats.delivered(1 << 20, asked - Duration::from_millis(10), t);
+        }
+        let fast = stats.window();
+        assert!(fast > MIN_WINDOW && fast <= MAX_WINDOW, "{fast}");
+        // Far more throughput at the same latency: more in flight, but bounded.
+        for _ in 0..50 {
+            let asked = t;
+            t += Duration::from_millis(1);
+            stats.delivered(1 << 20, asked - Duration::from_millis(19), t);
+        }
+        assert!(stats.window() > fast);
+        assert!(stats.window() <= MAX_WINDOW);
+        for _ in 0..20 {
+            stats.failed();
+        }
+        assert_eq!(stats.window(), MIN_WINDOW);
+        assert!(stats.deadline() >= MIN_DEADLINE && stats.deadline() <= MAX_DEADLINE);
+    }
+
+    #[test]
+    fn stuck_once_every_peer_lacks_the_block() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        s.add_peer(a, now);
+        s.add_peer(b, now);
+        s.add_want(cid(1), 1, now);
+        assert!(!s.stuck(&cid(1)));
+        s.presence(a, &cid(1), false, now);
+        assert!(!s.stuck(&cid(1)));
+        s.presence(b, &cid(1), false, now);
+        assert!(s.stuck(&cid(1)));
+    }
+}
