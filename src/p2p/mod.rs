@@ -417,6 +417,7 @@ impl P2p {
         let peer_id = config.keypair.public().to_peer_id();
         let fetch_timeout = config.fetch_timeout;
         let (commands, events, bitswap) = swarm::spawn(config, blocks, records, validator).await?;
+        bitswap.set_local_peer(peer_id);
         let p2p = P2p {
             inner: Arc::new(Inner {
                 peer_id,

@@ -377,6 +377,11 @@ impl Bitswap {
         self.lock().scheduler.sent_to(peer)
     }
 
+    /// This node's peer id: replicas fetching the same blocks rank themselves with it.
+    pub(crate) fn set_local_peer(&self, peer: PeerId) {
+        self.lock().scheduler.set_local_peer(peer);
+    }
+
     /// Our stream to `peer` speaks `version`: whether it answers want-haves.
     fn peer_version(&self, peer: PeerId, version: Version) {
         let mut state = self.lock();
@@ -680,6 +685,13 @@ impl Bitswap {
                 "bitswap message"
             );
             if !message.entries.is_empty() || message.full {
+                // What it wants tells the scheduler which of our wants it is fetching too.
+                self.lock().scheduler.peer_wants(
+                    &peer,
+                    &message.entries,
+                    message.full,
+                    tokio::time::Instant::now(),
+                );
                 self.forward_wants(&peer, message.entries, message.full)
                     .await;
             }

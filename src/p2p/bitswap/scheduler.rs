@@ -11,6 +11,13 @@
 //! fetch different blocks from the writer and then from each other. A want with no HAVE after
 //! [`UNANSWERED_DELAY`] goes to a peer that has not answered (Bitswap 1.0/1.1 peers never do).
 //!
+//! Replicas fetching the same blocks at once split the work without talking about it: for each
+//! want, this node and the peers that want the same block (each sends us its want-haves) rank
+//! by a hash of (CID, peer id), the same on every node (rendezvous hashing). The first fetches
+//! the block from the source; the others wait up to [`DEFER_LIMIT`] for its HAVE and then fetch
+//! from it, so the source sends each block about once rather than once per replica. A peer that
+//! wants nothing we want changes nothing.
+//!
 //! A want-block moves to another peer when its peer answers DONT_HAVE, disconnects, sends data
 //! that is no block we want, or does not deliver within a deadline derived from its observed
 //! latency; the old peer gets a cancel, so it does not send a late copy. Once every peer that
@@ -23,6 +30,7 @@
 //! Everything here is plain state: the engine feeds it events and sends the [`Order`]s it
 //! returns, so the choices are tested without a network.
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher as _;
@@ -32,7 +40,7 @@ use cid::Cid;
 use libp2p::PeerId;
 use tokio::time::Instant;
 
-use super::message::WantType;
+use super::message::{Entry, WantType};
 
 /// How long a want waits for a HAVE before a peer that did not answer gets the want-block.
 pub(super) const UNANSWERED_DELAY: Duration = Duration::from_millis(500);
@@ -53,6 +61,19 @@ const MAX_DEADLINE: Duration = Duration::from_secs(5);
 const DEADLINE_RTTS: f64 = 3.0;
 /// Weight of a new sample in the smoothed latency and rate.
 const SMOOTHING: f64 = 0.125;
+/// How long a want waits at most for the fellow fetcher that ranks first for it to say HAVE,
+/// before it goes to whoever has the block. Long: while replicas share the source's uplink,
+/// the fellow gets its blocks only as fast as that uplink divided among them; a fellow that
+/// gives up cancels its want and is not waited for any longer.
+pub(super) const DEFER_LIMIT: Duration = Duration::from_secs(10);
+/// How long a fellow that cancelled its want still counts: it cancels when it got the block,
+/// and its HAVE follows.
+const CANCEL_GRACE: Duration = Duration::from_millis(500);
+/// How long a new want waits for the answers of fellow fetchers, which decide who ranks first.
+const GATHER_DELAY: Duration = Duration::from_millis(150);
+/// Wants of one peer remembered at most (beyond that, its further wants are not counted: we
+/// then fetch those blocks ourselves rather than wait for it).
+const MAX_PEER_WANTS: usize = 4096;
 /// Block size assumed before any arrived (our chunker's size).
 const ASSUMED_BLOCK_SIZE: f64 = 1_048_576.0;
 /// Shortest interval a rate sample is computed over, against division by almost zero.
@@ -98,6 +119,8 @@ struct PeerStats {
     block_size: f64,
     /// When its last block arrived, to measure the rate between deliveries.
     last_delivery: Option<Instant>,
+    /// What it wants of us (and has not cancelled): blocks it is fetching too.
+    wants: HashSet<Cid>,
 }
 
 impl PeerStats {
@@ -110,6 +133,7 @@ impl PeerStats {
             rate: None,
             block_size: ASSUMED_BLOCK_SIZE,
             last_delivery: None,
+            wants: HashSet::new(),
         }
     }
 
@@ -160,6 +184,21 @@ impl PeerStats {
     }
 }
 
+/// Rank of `peer` for fetching `cid` first: the same on every node (FNV-1a, then a 64-bit
+/// finaliser to spread it), unlike the per-node random tie-breaks.
+fn rendezvous(cid: &Cid, peer: &PeerId) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in cid.to_bytes().into_iter().chain(peer.to_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
+}
+
 fn smooth(old: Option<f64>, sample: f64) -> f64 {
     match old {
         Some(old) => old + SMOOTHING * (sample - old),
@@ -188,12 +227,16 @@ struct WantState {
     /// while another peer may deliver.
     failed: HashSet<PeerId>,
     asked: Option<Asked>,
+    /// Peers that want it too (fellow fetchers), with when they cancelled their want.
+    fellows: HashMap<PeerId, Option<Instant>>,
 }
 
 /// The client's scheduling state: our wants and the connected peers.
 pub(super) struct Scheduler {
     wants: HashMap<Cid, WantState>,
     peers: HashMap<PeerId, PeerStats>,
+    /// This node, ranked with fellow fetchers; unknown, it fetches everything itself.
+    local: Option<PeerId>,
     /// Seeds this node's tie-breaks, so nodes order equal choices differently.
     random: RandomState,
 }
@@ -203,12 +246,64 @@ impl Default for Scheduler {
         Scheduler {
             wants: HashMap::new(),
             peers: HashMap::new(),
+            local: None,
             random: RandomState::new(),
         }
     }
 }
 
 impl Scheduler {
+    /// This node's peer id, for ranking it among fellow fetchers.
+    pub(super) fn set_local_peer(&mut self, peer: PeerId) {
+        self.local = Some(peer);
+    }
+
+    /// `peer` sent us these wantlist entries (`full`: its whole wantlist): the blocks it is
+    /// fetching too. A want of ours it shares makes it a fellow fetcher of that block until it
+    /// cancels, and briefly after (it cancels when it got the block, just before its HAVE).
+    pub(super) fn peer_wants(
+        &mut self,
+        peer: &PeerId,
+        entries: &[Entry],
+        full: bool,
+        now: Instant,
+    ) {
+        let Some(stats) = self.peers.get_mut(peer) else {
+            return;
+        };
+        if full {
+            // A full wantlist cancels whatever it does not name.
+            for cid in stats.wants.drain() {
+                if let Some(since) = self
+                    .wants
+                    .get_mut(&cid)
+                    .and_then(|want| want.fellows.get_mut(peer))
+                {
+                    since.get_or_insert(now);
+                }
+            }
+        }
+        for entry in entries {
+            let fellow = self
+                .wants
+                .get_mut(&entry.cid)
+                .map(|want| want.fellows.entry(*peer));
+            if entry.cancel {
+                stats.wants.remove(&entry.cid);
+                if let Some(MapEntry::Occupied(mut fellow)) = fellow {
+                    fellow.get_mut().get_or_insert(now);
+                }
+                continue;
+            }
+            if stats.wants.len() < MAX_PEER_WANTS {
+                stats.wants.insert(entry.cid);
+            }
+            if let Some(fellow) = fellow {
+                *fellow.or_default() = None;
+            }
+        }
+    }
+
     /// A peer connected: it gets a want-have for every want.
     pub(super) fn add_peer(&mut self, peer: PeerId, now: Instant) -> Vec<Order> {
         if self.peers.contains_key(&peer) {
@@ -261,6 +356,7 @@ impl Scheduler {
             want.have.remove(peer);
             want.dont_have.remove(peer);
             want.failed.remove(peer);
+            want.fellows.remove(peer);
             if want.asked.is_some_and(|a| a.peer == *peer) {
                 want.asked = None;
             }
@@ -278,6 +374,12 @@ impl Scheduler {
             dont_have: HashSet::new(),
             failed: HashSet::new(),
             asked: None,
+            fellows: self
+                .peers
+                .iter()
+                .filter(|(_, stats)| stats.wants.contains(&cid))
+                .map(|(peer, _)| (*peer, None))
+                .collect(),
         };
         let mut orders = Vec::new();
         for (peer, stats) in &self.peers {
@@ -457,6 +559,55 @@ impl Scheduler {
         }
     }
 
+    /// Whether `cid` waits for a fellow fetcher: one that ranks before us for it lacks it yet
+    /// (it will fetch it and say HAVE), or peers that are fetching have not answered yet (their
+    /// want of it may be on its way).
+    fn defers(&self, cid: &Cid, want: &WantState, now: Instant) -> bool {
+        let Some(local) = self.local else {
+            return false;
+        };
+        let age = now.saturating_duration_since(want.since);
+        if age >= DEFER_LIMIT {
+            return false;
+        }
+        // Peers still fetching it: connected, not failed us, want not cancelled (or just).
+        let fetching: Vec<&PeerId> = want
+            .fellows
+            .iter()
+            .filter(|(p, cancelled)| {
+                self.peers.contains_key(*p)
+                    && !want.failed.contains(*p)
+                    && match cancelled {
+                        None => true,
+                        Some(at) => now.saturating_duration_since(*at) < CANCEL_GRACE,
+                    }
+            })
+            .map(|(p, _)| p)
+            .collect();
+        // A fellow has it already: take it from there.
+        if want
+            .have
+            .iter()
+            .any(|p| want.fellows.contains_key(p) && !want.failed.contains(p))
+        {
+            return false;
+        }
+        let unanswered = self.peers.iter().any(|(p, stats)| {
+            stats.presences
+                && !stats.wants.is_empty()
+                && !want.have.contains(p)
+                && !want.dont_have.contains(p)
+        });
+        if age < GATHER_DELAY && unanswered {
+            return true;
+        }
+        let first = fetching
+            .into_iter()
+            .chain(std::iter::once(&local))
+            .max_by_key(|p| rendezvous(cid, p));
+        first != Some(&local)
+    }
+
     /// Sends want-blocks for the wants that have none in flight, while peers have room.
     fn dispatch(&mut self, now: Instant) -> Vec<Order> {
         let mut waiting: Vec<(bool, u64, Cid)> = self
@@ -486,6 +637,9 @@ impl Scheduler {
             let Some(want) = self.wants.get(&cid) else {
                 continue;
             };
+            if self.defers(&cid, want, now) {
+                continue;
+            }
             let usable = |p: &PeerId| !want.failed.contains(p);
             let has_free = |p: &PeerId| {
                 self.peers
@@ -820,6 +974,142 @@ mod tests {
         }
         assert_eq!(stats.window(), MIN_WINDOW);
         assert!(stats.deadline() >= MIN_DEADLINE && stats.deadline() <= MAX_DEADLINE);
+    }
+
+    /// A want-have entry, as a fetching peer sends them.
+    fn want_have(c: Cid) -> Entry {
+        Entry {
+            cid: c,
+            priority: 1,
+            cancel: false,
+            want_type: WantType::Have,
+            send_dont_have: true,
+        }
+    }
+
+    #[test]
+    fn fellow_fetchers_split_the_blocks_and_take_the_rest_from_each_other() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        let (local, source, fellow) = (PeerId::random(), PeerId::random(), PeerId::random());
+        s.set_local_peer(local);
+        s.add_peer(source, now);
+        s.add_peer(fellow, now);
+        // One CID we rank first for, one the fellow ranks first for.
+        let ours = (0..)
+            .map(cid)
+            .find(|c| rendezvous(c, &local) > rendezvous(c, &fellow))
+            .unwrap();
+        let theirs = (0..)
+            .map(cid)
+            .find(|c| rendezvous(c, &fellow) > rendezvous(c, &local))
+            .unwrap();
+        // The fellow's want of `ours` arrives before we want it, of `theirs` after.
+        s.peer_wants(&fellow, &[want_have(ours)], false, now);
+        for c in [ours, theirs] {
+            s.add_want(c, 1, now);
+            assert!(
+                blocks(&s.presence(source, &c, true, now)).is_empty(),
+                "the fellow has not answered yet"
+            );
+        }
+        s.peer_wants(&fellow, &[want_have(theirs)], false, now);
+        let t = now + GATHER_DELAY / 2;
+        let mut asked = blocks(&s.presence(fellow, &ours, false, t));
+        asked.extend(blocks(&s.presence(fellow, &theirs, false, t)));
+        assert_eq!(asked, vec![(source, ours)], "we fetch ours from the source");
+        // The fellow got its block from the source (cancel, then HAVE): we take it from it.
+        let t = t + Duration::from_millis(100);
+        let mut cancel = want_have(theirs);
+        cancel.cancel = true;
+        s.peer_wants(&fellow, &[cancel], false, t);
+        assert!(blocks(&s.tick(t)).is_empty(), "still the fellow's to fetch");
+        assert_eq!(
+            blocks(&s.presence(fellow, &theirs, true, t)),
+            vec![(fellow, theirs)]
+        );
+
+        s.received(&ours, source, 1, t);
+        s.received(&theirs, fellow, 1, t);
+
+        // A fellow that never says HAVE delays a want by DEFER_LIMIT at most; one that
+        // cancels its want without saying HAVE (it gave up) is not waited for beyond the grace.
+        let late = (0..)
+            .map(cid)
+            .find(|c| *c != theirs && rendezvous(c, &fellow) > rendezvous(c, &local))
+            .unwrap();
+        s.peer_wants(&fellow, &[want_have(late)], false, t);
+        s.add_want(late, 1, t);
+        s.presence(source, &late, true, t);
+        assert!(blocks(&s.presence(fellow, &late, false, t)).is_empty());
+        assert!(blocks(&s.tick(t + DEFER_LIMIT / 2)).is_empty());
+        assert_eq!(blocks(&s.tick(t + DEFER_LIMIT)), vec![(source, late)]);
+
+        let gave_up = (0..)
+            .map(cid)
+            .find(|c| ![theirs, late].contains(c) && rendezvous(c, &fellow) > rendezvous(c, &local))
+            .unwrap();
+        let t = t + DEFER_LIMIT;
+        s.peer_wants(&fellow, &[want_have(gave_up)], false, t);
+        s.add_want(gave_up, 1, t);
+        s.presence(source, &gave_up, true, t);
+        assert!(blocks(&s.presence(fellow, &gave_up, false, t)).is_empty());
+        let mut cancel = want_have(gave_up);
+        cancel.cancel = true;
+        s.peer_wants(&fellow, &[cancel], false, t);
+        assert!(blocks(&s.tick(t + CANCEL_GRACE / 2)).is_empty());
+        assert_eq!(blocks(&s.tick(t + CANCEL_GRACE)), vec![(source, gave_up)]);
+    }
+
+    #[test]
+    fn a_peer_fetching_other_blocks_does_not_hold_ours_back() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        let (local, source, other, idle) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        s.set_local_peer(local);
+        s.add_peer(source, now);
+        s.add_peer(other, now);
+        s.add_peer(idle, now);
+        // `other` fetches blocks we do not want; `idle` fetches nothing.
+        s.peer_wants(
+            &other,
+            &[want_have(cid(1000)), want_have(cid(1001))],
+            false,
+            now,
+        );
+        // (Three: the source's first window.)
+        for i in 0..3 {
+            s.add_want(cid(i), 1, now);
+            s.presence(idle, &cid(i), false, now);
+            s.presence(source, &cid(i), true, now);
+            // It waits for `other`'s answer only, which could have been a want of the same.
+            assert_eq!(
+                blocks(&s.presence(other, &cid(i), false, now)),
+                vec![(source, cid(i))]
+            );
+        }
+    }
+
+    #[test]
+    fn a_lone_fetcher_does_not_wait() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        let (local, source, idle) = (PeerId::random(), PeerId::random(), PeerId::random());
+        s.set_local_peer(local);
+        s.add_peer(source, now);
+        s.add_peer(idle, now);
+        for i in 0..3 {
+            s.add_want(cid(i), 1, now);
+            assert_eq!(
+                blocks(&s.presence(source, &cid(i), true, now)),
+                vec![(source, cid(i))]
+            );
+        }
     }
 
     #[test]
