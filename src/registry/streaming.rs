@@ -29,8 +29,10 @@ use crate::store::BlockStore;
 /// (1 MiB) of buffered bytes, a blocking thread and a staging area until it completes.
 pub const DEFAULT_STREAMING_IMPORTS: usize = 16;
 
-/// Frames handed to an importer ahead of it: a few keep it busy while memory stays flat.
-const FRAMES_IN_FLIGHT: usize = 8;
+/// Frames handed to an importer ahead of it: one being hashed, one waiting keep it busy. A
+/// frame of a fast client is hyper's whole read buffer (up to ~400 KiB), so every further one
+/// shows in the peak memory of parallel pushes.
+const FRAMES_IN_FLIGHT: usize = 2;
 
 /// An import of one upload session's bytes, running on a blocking thread as they arrive.
 /// Dropping it without [`StreamingImport::finish`] discards what it staged.
