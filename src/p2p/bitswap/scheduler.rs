@@ -570,8 +570,28 @@ impl Scheduler {
         if age >= DEFER_LIMIT {
             return false;
         }
+        // A fellow has it already: take it from there.
+        if want
+            .have
+            .iter()
+            .any(|p| want.fellows.contains_key(p) && !want.failed.contains(p))
+        {
+            return false;
+        }
+        // Peers fetching something that have not answered for it yet: their want of it may be
+        // on its way, and with it who ranks first.
+        if age < GATHER_DELAY
+            && self.peers.iter().any(|(p, stats)| {
+                stats.presences
+                    && !stats.wants.is_empty()
+                    && !want.have.contains(p)
+                    && !want.dont_have.contains(p)
+            })
+        {
+            return true;
+        }
         // Peers still fetching it: connected, not failed us, want not cancelled (or just).
-        let fetching: Vec<&PeerId> = want
+        let fetching = want
             .fellows
             .iter()
             .filter(|(p, cancelled)| {
@@ -582,27 +602,8 @@ impl Scheduler {
                         Some(at) => now.saturating_duration_since(*at) < CANCEL_GRACE,
                     }
             })
-            .map(|(p, _)| p)
-            .collect();
-        // A fellow has it already: take it from there.
-        if want
-            .have
-            .iter()
-            .any(|p| want.fellows.contains_key(p) && !want.failed.contains(p))
-        {
-            return false;
-        }
-        let unanswered = self.peers.iter().any(|(p, stats)| {
-            stats.presences
-                && !stats.wants.is_empty()
-                && !want.have.contains(p)
-                && !want.dont_have.contains(p)
-        });
-        if age < GATHER_DELAY && unanswered {
-            return true;
-        }
+            .map(|(p, _)| p);
         let first = fetching
-            .into_iter()
             .chain(std::iter::once(&local))
             .max_by_key(|p| rendezvous(cid, p));
         first != Some(&local)
