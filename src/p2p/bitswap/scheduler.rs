@@ -66,6 +66,10 @@ const SMOOTHING: f64 = 0.125;
 /// the fellow gets its blocks only as fast as that uplink divided among them; a fellow that
 /// gives up cancels its want and is not waited for any longer.
 pub(super) const DEFER_LIMIT: Duration = Duration::from_secs(10);
+/// How long a want waits for a fellow that has said no HAVE meanwhile: the fellow may have no
+/// way to the source (wants reach us from peers the source is not connected to), and one that
+/// gets blocks says HAVE for them as they arrive.
+const FELLOW_PATIENCE: Duration = Duration::from_secs(3);
 /// How long a fellow that cancelled its want still counts: it cancels when it got the block,
 /// and its HAVE follows.
 const CANCEL_GRACE: Duration = Duration::from_millis(500);
@@ -121,6 +125,8 @@ struct PeerStats {
     last_delivery: Option<Instant>,
     /// What it wants of us (and has not cancelled): blocks it is fetching too.
     wants: HashSet<Cid>,
+    /// When it last said HAVE: as a fellow fetcher, it is getting blocks.
+    last_have: Option<Instant>,
 }
 
 impl PeerStats {
@@ -134,6 +140,7 @@ impl PeerStats {
             block_size: ASSUMED_BLOCK_SIZE,
             last_delivery: None,
             wants: HashSet::new(),
+            last_have: None,
         }
     }
 
@@ -427,6 +434,9 @@ impl Scheduler {
         if have {
             want.dont_have.remove(&peer);
             want.have.insert(peer);
+            if let Some(stats) = self.peers.get_mut(&peer) {
+                stats.last_have = Some(now);
+            }
         } else {
             want.have.remove(&peer);
             want.dont_have.insert(peer);
@@ -590,13 +600,18 @@ impl Scheduler {
         {
             return true;
         }
-        // Peers still fetching it: connected, not failed us, want not cancelled (or just).
+        // Peers still fetching it: connected, not failed us, want not cancelled (or just), and
+        // getting blocks (a HAVE from it lately, or our want is recent).
         let fetching = want
             .fellows
             .iter()
             .filter(|(p, cancelled)| {
-                self.peers.contains_key(*p)
-                    && !want.failed.contains(*p)
+                let Some(stats) = self.peers.get(*p) else {
+                    return false;
+                };
+                let progress = stats.last_have.map_or(want.since, |h| h.max(want.since));
+                !want.failed.contains(*p)
+                    && now.saturating_duration_since(progress) < FELLOW_PATIENCE
                     && match cancelled {
                         None => true,
                         Some(at) => now.saturating_duration_since(*at) < CANCEL_GRACE,
@@ -1033,22 +1048,64 @@ mod tests {
         s.received(&ours, source, 1, t);
         s.received(&theirs, fellow, 1, t);
 
-        // A fellow that never says HAVE delays a want by DEFER_LIMIT at most; one that
-        // cancels its want without saying HAVE (it gave up) is not waited for beyond the grace.
+        // A fellow that says no HAVE delays a want by FELLOW_PATIENCE; one that keeps saying
+        // HAVE for other blocks (it is getting them) keeps it waiting longer.
         let late = (0..)
             .map(cid)
             .find(|c| *c != theirs && rendezvous(c, &fellow) > rendezvous(c, &local))
             .unwrap();
-        s.peer_wants(&fellow, &[want_have(late)], false, t);
-        s.add_want(late, 1, t);
-        s.presence(source, &late, true, t);
-        assert!(blocks(&s.presence(fellow, &late, false, t)).is_empty());
-        assert!(blocks(&s.tick(t + DEFER_LIMIT / 2)).is_empty());
-        assert_eq!(blocks(&s.tick(t + DEFER_LIMIT)), vec![(source, late)]);
+        let other = (0..)
+            .map(cid)
+            .find(|c| ![theirs, late].contains(c) && rendezvous(c, &fellow) > rendezvous(c, &local))
+            .unwrap();
+        s.peer_wants(&fellow, &[want_have(late), want_have(other)], false, t);
+        for c in [late, other] {
+            s.add_want(c, 1, t);
+            s.presence(source, &c, true, t);
+            assert!(blocks(&s.presence(fellow, &c, false, t)).is_empty());
+        }
+        let t2 = t + FELLOW_PATIENCE / 2;
+        assert!(blocks(&s.tick(t2)).is_empty());
+        let mut cancel = want_have(other);
+        cancel.cancel = true;
+        s.peer_wants(&fellow, &[cancel], false, t2);
+        assert_eq!(
+            blocks(&s.presence(fellow, &other, true, t2)),
+            vec![(fellow, other)]
+        );
+        s.received(&other, fellow, 1, t2);
+        assert!(blocks(&s.tick(t + FELLOW_PATIENCE)).is_empty());
+        assert_eq!(blocks(&s.tick(t2 + FELLOW_PATIENCE)), vec![(source, late)]);
+        s.received(&late, source, 1, t2 + FELLOW_PATIENCE);
+
+        // However busy the fellow, a want waits DEFER_LIMIT at most.
+        let t = t2 + FELLOW_PATIENCE;
+        let slow = (0..)
+            .map(cid)
+            .find(|c| {
+                ![theirs, late, other].contains(c) && rendezvous(c, &fellow) > rendezvous(c, &local)
+            })
+            .unwrap();
+        s.peer_wants(&fellow, &[want_have(slow)], false, t);
+        s.add_want(slow, 1, t);
+        s.presence(source, &slow, true, t);
+        assert!(blocks(&s.presence(fellow, &slow, false, t)).is_empty());
+        let mut at = t;
+        while at + FELLOW_PATIENCE / 2 < t + DEFER_LIMIT {
+            at += FELLOW_PATIENCE / 2;
+            // It says HAVE for blocks we do not want (any more): it is getting blocks.
+            s.peers.get_mut(&fellow).unwrap().last_have = Some(at);
+            assert!(blocks(&s.tick(at)).is_empty());
+        }
+        assert_eq!(blocks(&s.tick(t + DEFER_LIMIT)), vec![(source, slow)]);
+        s.received(&slow, source, 1, t + DEFER_LIMIT);
 
         let gave_up = (0..)
             .map(cid)
-            .find(|c| ![theirs, late].contains(c) && rendezvous(c, &fellow) > rendezvous(c, &local))
+            .find(|c| {
+                ![theirs, late, other, slow].contains(c)
+                    && rendezvous(c, &fellow) > rendezvous(c, &local)
+            })
             .unwrap();
         let t = t + DEFER_LIMIT;
         s.peer_wants(&fellow, &[want_have(gave_up)], false, t);
