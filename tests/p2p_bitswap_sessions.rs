@@ -19,6 +19,35 @@ use p2p_support::{
 /// Generous: a want-block moves after a few seconds at most; this only bounds a hung test.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A client fetches `data` while only `bad` is connected; once `bad` has done its part (`done`
+/// holds) and `meanwhile` has checked the client, an honest peer holding the block connects.
+/// The client, and the block it got.
+async fn fetch_past_a_bad_peer(
+    bad: &ScriptedBitswapPeer,
+    done: impl Fn(&ScriptedBitswapPeer) -> bool,
+    meanwhile: impl FnOnce(&TestNode),
+    data: &[u8],
+) -> (TestNode, bytes::Bytes) {
+    let cid = cid_of(RAW, data);
+    let client = TestNode::start(vec![], FETCH_TIMEOUT).await;
+    client.p2p.dial(bad.addr.clone()).await.unwrap();
+    let p2p = client.p2p.clone();
+    let fetch = tokio::spawn(async move { p2p.fetch_block(&cid).await });
+    wait_until(Duration::from_secs(10), || async { done(bad) })
+        .await
+        .expect("the bad peer, the only one connected, gets the want-block");
+    meanwhile(&client);
+
+    let honest = TestNode::start(vec![], FETCH_TIMEOUT).await;
+    honest.put_block(data);
+    client.connect(&honest).await;
+    let block = fetch
+        .await
+        .unwrap()
+        .expect("the block, from the honest peer");
+    (client, block)
+}
+
 /// A peer that says HAVE and then never sends: once it holds the want-block, an honest peer
 /// that connects later still gets the block to us, because the want-block moves on when the
 /// liar misses its deadline.
@@ -29,23 +58,13 @@ async fn a_peer_that_says_have_and_never_sends_is_routed_around() {
     let liar =
         ScriptedBitswapPeer::start(HashMap::from([(cid, data.clone())]), BlockAnswer::Withhold)
             .await;
-    let client = TestNode::start(vec![], FETCH_TIMEOUT).await;
-    client.p2p.dial(liar.addr.clone()).await.unwrap();
-    let p2p = client.p2p.clone();
-    let fetch = tokio::spawn(async move { p2p.fetch_block(&cid).await });
-    wait_until(Duration::from_secs(10), || async {
-        liar.want_blocks.load(Ordering::SeqCst) >= 1
-    })
-    .await
-    .expect("the liar, the only peer saying HAVE, gets the want-block");
-
-    let honest = TestNode::start(vec![], FETCH_TIMEOUT).await;
-    honest.put_block(&data);
-    client.connect(&honest).await;
-    let block = fetch
-        .await
-        .unwrap()
-        .expect("the block, from the honest peer");
+    let (_client, block) = fetch_past_a_bad_peer(
+        &liar,
+        |p| p.want_blocks.load(Ordering::SeqCst) >= 1,
+        |_| {},
+        &data,
+    )
+    .await;
     assert_eq!(block.as_ref(), data.as_slice());
     assert_eq!(liar.blocks_sent.load(Ordering::SeqCst), 0);
 }
@@ -61,24 +80,13 @@ async fn a_peer_that_sends_wrong_bytes_loses_the_want_to_another_peer() {
         BlockAnswer::Send,
     )
     .await;
-    let client = TestNode::start(vec![], FETCH_TIMEOUT).await;
-    client.p2p.dial(forger.addr.clone()).await.unwrap();
-    let p2p = client.p2p.clone();
-    let fetch = tokio::spawn(async move { p2p.fetch_block(&cid).await });
-    wait_until(Duration::from_secs(10), || async {
-        forger.blocks_sent.load(Ordering::SeqCst) >= 1
-    })
-    .await
-    .expect("the forger is asked and sends its wrong bytes");
-    assert!(!client.blocks.has_blocking(&cid));
-
-    let honest = TestNode::start(vec![], FETCH_TIMEOUT).await;
-    honest.put_block(&data);
-    client.connect(&honest).await;
-    let block = fetch
-        .await
-        .unwrap()
-        .expect("the block, from the honest peer");
+    let (client, block) = fetch_past_a_bad_peer(
+        &forger,
+        |p| p.blocks_sent.load(Ordering::SeqCst) >= 1,
+        |client| assert!(!client.blocks.has_blocking(&cid)),
+        &data,
+    )
+    .await;
     assert_eq!(block.as_ref(), data.as_slice());
     assert_eq!(
         client.blocks.get_blocking(&cid).unwrap().unwrap().as_ref(),

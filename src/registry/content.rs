@@ -103,17 +103,23 @@ pub fn import_bytes(
     Ok((link, staged))
 }
 
+/// A file of at most one chunk as the import profile makes it, without the importer: a single
+/// raw block. `None` for more bytes than a chunk.
+pub fn one_block_file(bytes: Bytes) -> Option<(Link, (Cid, Bytes))> {
+    if bytes.len() > CHUNK_SIZE {
+        return None;
+    }
+    let cid = cid_of(RAW, &bytes);
+    let link = Link {
+        cid,
+        tsize: bytes.len() as u64,
+    };
+    Some((link, (cid, bytes)))
+}
+
 /// A link file naming `digest`: a single raw block, as the import profile makes small files.
 pub fn link_file(digest: &Digest) -> (Link, (Cid, Bytes)) {
-    let bytes = Bytes::from(digest.to_string());
-    let cid = cid_of(RAW, &bytes);
-    (
-        Link {
-            cid,
-            tsize: bytes.len() as u64,
-        },
-        (cid, bytes),
-    )
+    one_block_file(Bytes::from(digest.to_string())).expect("a digest is shorter than a chunk")
 }
 
 /// Reads the digest stored in a link file.
@@ -152,9 +158,12 @@ mod tests {
             staged.discard_blocking();
             assert_eq!(link.cid, cid_of(RAW, &bytes), "{len} bytes");
             assert_eq!(link.tsize, len as u64);
+            let (one, _) = one_block_file(Bytes::from(bytes)).expect("one chunk");
+            assert_eq!(one, link, "{len} bytes without the importer");
         }
         let bigger = vec![7u8; CHUNK_SIZE + 1];
         let (link, _staged) = import_bytes(&store, &bigger).expect("import");
         assert_ne!(link.cid.codec(), RAW, "more than a chunk is a file node");
+        assert!(one_block_file(Bytes::from(bigger)).is_none());
     }
 }

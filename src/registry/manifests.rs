@@ -3,14 +3,14 @@
 use bytes::Bytes;
 use cid::Cid;
 
-use super::content::{import_bytes, link_file};
+use super::content::{import_bytes, link_file, one_block_file};
 use super::digest::{Algorithm, Digest};
 use super::error::RegistryError;
 use super::layout;
 use super::manifest::{self, stored_media_type};
 use super::reference::{ManifestRef, RepoName, Tag};
 use super::{Registry, Unreadable};
-use crate::tree::{cid_of, file_size, Change, Link, TreeError, CHUNK_SIZE, RAW};
+use crate::tree::{file_size, Change, TreeError};
 
 /// A manifest as stored.
 #[derive(Debug, Clone)]
@@ -209,13 +209,10 @@ impl Registry {
         // A manifest of one chunk is one raw block, as the importer would make it: it goes
         // into the tree commit with the link files, synced once with them. A bigger one is
         // imported into a staging area first.
-        let (data, mut new_blocks, staged) = if bytes.len() <= CHUNK_SIZE {
-            let cid = cid_of(RAW, &bytes);
-            let link = Link {
-                cid,
-                tsize: bytes.len() as u64,
-            };
-            (link, vec![(cid, bytes.clone())], None)
+        let (data, mut new_blocks, staged) = if let Some((link, block)) =
+            one_block_file(bytes.clone())
+        {
+            (link, vec![block], None)
         } else {
             let blocks = self.tree().blocks().clone();
             let bytes = bytes.clone();

@@ -263,67 +263,84 @@ impl RawBitswapPeer {
     /// Like [`RawBitswapPeer::start`], but the first `lost` want-blocks it receives are lost in
     /// transit: counted in `wants_seen`, never answered.
     pub async fn start_losing(answers: HashMap<Cid, Vec<u8>>, lost: usize) -> RawBitswapPeer {
-        use ipns_registry::p2p::bitswap::{
-            read_message, write_message, CidPrefix, Message, PayloadBlock, Version, WantType,
-        };
-        use libp2p::futures::StreamExt as _;
-        use libp2p::StreamProtocol;
+        use ipns_registry::p2p::bitswap::{CidPrefix, Message, PayloadBlock, WantType};
         use std::sync::atomic::{AtomicUsize, Ordering};
 
-        init_tracing();
-        let swarm = tcp_swarm(Duration::from_secs(60), |_| libp2p_stream::Behaviour::new());
-        let peer_id = *swarm.local_peer_id();
-        let protocol = StreamProtocol::new("/ipfs/bitswap/1.2.0");
-        let mut control = swarm.behaviour().new_control();
-        let mut incoming = control.accept(protocol.clone()).unwrap();
-        let (addr, driver) = listen_and_drive(swarm).await;
         let wants_seen = Arc::new(AtomicUsize::new(0));
         let seen = wants_seen.clone();
-        let answers = Arc::new(answers);
-        let server = tokio::spawn(async move {
-            while let Some((peer, mut inbound)) = incoming.next().await {
-                let mut control = control.clone();
-                let answers = answers.clone();
-                let seen = seen.clone();
-                let protocol = protocol.clone();
-                tokio::spawn(async move {
-                    let mut outbound = None;
-                    while let Ok(Some(message)) = read_message(&mut inbound).await {
-                        let mut reply = Message::default();
-                        for entry in message.entries {
-                            if entry.cancel || entry.want_type != WantType::Block {
-                                continue;
-                            }
-                            if seen.fetch_add(1, Ordering::SeqCst) < lost {
-                                continue;
-                            }
-                            if let Some(data) = answers.get(&entry.cid) {
-                                reply.payload.push(PayloadBlock {
-                                    prefix: CidPrefix::of(&entry.cid),
-                                    data: Bytes::from(data.clone()),
-                                });
-                            }
-                        }
-                        if reply.is_empty() {
-                            continue;
-                        }
-                        if outbound.is_none() {
-                            outbound = control.open_stream(peer, protocol.clone()).await.ok();
-                        }
-                        if let Some(stream) = outbound.as_mut() {
-                            let _ = write_message(stream, &reply, Version::V120).await;
-                        }
-                    }
-                });
+        let (peer_id, addr, tasks) = serve_bitswap(move |message: Message| {
+            let mut reply = Message::default();
+            for entry in message.entries {
+                if entry.cancel || entry.want_type != WantType::Block {
+                    continue;
+                }
+                if seen.fetch_add(1, Ordering::SeqCst) < lost {
+                    continue;
+                }
+                if let Some(data) = answers.get(&entry.cid) {
+                    reply.payload.push(PayloadBlock {
+                        prefix: CidPrefix::of(&entry.cid),
+                        data: Bytes::from(data.clone()),
+                    });
+                }
             }
-        });
+            reply
+        })
+        .await;
         RawBitswapPeer {
             peer_id,
             addr,
             wants_seen,
-            tasks: vec![driver, server],
+            tasks,
         }
     }
+}
+
+/// A bare libp2p peer (TCP, noise, yamux, libp2p-stream) on 127.0.0.1 speaking Bitswap 1.2.0:
+/// every message a peer sends is answered with what `answer` makes of it (nothing, if that is
+/// empty), over one outbound stream per peer. Its id, address, and the tasks that run it.
+async fn serve_bitswap<F>(answer: F) -> (PeerId, Multiaddr, Vec<tokio::task::JoinHandle<()>>)
+where
+    F: Fn(ipns_registry::p2p::bitswap::Message) -> ipns_registry::p2p::bitswap::Message
+        + Send
+        + Sync
+        + 'static,
+{
+    use ipns_registry::p2p::bitswap::{read_message, write_message, Version};
+    use libp2p::futures::StreamExt as _;
+    use libp2p::StreamProtocol;
+
+    init_tracing();
+    let swarm = tcp_swarm(Duration::from_secs(60), |_| libp2p_stream::Behaviour::new());
+    let peer_id = *swarm.local_peer_id();
+    let protocol = StreamProtocol::new("/ipfs/bitswap/1.2.0");
+    let mut control = swarm.behaviour().new_control();
+    let mut incoming = control.accept(protocol.clone()).unwrap();
+    let (addr, driver) = listen_and_drive(swarm).await;
+    let answer = Arc::new(answer);
+    let server = tokio::spawn(async move {
+        while let Some((peer, mut inbound)) = incoming.next().await {
+            let mut control = control.clone();
+            let answer = answer.clone();
+            let protocol = protocol.clone();
+            tokio::spawn(async move {
+                let mut outbound = None;
+                while let Ok(Some(message)) = read_message(&mut inbound).await {
+                    let reply = answer(message);
+                    if reply.is_empty() {
+                        continue;
+                    }
+                    if outbound.is_none() {
+                        outbound = control.open_stream(peer, protocol.clone()).await.ok();
+                    }
+                    if let Some(stream) = outbound.as_mut() {
+                        let _ = write_message(stream, &reply, Version::V120).await;
+                    }
+                }
+            });
+        }
+    });
+    (peer_id, addr, vec![driver, server])
 }
 
 /// A libp2p fetch answer as it travels (`FetchResponse` of the spec's `.proto`).
@@ -617,82 +634,51 @@ impl ScriptedBitswapPeer {
     /// Starts the peer on 127.0.0.1 with the data it claims to hold and how it answers.
     pub async fn start(holds: HashMap<Cid, Vec<u8>>, answer: BlockAnswer) -> ScriptedBitswapPeer {
         use ipns_registry::p2p::bitswap::{
-            read_message, write_message, BlockPresence, CidPrefix, Message, PayloadBlock, Presence,
-            Version, WantType,
+            BlockPresence, CidPrefix, Message, PayloadBlock, Presence, WantType,
         };
-        use libp2p::futures::StreamExt as _;
-        use libp2p::StreamProtocol;
         use std::sync::atomic::{AtomicUsize, Ordering};
 
-        init_tracing();
-        let swarm = tcp_swarm(Duration::from_secs(60), |_| libp2p_stream::Behaviour::new());
-        let peer_id = *swarm.local_peer_id();
-        let protocol = StreamProtocol::new("/ipfs/bitswap/1.2.0");
-        let mut control = swarm.behaviour().new_control();
-        let mut incoming = control.accept(protocol.clone()).unwrap();
-        let (addr, driver) = listen_and_drive(swarm).await;
         let want_blocks = Arc::new(AtomicUsize::new(0));
         let blocks_sent = Arc::new(AtomicUsize::new(0));
         let (seen, sent) = (want_blocks.clone(), blocks_sent.clone());
-        let holds = Arc::new(holds);
-        let server = tokio::spawn(async move {
-            while let Some((peer, mut inbound)) = incoming.next().await {
-                let mut control = control.clone();
-                let holds = holds.clone();
-                let (seen, sent) = (seen.clone(), sent.clone());
-                let protocol = protocol.clone();
-                tokio::spawn(async move {
-                    let mut outbound = None;
-                    while let Ok(Some(message)) = read_message(&mut inbound).await {
-                        let mut reply = Message::default();
-                        for entry in message.entries {
-                            if entry.cancel {
-                                continue;
-                            }
-                            let held = holds.get(&entry.cid);
-                            match (entry.want_type, held) {
-                                (WantType::Have, Some(_)) => reply.presences.push(BlockPresence {
-                                    cid: entry.cid,
-                                    presence: Presence::Have,
-                                }),
-                                (WantType::Block, Some(data)) => {
-                                    seen.fetch_add(1, Ordering::SeqCst);
-                                    if answer == BlockAnswer::Send {
-                                        sent.fetch_add(1, Ordering::SeqCst);
-                                        reply.payload.push(PayloadBlock {
-                                            prefix: CidPrefix::of(&entry.cid),
-                                            data: Bytes::from(data.clone()),
-                                        });
-                                    }
-                                }
-                                (_, None) if entry.send_dont_have => {
-                                    reply.presences.push(BlockPresence {
-                                        cid: entry.cid,
-                                        presence: Presence::DontHave,
-                                    })
-                                }
-                                _ => {}
-                            }
-                        }
-                        if reply.is_empty() {
-                            continue;
-                        }
-                        if outbound.is_none() {
-                            outbound = control.open_stream(peer, protocol.clone()).await.ok();
-                        }
-                        if let Some(stream) = outbound.as_mut() {
-                            let _ = write_message(stream, &reply, Version::V120).await;
+        let (peer_id, addr, tasks) = serve_bitswap(move |message: Message| {
+            let mut reply = Message::default();
+            for entry in message.entries {
+                if entry.cancel {
+                    continue;
+                }
+                let held = holds.get(&entry.cid);
+                match (entry.want_type, held) {
+                    (WantType::Have, Some(_)) => reply.presences.push(BlockPresence {
+                        cid: entry.cid,
+                        presence: Presence::Have,
+                    }),
+                    (WantType::Block, Some(data)) => {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        if answer == BlockAnswer::Send {
+                            sent.fetch_add(1, Ordering::SeqCst);
+                            reply.payload.push(PayloadBlock {
+                                prefix: CidPrefix::of(&entry.cid),
+                                data: Bytes::from(data.clone()),
+                            });
                         }
                     }
-                });
+                    (_, None) if entry.send_dont_have => reply.presences.push(BlockPresence {
+                        cid: entry.cid,
+                        presence: Presence::DontHave,
+                    }),
+                    _ => {}
+                }
             }
-        });
+            reply
+        })
+        .await;
         ScriptedBitswapPeer {
             peer_id,
             addr,
             want_blocks,
             blocks_sent,
-            tasks: vec![driver, server],
+            tasks,
         }
     }
 }

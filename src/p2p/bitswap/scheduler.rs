@@ -731,6 +731,26 @@ mod tests {
         cid_of(RAW, &i.to_le_bytes())
     }
 
+    /// A scheduler of node `local` (if known) with `peers` connected at `now`.
+    fn connected(local: Option<PeerId>, peers: &[PeerId], now: Instant) -> Scheduler {
+        let mut s = Scheduler::default();
+        if let Some(local) = local {
+            s.set_local_peer(local);
+        }
+        for peer in peers {
+            s.add_peer(*peer, now);
+        }
+        s
+    }
+
+    /// A test CID that `first` ranks before `second` for, other than `taken`.
+    fn ranked_first(first: &PeerId, second: &PeerId, taken: &[Cid]) -> Cid {
+        (0..)
+            .map(cid)
+            .find(|c| !taken.contains(c) && rendezvous(c, first) > rendezvous(c, second))
+            .expect("some CID")
+    }
+
     /// The want-blocks among `orders`, as (peer, cid).
     fn blocks(orders: &[Order]) -> Vec<(PeerId, Cid)> {
         orders
@@ -789,10 +809,8 @@ mod tests {
     #[test]
     fn want_blocks_are_spread_over_the_peers_that_have_them() {
         let now = Instant::now();
-        let mut s = Scheduler::default();
         let (a, b) = (PeerId::random(), PeerId::random());
-        s.add_peer(a, now);
-        s.add_peer(b, now);
+        let mut s = connected(None, &[a, b], now);
         let mut asked = HashMap::<PeerId, usize>::new();
         for i in 0..8 {
             s.add_want(cid(i), 1, now);
@@ -810,10 +828,8 @@ mod tests {
     #[test]
     fn a_peer_holding_fewer_of_our_wants_is_preferred_over_the_source() {
         let now = Instant::now();
-        let mut s = Scheduler::default();
         let (source, replica) = (PeerId::random(), PeerId::random());
-        s.add_peer(source, now);
-        s.add_peer(replica, now);
+        let mut s = connected(None, &[source, replica], now);
         for i in 0..10 {
             s.add_want(cid(i), 1, now);
         }
@@ -836,10 +852,8 @@ mod tests {
     #[test]
     fn dont_have_from_the_asked_peer_moves_the_want_block() {
         let now = Instant::now();
-        let mut s = Scheduler::default();
         let (a, b) = (PeerId::random(), PeerId::random());
-        s.add_peer(a, now);
-        s.add_peer(b, now);
+        let mut s = connected(None, &[a, b], now);
         s.add_want(cid(1), 1, now);
         let first = blocks(&s.presence(a, &cid(1), true, now));
         assert_eq!(first, vec![(a, cid(1))]);
@@ -859,10 +873,8 @@ mod tests {
     #[test]
     fn a_want_block_not_delivered_in_time_moves_with_a_cancel() {
         let now = Instant::now();
-        let mut s = Scheduler::default();
         let (a, b) = (PeerId::random(), PeerId::random());
-        s.add_peer(a, now);
-        s.add_peer(b, now);
+        let mut s = connected(None, &[a, b], now);
         s.add_want(cid(1), 1, now);
         let first = blocks(&s.presence(a, &cid(1), true, now));
         let second = blocks(&s.presence(b, &cid(1), true, now));
@@ -882,10 +894,8 @@ mod tests {
     #[test]
     fn a_disconnected_peer_s_want_blocks_go_elsewhere() {
         let now = Instant::now();
-        let mut s = Scheduler::default();
         let (a, b) = (PeerId::random(), PeerId::random());
-        s.add_peer(a, now);
-        s.add_peer(b, now);
+        let mut s = connected(None, &[a, b], now);
         s.add_want(cid(1), 1, now);
         let asked = blocks(&s.presence(a, &cid(1), true, now));
         assert_eq!(asked, vec![(a, cid(1))]);
@@ -898,10 +908,8 @@ mod tests {
     #[test]
     fn junk_moves_every_want_block_of_the_peer() {
         let now = Instant::now();
-        let mut s = Scheduler::default();
         let (a, b) = (PeerId::random(), PeerId::random());
-        s.add_peer(a, now);
-        s.add_peer(b, now);
+        let mut s = connected(None, &[a, b], now);
         s.add_want(cid(1), 1, now);
         s.add_want(cid(2), 1, now);
         // Only a says HAVE at first: it gets both want-blocks.
@@ -922,9 +930,8 @@ mod tests {
     #[test]
     fn arrival_frees_the_slot_for_the_next_want() {
         let now = Instant::now();
-        let mut s = Scheduler::default();
         let a = PeerId::random();
-        s.add_peer(a, now);
+        let mut s = connected(None, &[a], now);
         let n = 2 * INITIAL_WINDOW as u32;
         let mut asked = Vec::new();
         for i in 0..n {
@@ -947,10 +954,8 @@ mod tests {
     #[test]
     fn unanswered_peers_get_the_want_block_after_a_delay() {
         let now = Instant::now();
-        let mut s = Scheduler::default();
         let (legacy, silent) = (PeerId::random(), PeerId::random());
-        s.add_peer(legacy, now);
-        s.add_peer(silent, now);
+        let mut s = connected(None, &[legacy, silent], now);
         s.set_presences(legacy, false, now);
         let orders = s.add_want(cid(1), 1, now);
         assert_eq!(
@@ -1006,20 +1011,11 @@ mod tests {
     #[test]
     fn fellow_fetchers_split_the_blocks_and_take_the_rest_from_each_other() {
         let now = Instant::now();
-        let mut s = Scheduler::default();
         let (local, source, fellow) = (PeerId::random(), PeerId::random(), PeerId::random());
-        s.set_local_peer(local);
-        s.add_peer(source, now);
-        s.add_peer(fellow, now);
+        let mut s = connected(Some(local), &[source, fellow], now);
         // One CID we rank first for, one the fellow ranks first for.
-        let ours = (0..)
-            .map(cid)
-            .find(|c| rendezvous(c, &local) > rendezvous(c, &fellow))
-            .unwrap();
-        let theirs = (0..)
-            .map(cid)
-            .find(|c| rendezvous(c, &fellow) > rendezvous(c, &local))
-            .unwrap();
+        let ours = ranked_first(&local, &fellow, &[]);
+        let theirs = ranked_first(&fellow, &local, &[]);
         // The fellow's want of `ours` arrives before we want it, of `theirs` after.
         s.peer_wants(&fellow, &[want_have(ours)], false, now);
         for c in [ours, theirs] {
@@ -1050,14 +1046,8 @@ mod tests {
 
         // A fellow that says no HAVE delays a want by FELLOW_PATIENCE; one that keeps saying
         // HAVE for other blocks (it is getting them) keeps it waiting longer.
-        let late = (0..)
-            .map(cid)
-            .find(|c| *c != theirs && rendezvous(c, &fellow) > rendezvous(c, &local))
-            .unwrap();
-        let other = (0..)
-            .map(cid)
-            .find(|c| ![theirs, late].contains(c) && rendezvous(c, &fellow) > rendezvous(c, &local))
-            .unwrap();
+        let late = ranked_first(&fellow, &local, &[theirs]);
+        let other = ranked_first(&fellow, &local, &[theirs, late]);
         s.peer_wants(&fellow, &[want_have(late), want_have(other)], false, t);
         for c in [late, other] {
             s.add_want(c, 1, t);
@@ -1080,12 +1070,7 @@ mod tests {
 
         // However busy the fellow, a want waits DEFER_LIMIT at most.
         let t = t2 + FELLOW_PATIENCE;
-        let slow = (0..)
-            .map(cid)
-            .find(|c| {
-                ![theirs, late, other].contains(c) && rendezvous(c, &fellow) > rendezvous(c, &local)
-            })
-            .unwrap();
+        let slow = ranked_first(&fellow, &local, &[theirs, late, other]);
         s.peer_wants(&fellow, &[want_have(slow)], false, t);
         s.add_want(slow, 1, t);
         s.presence(source, &slow, true, t);
@@ -1100,13 +1085,7 @@ mod tests {
         assert_eq!(blocks(&s.tick(t + DEFER_LIMIT)), vec![(source, slow)]);
         s.received(&slow, source, 1, t + DEFER_LIMIT);
 
-        let gave_up = (0..)
-            .map(cid)
-            .find(|c| {
-                ![theirs, late, other, slow].contains(c)
-                    && rendezvous(c, &fellow) > rendezvous(c, &local)
-            })
-            .unwrap();
+        let gave_up = ranked_first(&fellow, &local, &[theirs, late, other, slow]);
         let t = t + DEFER_LIMIT;
         s.peer_wants(&fellow, &[want_have(gave_up)], false, t);
         s.add_want(gave_up, 1, t);
@@ -1122,17 +1101,8 @@ mod tests {
     #[test]
     fn a_peer_fetching_other_blocks_does_not_hold_ours_back() {
         let now = Instant::now();
-        let mut s = Scheduler::default();
-        let (local, source, other, idle) = (
-            PeerId::random(),
-            PeerId::random(),
-            PeerId::random(),
-            PeerId::random(),
-        );
-        s.set_local_peer(local);
-        s.add_peer(source, now);
-        s.add_peer(other, now);
-        s.add_peer(idle, now);
+        let [local, source, other, idle] = [(); 4].map(|_| PeerId::random());
+        let mut s = connected(Some(local), &[source, other, idle], now);
         // `other` fetches blocks we do not want; `idle` fetches nothing.
         s.peer_wants(
             &other,
@@ -1156,11 +1126,8 @@ mod tests {
     #[test]
     fn a_lone_fetcher_does_not_wait() {
         let now = Instant::now();
-        let mut s = Scheduler::default();
         let (local, source, idle) = (PeerId::random(), PeerId::random(), PeerId::random());
-        s.set_local_peer(local);
-        s.add_peer(source, now);
-        s.add_peer(idle, now);
+        let mut s = connected(Some(local), &[source, idle], now);
         for i in 0..3 {
             s.add_want(cid(i), 1, now);
             assert_eq!(
@@ -1173,10 +1140,8 @@ mod tests {
     #[test]
     fn stuck_once_every_peer_lacks_the_block() {
         let now = Instant::now();
-        let mut s = Scheduler::default();
         let (a, b) = (PeerId::random(), PeerId::random());
-        s.add_peer(a, now);
-        s.add_peer(b, now);
+        let mut s = connected(None, &[a, b], now);
         s.add_want(cid(1), 1, now);
         assert!(!s.stuck(&cid(1)));
         s.presence(a, &cid(1), false, now);
