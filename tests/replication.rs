@@ -626,13 +626,16 @@ async fn records_are_renewed_before_they_lapse() {
     })
     .await;
     // Well past the first record's lifetime, with no pushes: the replica holds a newer record
-    // of the same root and still accepts its renewals, so nothing lapsed.
+    // of the same root and still accepts its renewals, so nothing lapsed. (How many renewals
+    // came by then depends on the machine's load; that they keep coming is waited for.)
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let later = followed_sequence(&replica).await.expect("still a record");
-    assert!(
-        later >= first + 2,
-        "sequence {first} -> {later}: not renewed"
-    );
+    followed_sequence(&replica).await.expect("still a record");
+    wait_for(&format!("two renewals after sequence {first}"), || async {
+        followed_sequence(&replica)
+            .await
+            .filter(|later| *later >= first + 2)
+    })
+    .await;
     assert_eq!(
         served_manifest(&client, &base, "renew/app", "v1").await,
         Some(v1.manifest)
