@@ -264,8 +264,14 @@ wait "$runner" || status=$?
 [ -z "$(ip netns list | grep "^nlsk$tag-" || true)" ] || fail "a killed run left namespaces"
 
 step "up refuses without root"
-out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$netlab" up "nlsr$tag" lan 1 2>&1) &&
+# The unprivileged user may not enter the checkout (a fresh clone in a 0700 mktemp directory):
+# it runs a copy from a directory it can read.
+unprivileged=$(mktemp -d)
+chmod 755 "$unprivileged"
+install -m 755 "$netlab" "$unprivileged/netlab.sh"
+out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$unprivileged/netlab.sh" up "nlsr$tag" lan 1 2>&1) &&
   fail "up ran without root"
+rm -rf "$unprivileged"
 grep -q 'needs root' <<<"$out" || fail "without root: $out"
 
 echo "netlab self-test: OK"
