@@ -550,3 +550,181 @@ async fn edits_to_a_sharded_directory_give_the_reference_cid() {
         assert_eq!(found.is_some(), present, "{name}");
     }
 }
+
+/// A directory `d` with `entries`, under a root, in `source`; returns the root.
+fn tree_with_directory(source: &mut MemorySource, entries: &BTreeMap<String, Link>) -> Link {
+    let (dir, blocks) = encode_directory(entries).expect("encode");
+    for (cid, bytes) in blocks {
+        source.insert(cid, bytes);
+    }
+    let (root, blocks) = encode_directory(&BTreeMap::from([("d".to_owned(), dir)])).expect("root");
+    for (cid, bytes) in blocks {
+        source.insert(cid, bytes);
+    }
+    root
+}
+
+/// The directory `d` under `root`, and what a fresh import of `expected` gives.
+async fn directory_d_matches(source: &MemorySource, root: &Cid, expected: &BTreeMap<String, Link>) {
+    let dir = lookup(source, root, "d").await.expect("d");
+    let (fresh, _) = encode_directory(expected).expect("encode");
+    if expected.is_empty() {
+        assert_eq!(dir, None, "an emptied directory is removed");
+    } else {
+        assert_eq!(dir, Some(fresh), "edited in place = imported fresh");
+    }
+}
+
+#[tokio::test]
+async fn an_edit_to_a_sharded_directory_rewrites_only_the_shards_on_its_path() {
+    let mut source = MemorySource::default();
+    let mut entries = directory_entries(20000);
+    let root = tree_with_directory(&mut source, &entries);
+    source.take_fetched();
+
+    // A new name, a changed one and a removed one: each reads and writes the root shard and the
+    // shards on its own hash path, not the 250-odd others.
+    let added = test_file(20000);
+    let changed = test_file(30000);
+    let changes = vec![
+        Change::Put {
+            path: vec!["d".into(), "entry-20000".into()],
+            link: added,
+        },
+        Change::Put {
+            path: vec!["d".into(), "entry-00042".into()],
+            link: changed,
+        },
+        Change::Remove {
+            path: vec!["d".into(), "entry-00043".into()],
+        },
+    ];
+    let (root, blocks) = apply_changes(&source, &root.cid, changes)
+        .await
+        .expect("edit");
+    let fetched = source.take_fetched();
+    // The tree's root, d's root shard, and at most three levels below it for each name.
+    assert!(fetched <= 2 + 3 * 3, "{fetched} blocks read");
+    // The same, written: the new root, d's root shard, the shards on the three paths.
+    assert!(blocks.len() <= 2 + 3 * 3, "{} blocks written", blocks.len());
+    for (cid, bytes) in blocks {
+        source.insert(cid, bytes);
+    }
+    entries.insert("entry-20000".into(), added);
+    entries.insert("entry-00042".into(), changed);
+    entries.remove("entry-00043");
+    // Removing one name among 20000 shrinks the directory, which then reads it whole to decide
+    // whether it is still over the threshold: the result is the same either way.
+    directory_d_matches(&source, &root.cid, &entries).await;
+}
+
+#[tokio::test]
+async fn growing_a_sharded_directory_reads_only_the_paths_of_the_new_names() {
+    let mut source = MemorySource::default();
+    let mut entries = directory_entries(20000);
+    let mut root = tree_with_directory(&mut source, &entries).cid;
+    for i in 20000..20100 {
+        source.take_fetched();
+        let link = test_file(i);
+        let name = format!("entry-{i:05}");
+        let changes = vec![Change::Put {
+            path: vec!["d".into(), name.clone()],
+            link,
+        }];
+        let (new_root, blocks) = apply_changes(&source, &root, changes).await.expect("put");
+        let fetched = source.take_fetched();
+        assert!(fetched <= 5, "{name}: {fetched} blocks read");
+        assert!(blocks.len() <= 5, "{name}: {} blocks written", blocks.len());
+        for (cid, bytes) in blocks {
+            source.insert(cid, bytes);
+        }
+        entries.insert(name, link);
+        root = new_root.cid;
+    }
+    directory_d_matches(&source, &root, &entries).await;
+}
+
+/// A small deterministic generator (xorshift64*), so a failing sequence can be replayed.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+#[tokio::test]
+async fn random_edits_in_place_match_a_fresh_import_across_the_threshold() {
+    let mut source = MemorySource::default();
+    let mut entries = directory_entries(5200);
+    let mut root = tree_with_directory(&mut source, &entries).cid;
+    let mut random = Xorshift(0x9e37_79b9_7f4a_7c15);
+    // Batches that mostly add, mostly remove (down through the threshold at about 4770 entries
+    // and back up), and change links (other sizes change the entries' encoded lengths).
+    let plan: &[(u64, u64, u64, usize)] = &[
+        // (percent puts of new names, percent changes, percent removals, batch size)
+        (100, 0, 0, 1),
+        (0, 100, 0, 1),
+        (0, 0, 100, 1),
+        (60, 20, 20, 40),
+        (0, 0, 100, 300),
+        (10, 10, 80, 200),
+        (100, 0, 0, 600),
+        (30, 40, 30, 120),
+        // Growing batches with removals among them stay in place: a removal that leaves one
+        // entry in a child shard folds it back into its parent slot.
+        (75, 0, 25, 400),
+        (70, 10, 20, 400),
+        (0, 0, 100, 5000),
+        (100, 0, 0, 5000),
+    ];
+    let mut next_name = 100_000;
+    for (step, &(puts, changes, _, size)) in plan.iter().enumerate() {
+        let mut batch = Vec::new();
+        let mut model = entries.clone();
+        for _ in 0..size {
+            let roll = random.below(100);
+            let existing: Option<String> = (!model.is_empty()).then(|| {
+                let at = random.below(model.len() as u64) as usize;
+                model.keys().nth(at).cloned().unwrap_or_default()
+            });
+            let (name, link) = if roll < puts || existing.is_none() {
+                next_name += 1;
+                (format!("n-{next_name}"), Some(test_file(next_name)))
+            } else if roll < puts + changes {
+                // A link whose Tsize has a different varint length.
+                let bytes = vec![b'x'; 1 + random.below(300) as usize];
+                let link = Link {
+                    cid: cid_of(RAW, &bytes),
+                    tsize: bytes.len() as u64,
+                };
+                (existing.unwrap_or_default(), Some(link))
+            } else {
+                (existing.unwrap_or_default(), None)
+            };
+            let path = vec!["d".to_owned(), name.clone()];
+            match link {
+                Some(link) => {
+                    model.insert(name, link);
+                    batch.push(Change::Put { path, link });
+                }
+                None => {
+                    model.remove(&name);
+                    batch.push(Change::Remove { path });
+                }
+            }
+        }
+        let (new_root, blocks) = apply_changes(&source, &root, batch)
+            .await
+            .unwrap_or_else(|e| panic!("step {step}: {e}"));
+        for (cid, bytes) in blocks {
+            source.insert(cid, bytes);
+        }
+        root = new_root.cid;
+        entries = model;
+        directory_d_matches(&source, &root, &entries).await;
+    }
+}

@@ -25,6 +25,23 @@ pub fn encode_directory(
     Ok((link, vec![(link.cid, bytes)]))
 }
 
+/// Bytes the entry `name` takes in a basic directory block (nothing for `None`): what a basic
+/// block's size changes by when the entry comes, goes or changes.
+pub(crate) fn basic_entry_len(name: &str, link: Option<&Link>) -> usize {
+    link.map_or(0, |link| {
+        PbNode {
+            links: vec![PbLink {
+                cid: link.cid,
+                name: name.to_owned(),
+                tsize: link.tsize,
+            }],
+            data: None,
+        }
+        .encode()
+        .len()
+    })
+}
+
 fn basic_node(entries: &BTreeMap<String, Link>) -> PbNode {
     // BTreeMap iterates in byte order of the names: the order go-unixfs and js-unixfs sort by.
     PbNode {
@@ -60,6 +77,15 @@ pub async fn read_directory(
 ) -> Result<BTreeMap<String, Link>, TreeError> {
     let block = source.block(cid).await?;
     let (node, data) = decode_directory(cid, &block)?;
+    entries_of(source, node, data).await
+}
+
+/// All entries of a decoded directory node.
+pub(crate) async fn entries_of(
+    source: &dyn BlockSource,
+    node: PbNode,
+    data: UnixfsData,
+) -> Result<BTreeMap<String, Link>, TreeError> {
     if data.kind == DataType::HamtShard {
         return hamt::read_all(source, node, data).await;
     }

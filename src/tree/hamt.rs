@@ -7,7 +7,9 @@
 //! inserts and removals), so the same entries always get the same CID.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::Cursor;
+use std::pin::Pin;
 
 use bytes::Bytes;
 use cid::Cid;
@@ -46,22 +48,30 @@ pub fn hash_name(name: &str) -> [u8; HASH_BYTES] {
     (full as u64).to_be_bytes()
 }
 
-enum Slot<'a> {
-    Entry(&'a str, Link),
-    Shard(Shard<'a>),
+enum Slot {
+    Entry(String, Link),
+    Shard(Shard),
+    /// A child shard not decoded: an edit never went down its hash path.
+    Stored(Link),
 }
 
 #[derive(Default)]
-struct Shard<'a> {
-    slots: BTreeMap<u8, Slot<'a>>,
+struct Shard {
+    slots: BTreeMap<u8, Slot>,
 }
 
-impl<'a> Shard<'a> {
-    fn insert(&mut self, depth: usize, name: &'a str, link: Link) -> Result<(), TreeError> {
-        let hash = hash_name(name);
-        let index = *hash.get(depth).ok_or_else(|| {
-            TreeError::Decode(format!("HAMT: 64-bit hash collision for {name:?}"))
-        })?;
+type ShardFuture<'s, T> = Pin<Box<dyn Future<Output = Result<T, TreeError>> + Send + 's>>;
+
+fn slot_index(hash: &[u8; HASH_BYTES], depth: usize, name: &str) -> Result<u8, TreeError> {
+    hash.get(depth)
+        .copied()
+        .ok_or_else(|| TreeError::Decode(format!("HAMT: 64-bit hash collision for {name:?}")))
+}
+
+impl Shard {
+    /// Inserts a name that is not in the shard yet, into decoded shards only (a fresh build).
+    fn insert(&mut self, depth: usize, name: String, link: Link) -> Result<(), TreeError> {
+        let index = slot_index(&hash_name(&name), depth, &name)?;
         match self.slots.remove(&index) {
             None => {
                 self.slots.insert(index, Slot::Entry(name, link));
@@ -76,11 +86,175 @@ impl<'a> Shard<'a> {
                 shard.insert(depth + 1, name, link)?;
                 self.slots.insert(index, Slot::Shard(shard));
             }
+            Some(Slot::Stored(_)) => {
+                return Err(TreeError::Decode(
+                    "HAMT: insert into a shard that is not decoded".into(),
+                ))
+            }
         }
         Ok(())
     }
 
-    /// Encodes this shard and its children; returns its link and pushes every block.
+    /// Decodes one of this node's shards (fanout 256, murmur3) for editing.
+    fn from_node(node: PbNode, data: &UnixfsData) -> Result<Shard, TreeError> {
+        let geometry = geometry(data)?;
+        if geometry.bits != 8 {
+            return Err(TreeError::Decode(format!(
+                "HAMT shard of fanout {:?} in a tree of fanout {FANOUT}",
+                data.fanout
+            )));
+        }
+        let mut shard = Shard::default();
+        for link in node.links {
+            let target = Link {
+                cid: link.cid,
+                tsize: link.tsize,
+            };
+            let index = link
+                .name
+                .get(..geometry.prefix_len)
+                .and_then(|prefix| u8::from_str_radix(prefix, 16).ok())
+                .ok_or_else(|| {
+                    TreeError::Decode(format!("HAMT link name {:?} has no slot prefix", link.name))
+                })?;
+            let name = &link.name[geometry.prefix_len..];
+            let slot = if name.is_empty() {
+                Slot::Stored(target)
+            } else {
+                Slot::Entry(name.to_owned(), target)
+            };
+            if shard.slots.insert(index, slot).is_some() {
+                return Err(TreeError::Decode(format!(
+                    "HAMT shard has two links in slot {index:02X}"
+                )));
+            }
+        }
+        Ok(shard)
+    }
+
+    async fn load(source: &dyn BlockSource, link: &Link) -> Result<Shard, TreeError> {
+        let block = source.block(&link.cid).await?;
+        let (node, data) = decode_shard(&link.cid, &block)?;
+        Shard::from_node(node, &data)
+    }
+
+    /// The slot `index` as a decoded shard, if it holds a shard.
+    async fn decoded_child(
+        &mut self,
+        source: &dyn BlockSource,
+        index: u8,
+    ) -> Result<Option<&mut Shard>, TreeError> {
+        if let Some(Slot::Stored(link)) = self.slots.get(&index) {
+            let shard = Shard::load(source, link).await?;
+            self.slots.insert(index, Slot::Shard(shard));
+        }
+        Ok(match self.slots.get_mut(&index) {
+            Some(Slot::Shard(shard)) => Some(shard),
+            _ => None,
+        })
+    }
+
+    /// The entry `name`, decoding the shards on its hash path.
+    fn get<'s>(
+        &'s mut self,
+        source: &'s dyn BlockSource,
+        depth: usize,
+        name: &'s str,
+    ) -> ShardFuture<'s, Option<Link>> {
+        Box::pin(async move {
+            let index = slot_index(&hash_name(name), depth, name)?;
+            if let Some(Slot::Entry(other, link)) = self.slots.get(&index) {
+                return Ok((other == name).then_some(*link));
+            }
+            match self.decoded_child(source, index).await? {
+                Some(child) => child.get(source, depth + 1, name).await,
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Sets (`Some`) or removes (`None`) the entry `name`, keeping the trie canonical: a slot
+    /// holds a child shard only while two or more entries share it. Returns the entry's
+    /// previous link.
+    fn set<'s>(
+        &'s mut self,
+        source: &'s dyn BlockSource,
+        depth: usize,
+        name: String,
+        link: Option<Link>,
+    ) -> ShardFuture<'s, Option<Link>> {
+        Box::pin(async move {
+            let index = slot_index(&hash_name(&name), depth, &name)?;
+            if self.decoded_child(source, index).await?.is_some() {
+                let Some(Slot::Shard(mut child)) = self.slots.remove(&index) else {
+                    unreachable!("decoded_child found a shard in this slot");
+                };
+                let previous = child.set(source, depth + 1, name, link).await?;
+                // A child left with a single entry folds back into this slot.
+                let single_entry = child.slots.len() == 1
+                    && matches!(child.slots.values().next(), Some(Slot::Entry(..)));
+                if single_entry {
+                    if let Some((_, entry)) = child.slots.pop_first() {
+                        self.slots.insert(index, entry);
+                    }
+                } else if !child.slots.is_empty() {
+                    self.slots.insert(index, Slot::Shard(child));
+                }
+                return Ok(previous);
+            }
+            match (self.slots.remove(&index), link) {
+                (None, Some(link)) => {
+                    self.slots.insert(index, Slot::Entry(name, link));
+                    Ok(None)
+                }
+                (None, None) => Ok(None),
+                (Some(Slot::Entry(other, previous)), new) if other == name => {
+                    if let Some(link) = new {
+                        self.slots.insert(index, Slot::Entry(name, link));
+                    }
+                    Ok(Some(previous))
+                }
+                (Some(Slot::Entry(other, other_link)), Some(link)) => {
+                    let mut child = Shard::default();
+                    child.insert(depth + 1, other, other_link)?;
+                    child.insert(depth + 1, name, link)?;
+                    self.slots.insert(index, Slot::Shard(child));
+                    Ok(None)
+                }
+                (Some(slot), _) => {
+                    self.slots.insert(index, slot);
+                    Ok(None)
+                }
+            }
+        })
+    }
+
+    /// Every entry under this shard, reading the shards not decoded.
+    fn collect_entries<'s>(
+        self,
+        source: &'s dyn BlockSource,
+        entries: &'s mut BTreeMap<String, Link>,
+    ) -> ShardFuture<'s, ()> {
+        Box::pin(async move {
+            for slot in self.slots.into_values() {
+                match slot {
+                    Slot::Entry(name, link) => {
+                        entries.insert(name, link);
+                    }
+                    Slot::Shard(shard) => shard.collect_entries(source, entries).await?,
+                    Slot::Stored(link) => {
+                        let block = source.block(&link.cid).await?;
+                        let (node, data) = decode_shard(&link.cid, &block)?;
+                        entries.extend(read_all(source, node, data).await?);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Encodes this shard and its decoded children; returns its link and pushes their blocks.
+    /// Shards not decoded are linked as they are.
     fn encode(&self, blocks: &mut Vec<(Cid, Bytes)>) -> Link {
         let mut bitfield = [0u8; (FANOUT / 8) as usize];
         let mut links = Vec::with_capacity(self.slots.len());
@@ -103,6 +277,11 @@ impl<'a> Shard<'a> {
                         tsize: child.tsize,
                     }
                 }
+                Slot::Stored(child) => PbLink {
+                    cid: child.cid,
+                    name: prefix,
+                    tsize: child.tsize,
+                },
             });
         }
         let first_set = bitfield
@@ -127,11 +306,69 @@ impl<'a> Shard<'a> {
 pub fn encode(entries: &BTreeMap<String, Link>) -> Result<(Link, Vec<(Cid, Bytes)>), TreeError> {
     let mut root = Shard::default();
     for (name, link) in entries {
-        root.insert(0, name, *link)?;
+        root.insert(0, name.clone(), *link)?;
     }
     let mut blocks = Vec::new();
     let link = root.encode(&mut blocks);
     Ok((link, blocks))
+}
+
+/// A sharded directory being edited in place: only the shards on the hash paths of the names
+/// read or changed are decoded and written again; the others keep their blocks. The result is
+/// the trie [`encode`] builds from the same entries, block for block.
+pub struct HamtEdit {
+    root: Shard,
+}
+
+impl HamtEdit {
+    /// Whether a HAMT with this root can be edited in place: only one of this node's own
+    /// geometry (fanout 256, murmur3-x64-64). Others are rebuilt whole.
+    pub fn can_edit(data: &UnixfsData) -> bool {
+        data.hash_type == Some(MURMUR3_X64_64) && data.fanout == Some(FANOUT)
+    }
+
+    /// Starts editing the HAMT whose root node is given (see [`HamtEdit::can_edit`]).
+    pub fn new(root: PbNode, data: &UnixfsData) -> Result<Self, TreeError> {
+        Ok(HamtEdit {
+            root: Shard::from_node(root, data)?,
+        })
+    }
+
+    /// The entry `name`.
+    pub async fn get(
+        &mut self,
+        source: &dyn BlockSource,
+        name: &str,
+    ) -> Result<Option<Link>, TreeError> {
+        self.root.get(source, 0, name).await
+    }
+
+    /// Sets (`Some`) or removes (`None`) the entry `name`; returns its previous link.
+    pub async fn set(
+        &mut self,
+        source: &dyn BlockSource,
+        name: String,
+        link: Option<Link>,
+    ) -> Result<Option<Link>, TreeError> {
+        self.root.set(source, 0, name, link).await
+    }
+
+    /// Every entry of the edited directory (reads every shard not read yet).
+    pub async fn into_entries(
+        self,
+        source: &dyn BlockSource,
+    ) -> Result<BTreeMap<String, Link>, TreeError> {
+        let mut entries = BTreeMap::new();
+        self.root.collect_entries(source, &mut entries).await?;
+        Ok(entries)
+    }
+
+    /// Encodes the edited HAMT; returns its root link and the blocks of the shards written.
+    pub fn encode(&self) -> (Link, Vec<(Cid, Bytes)>) {
+        let mut blocks = Vec::new();
+        let link = self.root.encode(&mut blocks);
+        (link, blocks)
+    }
 }
 
 /// How a shard names its slots: the width of the hex prefix and bits of hash per level.
