@@ -25,8 +25,11 @@ options:
   --wrk-seconds N   duration of each wrk run (-t2 -c32) (default 5)
   --replica-pushes N
                     pushes timed for the push-to-replica latency (default 10)
-  --quick           small sizes for a run of about two minutes: --size-mib 48 --rounds 2
-                    --tiny 40 --wrk-seconds 2 --replica-pushes 5
+  --growth N        tiny images per phase of the growth run (scripts/growth.py): N into N
+                    repositories, then N tags into one repository; 0 skips it (default 5000,
+                    about 10 minutes for both servers)
+  --quick           small sizes for a run of about three minutes: --size-mib 48 --rounds 2
+                    --tiny 40 --wrk-seconds 2 --replica-pushes 5 --growth 300
   --json PATH       where to write the table as JSON (default target/bench/bench.json)
   --markdown PATH   also write the table as a markdown table (for the README)
   --keep            keep the work directory (images, data directories, logs) for inspection
@@ -37,7 +40,10 @@ Figures (ours | reference | ours/reference):
   (utime+stime from /proc/PID/stat), each push to a freshly started server; peak RSS (VmHWM)
   over a push and idle RSS 5 s after the last one; pull with skopeo into a fresh directory;
   raw GET of the largest layer with curl; wrk on /v2/, a manifest by tag and by digest;
-  manifest PUT median for tiny images and the data directory's size after them (du -sb).
+  manifest PUT median for tiny images and the data directory's size after them (du -sb);
+  cost as the registry grows: the median manifest PUT (and whole image push) of the last 100
+  images over the first 100, into N repositories and then N tags of one repository, each
+  server fresh, and the data directory's size after both phases.
   Ours only: push-to-replica latency (201 on the writer until the replica answers 200 for the
   tag), a fresh replica's cold pull (every block over Bitswap) and warm pull, a fresh replica's
   cold raw GET of the largest layer, and the SHA-256 floor (the sha2 crate the node uses,
@@ -53,6 +59,7 @@ rounds=3
 tiny=200
 wrk_seconds=5
 replica_pushes=10
+growth=5000
 json=
 markdown=
 keep=
@@ -64,7 +71,8 @@ while [ $# -gt 0 ]; do
     --tiny) tiny=$2; shift 2 ;;
     --wrk-seconds) wrk_seconds=$2; shift 2 ;;
     --replica-pushes) replica_pushes=$2; shift 2 ;;
-    --quick) size_mib=48; rounds=2; tiny=40; wrk_seconds=2; replica_pushes=5; shift ;;
+    --growth) growth=$2; shift 2 ;;
+    --quick) size_mib=48; rounds=2; tiny=40; wrk_seconds=2; replica_pushes=5; growth=300; shift ;;
     --json) json=$2; shift 2 ;;
     --markdown) markdown=$2; shift 2 ;;
     --keep) keep=1; shift ;;
@@ -76,6 +84,8 @@ for n in "$size_mib" "$rounds" "$tiny" "$wrk_seconds" "$replica_pushes"; do
   [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "not a positive number: $n" >&2; exit 2; }
 done
 [ "$size_mib" -ge 3 ] || { echo "--size-mib must be at least 3" >&2; exit 2; }
+[[ $growth =~ ^[0-9]+$ ]] && { [ "$growth" = 0 ] || [ "$growth" -ge 200 ]; } ||
+  { echo "--growth must be 0 or at least 200 (the first and last 100 are compared)" >&2; exit 2; }
 json=${json:-${CARGO_TARGET_DIR:-$repo_root/target}/bench/bench.json}
 
 say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -120,6 +130,7 @@ install_tools() {
   command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
   [ ${#missing[@]} -eq 0 ] && return 0
   [ "$(id -u)" = 0 ] || fail "missing ${missing[*]}: run as root to install them, or install them"
   say "installing ${missing[*]} with apt-get"
@@ -469,8 +480,8 @@ write_json() {
       "$(json_string "$(date -u +%Y-%m-%dT%H:%M:%SZ)")" "$(nproc)" "$(json_string "$(uname -r)")"
     printf '  "ours": %s,\n  "reference": %s,\n' "$(json_string "$("$bin" --version 2>/dev/null || echo "$bin")")" \
       "$(json_string "$(/usr/bin/docker-registry --version 2>/dev/null | head -1)")"
-    printf '  "params": {"size_mib": %s, "image_bytes": %s, "rounds": %s, "tiny": %s, "wrk_seconds": %s, "replica_pushes": %s},\n' \
-      "$size_mib" "$image_bytes" "$rounds" "$tiny" "$wrk_seconds" "$replica_pushes"
+    printf '  "params": {"size_mib": %s, "image_bytes": %s, "rounds": %s, "tiny": %s, "wrk_seconds": %s, "replica_pushes": %s, "growth": %s},\n' \
+      "$size_mib" "$image_bytes" "$rounds" "$tiny" "$wrk_seconds" "$replica_pushes" "$growth"
     printf '  "figures": [\n'
     for r in "${rows[@]}"; do
       IFS=$'\t' read -r figure unit ours ref <<<"$r"
@@ -601,6 +612,28 @@ sleep 1
 ours_du=$(du -sb "$work/ours-tiny/data" | cut -f1)
 ref_du=$(du -sb "$work/ref-tiny/storage" | cut -f1)
 
+# Growth: each server fresh, on its own (scripts/growth.py compares each server with itself).
+if [ "$growth" -gt 0 ]; then
+  say "growth: $growth tiny images into $growth repositories, then $growth tags in one (ours)"
+  start_ours "$work/ours-growth" writer
+  python3 "$repo_root/scripts/growth.py" "$our_url" --images "$growth" --label ours \
+    --json "$work/growth-ours.json" >&2 || fail "growth run against ours"
+  ours_growth_du=$(du -sb "$work/ours-growth/data" | cut -f1)
+  stop "$our_pid"
+  say "growth: the same against the reference"
+  start_reference "$work/ref-growth"
+  python3 "$repo_root/scripts/growth.py" "$ref_url" --images "$growth" --label reference \
+    --json "$work/growth-ref.json" >&2 || fail "growth run against the reference"
+  ref_growth_du=$(du -sb "$work/ref-growth/storage" | cut -f1)
+  stop "$ref_pid"
+fi
+# growth_figure SIDE PHASE KEY: one figure of a growth run's JSON.
+growth_figure() {
+  python3 -c 'import json, sys
+r = next(p for p in json.load(open(sys.argv[1])) if p["phase"] == sys.argv[2])
+print("%.3f" % r[sys.argv[3]])' "$work/growth-$1.json" "$2" "$3"
+}
+
 # --- results ----------------------------------------------------------------------------------------
 
 mb=$(awk -v b="$image_bytes" 'BEGIN { printf "%.0f", b / 1e6 }')
@@ -630,6 +663,22 @@ row "manifest PUT, $tiny tiny images, own repository each: median" ms \
   "$(ms "$(median "${ours_put[@]}")")" "$(ms "$(median "${ref_put[@]}")")"
 row "data dir after the $tiny tiny images (du -sb)" MiB \
   "$(awk -v b="$ours_du" 'BEGIN { printf "%.2f", b / 1048576 }')" "$(awk -v b="$ref_du" 'BEGIN { printf "%.2f", b / 1048576 }')"
+if [ "$growth" -gt 0 ]; then
+  for phase in repositories tags; do
+    case $phase in
+      repositories) what="$growth repositories" ;;
+      tags) what="$growth tags in one repository" ;;
+    esac
+    row "growth, $what: manifest PUT median, first 100" ms \
+      "$(growth_figure ours $phase manifest_put_first_ms)" "$(growth_figure ref $phase manifest_put_first_ms)"
+    row "growth, $what: manifest PUT, last 100 / first 100" x \
+      "$(growth_figure ours $phase manifest_put_last_over_first)" "$(growth_figure ref $phase manifest_put_last_over_first)"
+    row "growth, $what: whole image push, last 100 / first 100" x \
+      "$(growth_figure ours $phase image_last_over_first)" "$(growth_figure ref $phase image_last_over_first)"
+  done
+  row "data dir after the $((2 * growth)) growth images (du -sb)" MiB \
+    "$(awk -v b="$ours_growth_du" 'BEGIN { printf "%.1f", b / 1048576 }')" "$(awk -v b="$ref_growth_du" 'BEGIN { printf "%.1f", b / 1048576 }')"
+fi
 row "push-to-replica latency, median of $replica_pushes" ms "$(ms "$(median "${latencies[@]}")")" ""
 row "replica cold pull (blocks over Bitswap)" MB/s "$(mbps "$image_bytes" "$cold_pull")" ""
 row "replica warm pull" MB/s "$(mbps "$image_bytes" "$warm_pull")" ""
