@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use cid::Cid;
 
-use super::dagpb::{PbLink, PbNode, DAG_PB};
+use super::dagpb::{find_link, PbLink, PbNode, DAG_PB};
 use super::hamt;
 use super::unixfs::{DataType, UnixfsData};
 use super::{pb_block, BlockSource, Link, TreeError};
@@ -110,17 +110,22 @@ pub async fn lookup(
     cid: &Cid,
     name: &str,
 ) -> Result<Option<Link>, TreeError> {
-    let block = source.block(cid).await?;
-    let (node, data) = decode_directory(cid, &block)?;
-    if data.kind == DataType::HamtShard {
-        return hamt::lookup(source, node, data, name).await;
+    if cid.codec() != DAG_PB {
+        return Err(TreeError::WrongKind(format!("{cid} is not a directory")));
     }
-    Ok(node
-        .links
-        .into_iter()
-        .find(|l| l.name == name)
-        .map(|l| Link {
+    let block = source.block(cid).await?;
+    // A basic directory is scanned for the name; only a HAMT's root is decoded whole.
+    let (found, data) = find_link(&block, name)?;
+    let data = UnixfsData::decode(data.unwrap_or_default())?;
+    match data.kind {
+        DataType::Directory => Ok(found.map(|l| Link {
             cid: l.cid,
             tsize: l.tsize,
-        }))
+        })),
+        DataType::HamtShard => {
+            let node = PbNode::decode(&block)?;
+            hamt::lookup(source, node, data, name).await
+        }
+        _ => Err(TreeError::WrongKind(format!("{cid} is not a directory"))),
+    }
 }
