@@ -728,3 +728,112 @@ async fn random_edits_in_place_match_a_fresh_import_across_the_threshold() {
         directory_d_matches(&source, &root, &entries).await;
     }
 }
+
+/// One dag-pb link field with its own fields in the given order (`None` leaves one out).
+fn raw_link(order: &[u32], link: &Link, name: &str) -> Vec<u8> {
+    use ipns_registry::protobuf::{put_bytes, put_uint};
+    let mut body = Vec::new();
+    for field in order {
+        match field {
+            1 => put_bytes(&mut body, 1, &link.cid.to_bytes()),
+            2 => put_bytes(&mut body, 2, name.as_bytes()),
+            _ => put_uint(&mut body, 3, link.tsize),
+        }
+    }
+    let mut out = Vec::new();
+    put_bytes(&mut out, 2, &body);
+    out
+}
+
+#[tokio::test]
+async fn a_basic_directory_written_by_others_is_edited_into_the_canonical_form() {
+    use ipns_registry::protobuf::put_bytes;
+    let entries = directory_entries(40);
+    let directory_data = [8u8, 1];
+    let canonical = |entries: &BTreeMap<String, Link>| -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, link) in entries {
+            out.extend(raw_link(&[1, 2, 3], link, name));
+        }
+        put_bytes(&mut out, 1, &directory_data);
+        out
+    };
+    let (fresh, _) = encode_directory(&entries).expect("encode");
+    assert_eq!(
+        cid_of(DAG_PB, &canonical(&entries)),
+        fresh.cid,
+        "the helper is canonical"
+    );
+
+    // Forms a copy of the encoded links would carry over: each must come out canonical.
+    let mut variants: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut reversed = Vec::new();
+    for (name, link) in entries.iter().rev() {
+        reversed.extend(raw_link(&[1, 2, 3], link, name));
+    }
+    put_bytes(&mut reversed, 1, &directory_data);
+    variants.push(("links out of order", reversed));
+    for (what, order) in [
+        ("a link's name before its hash", &[2, 1, 3][..]),
+        ("a link without Tsize", &[1, 2][..]),
+        ("a link with its Tsize twice", &[1, 2, 3, 3][..]),
+    ] {
+        let mut bytes = Vec::new();
+        for (i, (name, link)) in entries.iter().enumerate() {
+            let order = if i == 17 { order } else { &[1, 2, 3][..] };
+            bytes.extend(raw_link(order, link, name));
+        }
+        put_bytes(&mut bytes, 1, &directory_data);
+        variants.push((what, bytes));
+    }
+    let mut data_first = Vec::new();
+    put_bytes(&mut data_first, 1, &directory_data);
+    data_first.extend(&canonical(&entries)[..canonical(&entries).len() - 4]);
+    variants.push(("data before the links", data_first));
+    let mut with_mode = canonical(&entries);
+    with_mode.truncate(with_mode.len() - 4);
+    // UnixFS Data with a mode (field 7): dropped, as this node writes none.
+    put_bytes(&mut with_mode, 1, &[8, 1, 0x38, 0xed, 0x03]);
+    variants.push(("a directory with a mode", with_mode));
+
+    for (what, bytes) in variants {
+        let mut source = MemorySource::default();
+        let dir = Link {
+            cid: cid_of(DAG_PB, &bytes),
+            tsize: 0,
+        };
+        source.insert(dir.cid, bytes);
+        let (root, blocks) =
+            encode_directory(&BTreeMap::from([("d".to_owned(), dir)])).expect("root");
+        for (cid, bytes) in blocks {
+            source.insert(cid, bytes);
+        }
+        let added = test_file(500);
+        let changes = vec![
+            Change::Put {
+                path: vec!["d".into(), "entry-00020x".into()],
+                link: added,
+            },
+            Change::Remove {
+                path: vec!["d".into(), "entry-00003".into()],
+            },
+        ];
+        let (root, blocks) = apply_changes(&source, &root.cid, changes)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        for (cid, bytes) in blocks {
+            source.insert(cid, bytes);
+        }
+        // What the block holds, as decoded (a missing Tsize reads as 0), edited.
+        let mut expected = read_directory(&source, &dir.cid).await.expect("read");
+        assert_eq!(expected.len(), entries.len(), "{what}");
+        expected.insert("entry-00020x".into(), added);
+        expected.remove("entry-00003");
+        let edited = lookup(&source, &root.cid, "d").await.expect("d");
+        let edited = edited.unwrap_or_else(|| panic!("{what}: d is gone"));
+        let (fresh, _) = encode_directory(&expected).expect("encode");
+        assert_eq!(edited.cid, fresh.cid, "{what}");
+        // The Tsize read back from the links of the edited block, not the one given for `d`.
+        assert_eq!(edited.tsize, fresh.tsize, "{what}");
+    }
+}

@@ -5,6 +5,7 @@ use cid::Cid;
 
 use super::protobuf::{put_bytes, put_key, put_uint, put_varint, Reader, Value, LEN};
 use super::TreeError;
+use crate::protobuf::varint_len;
 
 /// Multicodec of dag-pb.
 pub const DAG_PB: u64 = 0x70;
@@ -35,16 +36,16 @@ impl PbNode {
         let mut out = Vec::with_capacity(64 + self.links.len() * 48);
         let mut link_buf = Vec::with_capacity(64);
         for link in &self.links {
-            link_buf.clear();
-            put_bytes(&mut link_buf, 1, &link.cid.to_bytes());
-            put_bytes(&mut link_buf, 2, link.name.as_bytes());
-            put_uint(&mut link_buf, 3, link.tsize);
-            put_key(&mut out, 2, LEN);
-            put_varint(&mut out, link_buf.len() as u64);
-            out.extend_from_slice(&link_buf);
+            put_link(
+                &mut out,
+                &mut link_buf,
+                &link.cid,
+                link.name.as_bytes(),
+                link.tsize,
+            );
         }
         if let Some(data) = &self.data {
-            put_bytes(&mut out, 1, data);
+            put_data(&mut out, data);
         }
         out
     }
@@ -99,11 +100,117 @@ pub fn find_link<'a>(
     Ok((found, data))
 }
 
+/// Appends one link field, canonically (`scratch` is reused between calls).
+pub(crate) fn put_link(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    cid: &Cid,
+    name: &[u8],
+    tsize: u64,
+) {
+    scratch.clear();
+    put_bytes(scratch, 1, &cid.to_bytes());
+    put_bytes(scratch, 2, name);
+    put_uint(scratch, 3, tsize);
+    put_key(out, 2, LEN);
+    put_varint(out, scratch.len() as u64);
+    out.extend_from_slice(scratch);
+}
+
+/// Appends the node's data field (it comes after the links).
+pub(crate) fn put_data(out: &mut Vec<u8>, data: &[u8]) {
+    put_bytes(out, 1, data);
+}
+
+/// A node's links as they are encoded, found without decoding any CID or name: what an edit
+/// of a large directory needs to copy the links it leaves alone byte for byte.
+pub(crate) struct ScannedNode<'a> {
+    /// The links, in stored order.
+    pub links: Vec<ScannedLink<'a>>,
+    /// The node's data field.
+    pub data: Option<&'a [u8]>,
+}
+
+/// One link of a [`ScannedNode`].
+pub(crate) struct ScannedLink<'a> {
+    /// The whole link field: key, length and the link message.
+    pub encoded: &'a [u8],
+    /// The name's bytes.
+    pub name: &'a [u8],
+    /// The link's `Tsize`.
+    pub tsize: u64,
+    hash: &'a [u8],
+}
+
+impl ScannedLink<'_> {
+    /// The link decoded.
+    pub fn decode(&self) -> Result<PbLink, TreeError> {
+        RawLink {
+            hash: Some(self.hash),
+            name: self.name,
+            tsize: self.tsize,
+            ordered: true,
+        }
+        .decode()
+    }
+}
+
+/// Scans `bytes` for its links. `None` unless the node is encoded canonically (links before
+/// data, each link with its three fields in order, in the exact length [`PbNode::encode`]
+/// writes): only then is a copy of a link's bytes what encoding it again would give.
+pub(crate) fn scan_canonical(bytes: &[u8]) -> Result<Option<ScannedNode<'_>>, TreeError> {
+    let mut links = Vec::with_capacity(bytes.len() / 48);
+    let mut data = None;
+    let mut reader = Reader::new(bytes);
+    loop {
+        let before = reader.rest();
+        let Some((field, value)) = reader.next_field()? else {
+            break;
+        };
+        let encoded = &before[..before.len() - reader.rest().len()];
+        match (field, value) {
+            (2, Value::Bytes(_)) if data.is_some() => return Ok(None),
+            (2, Value::Bytes(link)) => {
+                let raw = RawLink::parse(link)?;
+                let (Some(hash), true) = (raw.hash, raw.ordered) else {
+                    return Ok(None);
+                };
+                let body =
+                    field_len(hash.len()) + field_len(raw.name.len()) + 1 + varint_len(raw.tsize);
+                if encoded.len() != 1 + varint_len(body as u64) + body {
+                    return Ok(None);
+                }
+                links.push(ScannedLink {
+                    encoded,
+                    name: raw.name,
+                    tsize: raw.tsize,
+                    hash,
+                });
+            }
+            (1, Value::Bytes(d)) if data.is_none() => data = Some(d),
+            (1, Value::Bytes(_)) => return Ok(None),
+            _ => {
+                return Err(TreeError::Decode(format!(
+                    "unexpected PBNode field {field}"
+                )))
+            }
+        }
+    }
+    Ok(Some(ScannedNode { links, data }))
+}
+
+/// Bytes a length-delimited field of `len` bytes takes with its one-byte key.
+fn field_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
 /// A link's fields as they are encoded.
 struct RawLink<'a> {
     hash: Option<&'a [u8]>,
     name: &'a [u8],
     tsize: u64,
+    /// Whether each field came once, in field order.
+    ordered: bool,
 }
 
 impl<'a> RawLink<'a> {
@@ -112,9 +219,13 @@ impl<'a> RawLink<'a> {
             hash: None,
             name: &[],
             tsize: 0,
+            ordered: true,
         };
+        let mut last = 0;
         let mut reader = Reader::new(bytes);
         while let Some((field, value)) = reader.next_field()? {
+            link.ordered &= field > last;
+            last = field;
             match (field, value) {
                 (1, Value::Bytes(hash)) => link.hash = Some(hash),
                 (2, Value::Bytes(name)) => link.name = name,

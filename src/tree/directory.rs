@@ -17,11 +17,10 @@ pub const SHARD_THRESHOLD: usize = 256 * 1024;
 pub fn encode_directory(
     entries: &BTreeMap<String, Link>,
 ) -> Result<(Link, Vec<(Cid, Bytes)>), TreeError> {
-    let node = basic_node(entries);
-    if hamt::exceeds_threshold(&node) {
+    let (link, bytes) = pb_block(&basic_node(entries));
+    if hamt::exceeds_threshold(&bytes) {
         return hamt::encode(entries);
     }
-    let (link, bytes) = pb_block(&node);
     Ok((link, vec![(link.cid, bytes)]))
 }
 

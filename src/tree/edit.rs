@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use cid::Cid;
 
+use super::dagpb::{put_data, put_link, scan_canonical, PbNode, ScannedNode};
 use super::directory::{basic_entry_len, decode_directory, encode_directory, entries_of};
-use super::hamt::HamtEdit;
-use super::unixfs::DataType;
-use super::{BlockSource, Link, TreeError, DAG_PB};
+use super::hamt::{exceeds_threshold, HamtEdit};
+use super::unixfs::{DataType, UnixfsData};
+use super::{cid_of, BlockSource, Link, TreeError, DAG_PB};
 
 /// One change to the tree.
 #[derive(Debug, Clone)]
@@ -83,6 +84,15 @@ async fn apply_dir(
     let mut entries = match dir {
         Some(cid) => {
             let block = source.block(&cid).await?;
+            if cid.codec() == DAG_PB {
+                if let Some(node) = scan_canonical(&block)? {
+                    let data = UnixfsData::decode(node.data.unwrap_or_default())?;
+                    let ascending = node.links.windows(2).all(|w| w[0].name < w[1].name);
+                    if data.kind == DataType::Directory && ascending {
+                        return apply_basic(source, node, edits, is_root, blocks).await;
+                    }
+                }
+            }
             let (node, data) = decode_directory(&cid, &block)?;
             if data.kind == DataType::HamtShard && HamtEdit::can_edit(&data) {
                 let hamt = HamtEdit::new(node, &data)?;
@@ -100,6 +110,79 @@ async fn apply_dir(
         };
     }
     finish_directory(entries, is_root, blocks)
+}
+
+/// A basic directory written canonically is edited in its encoded form: the links the edits
+/// leave alone are copied byte for byte, so a commit into a directory of thousands of entries
+/// does not decode and encode each of them. The block is what encoding the edited entries gives.
+async fn apply_basic(
+    source: &dyn BlockSource,
+    node: ScannedNode<'_>,
+    edits: BTreeMap<String, Edit>,
+    is_root: bool,
+    blocks: &mut Vec<(Cid, Bytes)>,
+) -> Result<Option<Link>, TreeError> {
+    let kept: usize = node.links.iter().map(|l| l.encoded.len()).sum();
+    let mut out = Vec::with_capacity(kept + 16 + 96 * edits.len());
+    let mut scratch = Vec::with_capacity(96);
+    // Wrapping, as the sum in `pb_block` does in release builds.
+    let mut tsize: u64 = 0;
+    let mut count = 0usize;
+    let mut links = node.links.iter().peekable();
+    for (name, edit) in edits {
+        while let Some(link) = links.next_if(|l| l.name < name.as_bytes()) {
+            out.extend_from_slice(link.encoded);
+            tsize = tsize.wrapping_add(link.tsize);
+            count += 1;
+        }
+        let current = match links.next_if(|l| l.name == name.as_bytes()) {
+            Some(link) => {
+                let link = link.decode()?;
+                Some(Link {
+                    cid: link.cid,
+                    tsize: link.tsize,
+                })
+            }
+            None => None,
+        };
+        if let Some(new) = edit_entry(source, &name, current, edit, blocks).await? {
+            put_link(&mut out, &mut scratch, &new.cid, name.as_bytes(), new.tsize);
+            tsize = tsize.wrapping_add(new.tsize);
+            count += 1;
+        }
+    }
+    for link in links {
+        out.extend_from_slice(link.encoded);
+        tsize = tsize.wrapping_add(link.tsize);
+        count += 1;
+    }
+    if count == 0 && !is_root {
+        return Ok(None);
+    }
+    put_data(&mut out, &UnixfsData::new(DataType::Directory).encode());
+    if exceeds_threshold(&out) {
+        // It grew past the threshold: sharded from now on, built from all its entries once.
+        let node = PbNode::decode(&out)?;
+        let entries = node
+            .links
+            .into_iter()
+            .map(|l| {
+                let link = Link {
+                    cid: l.cid,
+                    tsize: l.tsize,
+                };
+                (l.name, link)
+            })
+            .collect();
+        return finish_directory(entries, is_root, blocks);
+    }
+    let cid = cid_of(DAG_PB, &out);
+    let link = Link {
+        cid,
+        tsize: (out.len() as u64).wrapping_add(tsize),
+    };
+    blocks.push((cid, Bytes::from(out)));
+    Ok(Some(link))
 }
 
 /// What the entry `name` (now `current`) becomes under `edit`.

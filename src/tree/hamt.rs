@@ -27,7 +27,7 @@ const FANOUT: u64 = 256;
 /// need a ninth level, which boxo cannot read either.
 const HASH_BYTES: usize = 8;
 
-/// Whether a basic directory node is too large and must be sharded: its encoded block is larger
+/// Whether a basic directory's encoded block is too large and it must be sharded: larger
 /// than 256 KiB. This is the `block-bytes` estimate of the IPIP-499 `unixfs-v1-2025` profile
 /// (Helia's `shardSplitStrategy: 'block-bytes'`, kubo's `UnixFSHAMTDirectorySizeEstimation =
 /// "block"`, boxo's `SizeEstimationBlock`), not boxo's legacy default (`SizeEstimationLinks`: the
@@ -35,8 +35,8 @@ const HASH_BYTES: usize = 8;
 /// compare with `>`: a block of exactly 256 KiB stays basic. The decision depends only on the
 /// entries, so a directory shrinking back below the threshold becomes basic again, as boxo's
 /// `DynamicDirectory` (kubo MFS) and `@helia/unixfs` `rm` convert it back.
-pub fn exceeds_threshold(node: &PbNode) -> bool {
-    node.encode().len() > SHARD_THRESHOLD
+pub fn exceeds_threshold(block: &[u8]) -> bool {
+    block.len() > SHARD_THRESHOLD
 }
 
 /// The 64-bit HAMT hash of `name`, big-endian.

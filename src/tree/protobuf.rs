@@ -24,6 +24,11 @@ impl<'a> Reader<'a> {
         Reader { buf }
     }
 
+    /// The bytes not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
+
     fn varint(&mut self) -> Result<u64, TreeError> {
         let (value, used) = read_varint(self.buf).map_err(|e| TreeError::Decode(e.to_string()))?;
         self.buf = &self.buf[used..];
