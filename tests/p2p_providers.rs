@@ -385,3 +385,31 @@ async fn peers_provider_records_are_bounded() {
     );
     driver.abort();
 }
+
+/// Replicas of one name that know only a DHT server, not each other, meet: each provides the
+/// name's rendezvous key and dials the others it finds there, so blocks can come from fellow
+/// replicas and not only from the writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_of_a_name_find_each_other_through_the_dht() {
+    let (dht_addr, _dht) = start_plain_dht_server().await;
+    let dht = dht_addr.to_string();
+    let mut writer = common::TestNode::init("writer");
+    writer.serve(&["--peer", &dht]);
+    let (_, name) = writer.id();
+    let mut first = common::TestNode::init("replica");
+    first.serve(&["--follow", &name, "--peer", &dht]);
+    let first_id = first.status().await.peer_id;
+    let mut second = common::TestNode::init("replica");
+    second.serve(&["--follow", &name, "--peer", &dht]);
+    let second_id = second.status().await.peer_id;
+    common::wait_for("the replicas to be connected to each other", || {
+        let (first, second) = (&first, &second);
+        let (first_id, second_id) = (&first_id, &second_id);
+        async move {
+            let a = first.status().await.peers.contains(second_id);
+            let b = second.status().await.peers.contains(first_id);
+            (a && b).then_some(())
+        }
+    })
+    .await;
+}

@@ -648,6 +648,12 @@ impl P2p {
         found
     }
 
+    /// Looks up providers of `cid` on both DHTs and dials those not connected, at most eight
+    /// per call: how replicas of one name meet (see the follow task). Returns at once.
+    pub async fn meet_providers(&self, cid: Cid) {
+        let _ = self.inner.commands.send(Command::MeetProviders(cid)).await;
+    }
+
     /// What the node provides and the provider records it holds.
     pub async fn provider_records(&self) -> Result<ProviderRecords, P2pError> {
         self.ask(Command::ProviderRecords).await

@@ -116,6 +116,8 @@ pub(super) enum Command {
         cid: cid::Cid,
         found: mpsc::UnboundedSender<PeerId>,
     },
+    /// Look up providers of a CID and dial those not connected (a bounded number).
+    MeetProviders(cid::Cid),
     /// What the node provides and the provider records it holds.
     ProviderRecords(Reply<ProviderRecords>),
     /// Stop; the reply comes once the swarm is dropped.
@@ -664,6 +666,7 @@ impl SwarmTask {
                 let _ = reply.send(());
             }
             Command::FindProviders { cid, found } => self.find_providers(cid, Some(found), false),
+            Command::MeetProviders(cid) => self.find_providers(cid, None, true),
             Command::ProviderRecords(reply) => {
                 let _ = reply.send(self.provider_records());
             }

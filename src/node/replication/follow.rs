@@ -13,10 +13,26 @@ use tokio::sync::mpsc;
 use super::publish::PublishTask;
 use super::{OwnedTasks, QUERY_TIMEOUT, RESOLVE_INTERVAL};
 use crate::config::IpnsConfig;
+use crate::names::IpnsName;
 use crate::names::{Follower, Offer};
 use crate::node::gateway::GatewayClient;
 use crate::p2p::{P2p, P2pEvent};
 use crate::registry::Registry;
+use crate::tree::{cid_of, RAW};
+
+/// A replica looks for fellow replicas of its names while it has fewer connected peers than
+/// this; each look dials at most eight (`P2p::meet_providers`), and the swarm's
+/// `p2p.max_connections` bounds the total.
+const MEET_BELOW_PEERS: usize = 8;
+
+/// The key under which the replicas of `name` provide themselves on the DHTs, so that they
+/// find each other by the name alone. It is not content anyone serves: a raw CID of a fixed
+/// text naming the name, the same for every node of this program.
+fn rendezvous(name: &IpnsName) -> cid::Cid {
+    let mut text = b"ipns-registry replicas of ".to_vec();
+    text.extend_from_slice(&name.routing_key());
+    cid_of(RAW, &text)
+}
 
 /// Other nodes' gateways asked for the followed names' records, and how often.
 pub struct GatewayPolling {
@@ -140,6 +156,9 @@ impl FollowTask {
             {
                 tracing::warn!(%name, error = %e, "cannot subscribe to the name's pubsub topic");
             }
+            if let Err(e) = self.p2p.provide(rendezvous(name)).await {
+                tracing::warn!(%name, error = %e, "cannot announce this replica of the name");
+            }
         }
         let mut resolve = tokio::time::interval(RESOLVE_INTERVAL);
         let mut relay = tokio::time::interval(self.relay);
@@ -152,8 +171,14 @@ impl FollowTask {
         }
     }
 
-    /// Asks every connected peer (and the DHT) for the records of all followed names.
+    /// Asks every connected peer (and the DHT) for the records of all followed names, and
+    /// meets fellow replicas while there are few peers.
     async fn resolve_all(&self) {
+        if self.p2p.connected_peers().await.len() < MEET_BELOW_PEERS {
+            for followed in self.follower.names() {
+                self.p2p.meet_providers(rendezvous(&followed.name)).await;
+            }
+        }
         let queries = self
             .follower
             .names()

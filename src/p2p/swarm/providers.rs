@@ -264,6 +264,15 @@ impl SwarmTask {
         found: Option<mpsc::UnboundedSender<PeerId>>,
         dial: bool,
     ) {
+        // A dialling lookup of a CID already looked up (or waiting to be) would find and dial
+        // the same providers: a replica that has no DHT peer for hours must not pile them up.
+        let same = |s: &ProviderSearch| s.cid == cid && s.dial && s.found.is_none();
+        if found.is_none()
+            && (self.providers.deferred.iter().any(same)
+                || self.providers.searches.values().any(same))
+        {
+            return;
+        }
         let search = ProviderSearch {
             cid,
             found,
