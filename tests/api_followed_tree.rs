@@ -164,3 +164,40 @@ async fn a_followed_manifest_over_the_limit_is_refused_like_a_pushed_one() {
     // The rest of the followed tree is served as before.
     assert_eq!(reg.get_manifest(REPO, "v1").await.status(), 200);
 }
+
+/// A followed tree whose blob bytes do not hash to the digest it files them under: the blob is
+/// refused before any byte goes out (the blocks all match their CIDs, so only the digest check
+/// catches it), every time, and the node keeps serving.
+#[tokio::test]
+async fn a_followed_blob_whose_bytes_miss_their_digest_is_refused() {
+    let mut reg = TestRegistry::start().await;
+    let (manifest, _) = reg.push_image(REPO, "v1", 1).await;
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let layer_digest = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+
+    // Three chunks of other bytes where the layer's data was.
+    let store = reg.registry().tree().blocks().clone();
+    let mut importer = FileImporter::new(store.as_ref());
+    for i in 0..3u8 {
+        importer.write(&vec![i; 1 << 20]).unwrap();
+    }
+    let (other, _) = importer.finish().unwrap();
+    let hostile = edited(
+        &reg,
+        vec![Change::Put {
+            path: layout::blob_data(&digest(&layer_digest)),
+            link: other,
+        }],
+    )
+    .await;
+    reg.reopen_read_only().await;
+    reg.registry().set_followed_roots(vec![hostile]);
+
+    for _ in 0..2 {
+        let resp = reg.get(&format!("/v2/{REPO}/blobs/{layer_digest}")).await;
+        let body = assert_error(resp, 502, "UNKNOWN").await;
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("hashes to"), "{body}");
+    }
+    assert_eq!(reg.get("/v2/").await.status(), 200);
+}

@@ -67,26 +67,30 @@ impl Registry {
     /// Fetches every block of a blob that is not local and checks the whole against its digest;
     /// remembers the outcome so it is done once per blob.
     pub async fn verify_blob(&self, digest: &Digest, cid: &Cid) -> Result<(), RegistryError> {
-        fetch_dag(
+        // The bytes are hashed in order while the blocks are fetched, many at a time (a want
+        // for a block the walk already wants is shared): the check takes about as long as the
+        // fetch, not the fetch and then a read of the whole blob.
+        let fetch = fetch_dag(
             self.source(),
             *cid,
             self.options.fetch_concurrency,
             |_| false,
             |_| {},
-        )
-        .await?;
-        let size = file_size(self.source(), cid).await?;
-        let (tx, mut rx) = mpsc::channel(4);
-        let mut hasher = Hasher::new(digest.algorithm());
-        let read = read_file_range(self.source(), cid, 0..size, tx);
+        );
         let hash = async {
-            while let Some(chunk) = rx.recv().await {
-                hasher.update(&chunk);
-            }
+            let size = file_size(self.source(), cid).await?;
+            let (tx, mut rx) = mpsc::channel(4);
+            let mut hasher = Hasher::new(digest.algorithm());
+            let read = read_file_range(self.source(), cid, 0..size, tx);
+            let hash = async {
+                while let Some(chunk) = rx.recv().await {
+                    hasher.update(&chunk);
+                }
+            };
+            let (result, ()) = tokio::join!(read, hash);
+            result.map(|()| hasher.finish())
         };
-        let (result, ()) = tokio::join!(read, hash);
-        result?;
-        let actual = hasher.finish();
+        let (_, actual) = tokio::try_join!(fetch, hash)?;
         if &actual != digest {
             return Err(RegistryError::ContentInvalid(format!(
                 "blob {digest} fetched from peers hashes to {actual}"
