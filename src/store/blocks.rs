@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use cid::Cid;
 
+use super::recent::{RecentBlocks, RECENT_BLOCKS_BYTES};
 use super::sweep::{WriteFence, WriteSession};
 use super::StoreError;
 
@@ -43,6 +44,8 @@ pub struct BlockStore {
     fence: Arc<WriteFence>,
     /// For a staging area: the write session its blocks are noted under.
     session: Option<u64>,
+    /// Small blocks recently written or read (none for a staging area).
+    recent: RecentBlocks,
 }
 
 /// Name of the directory (inside a store) holding staging areas.
@@ -203,6 +206,7 @@ impl BlockStore {
             held: HeldCount::default(),
             fence: Arc::new(WriteFence::default()),
             session: None,
+            recent: RecentBlocks::new(RECENT_BLOCKS_BYTES),
         })
     }
 
@@ -235,6 +239,7 @@ impl BlockStore {
                 held: HeldCount::default(),
                 fence: self.fence.clone(),
                 session: Some(session.id()),
+                recent: RecentBlocks::new(0),
             },
             session: Some(session),
             done: false,
@@ -276,12 +281,22 @@ impl BlockStore {
     /// Reads a block without counting as a use of it: for the garbage collector's mark, whose
     /// reads must not keep what it finds unreachable.
     pub fn peek_blocking(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        if let Some(data) = self.recent.get(cid) {
+            return Ok(Some(data));
+        }
         let path = self.path_of(cid);
         match fs::read(&path) {
-            Ok(data) => Ok(Some(Bytes::from(data))),
+            Ok(data) => Ok(Some(self.keep(cid, data))),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
         }
+    }
+
+    /// A block read from disk, kept among the recent ones if small.
+    fn keep(&self, cid: &Cid, data: Vec<u8>) -> Bytes {
+        let data = Bytes::from(data);
+        self.recent.insert(cid, &data);
+        data
     }
 
     /// Stores a block; the caller vouches that `cid` is the hash of `data`.
@@ -395,7 +410,12 @@ impl BlockStore {
         for block in written {
             self.place_written(block)?;
         }
-        self.sync_dirs_blocking(blocks.iter().map(|(cid, _)| cid))
+        self.sync_dirs_blocking(blocks.iter().map(|(cid, _)| cid))?;
+        // A commit's directory blocks are what the next requests read.
+        for (cid, data) in blocks {
+            self.recent.insert(cid, data);
+        }
+        Ok(())
     }
 
     /// Size of a stored block, `None` if it is not stored here. Blocking.
@@ -426,9 +446,12 @@ impl BlockStore {
                 Err(e) => Err(e),
             }
         };
-        self.held
+        let removed = self
+            .held
             .track(Self::shard_name(&key), remove)
-            .map_err(|e| StoreError::io(format!("deleting block {cid}"), e))
+            .map_err(|e| StoreError::io(format!("deleting block {cid}"), e));
+        self.recent.remove(cid);
+        removed
     }
 
     /// Counts the blocks and bytes on disk, once, so that [`Self::held`] can answer from then
@@ -520,9 +543,12 @@ impl BlockStore {
     /// Reads a block without blocking the async runtime.
     pub async fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
         self.fence.note_read(cid);
+        if let Some(data) = self.recent.get(cid) {
+            return Ok(Some(data));
+        }
         let path = self.path_of(cid);
         match tokio::fs::read(&path).await {
-            Ok(data) => Ok(Some(Bytes::from(data))),
+            Ok(data) => Ok(Some(self.keep(cid, data))),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
         }

@@ -2,6 +2,7 @@
 
 mod blocks;
 mod meta;
+mod recent;
 mod sweep;
 
 pub use blocks::{BlockStore, HeldBlocks, StagedBlocks};
