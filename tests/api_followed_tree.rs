@@ -47,6 +47,14 @@ async fn edited(reg: &TestRegistry, changes: Vec<Change>) -> Cid {
     root.cid
 }
 
+/// Pushes `REPO:v1`, an image of one layer: its manifest's digest and its layer's.
+async fn push_one_layer_image(reg: &TestRegistry) -> (String, String) {
+    let (manifest, manifest_digest) = reg.push_image(REPO, "v1", 1).await;
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let layer_digest = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    (manifest_digest, layer_digest)
+}
+
 fn digest(text: &str) -> Digest {
     text.parse().unwrap()
 }
@@ -54,9 +62,7 @@ fn digest(text: &str) -> Digest {
 #[tokio::test]
 async fn a_followed_tree_declaring_a_size_of_2_pow_60_gives_a_clean_error() {
     let mut reg = TestRegistry::start().await;
-    let (manifest, manifest_digest) = reg.push_image(REPO, "v1", 1).await;
-    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
-    let layer_digest = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let (manifest_digest, layer_digest) = push_one_layer_image(&reg).await;
 
     // The same tree, but the manifest's and the layer's data are nodes declaring 2^60 bytes.
     let huge = declared_only(&reg, 1 << 60);
@@ -171,9 +177,7 @@ async fn a_followed_manifest_over_the_limit_is_refused_like_a_pushed_one() {
 #[tokio::test]
 async fn a_followed_blob_whose_bytes_miss_their_digest_is_refused() {
     let mut reg = TestRegistry::start().await;
-    let (manifest, _) = reg.push_image(REPO, "v1", 1).await;
-    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
-    let layer_digest = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let (_, layer_digest) = push_one_layer_image(&reg).await;
 
     // Three chunks of other bytes where the layer's data was.
     let store = reg.registry().tree().blocks().clone();

@@ -283,17 +283,29 @@ async fn serves_blobs(client: &reqwest::Client, base: &str, image: &common::Push
     true
 }
 
+/// A plain DHT server and a real writer that knows only it: the server's address, its task,
+/// the writer and the writer's IPNS name.
+async fn writer_around_plain_dht_server() -> (
+    String,
+    tokio::task::JoinHandle<()>,
+    common::TestNode,
+    String,
+) {
+    let (dht_addr, dht_task) = start_plain_dht_server().await;
+    let dht = dht_addr.to_string();
+    let mut writer = common::TestNode::init("writer");
+    writer.serve(&["--peer", &dht]);
+    let (_, name) = writer.id();
+    (dht, dht_task, writer, name)
+}
+
 /// Real nodes around a plain DHT server that never learns an address but from provider
 /// records: a replica that knows only the server follows the writer's name and serves its
 /// blobs (the writer provides its root after publishing); then a mirroring replica, having
 /// mirrored, stands in for the stopped writer for a second replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_replicas_find_the_writer_and_a_mirror_by_name_alone() {
-    let (dht_addr, _dht) = start_plain_dht_server().await;
-    let dht = dht_addr.to_string();
-    let mut writer = common::TestNode::init("writer");
-    writer.serve(&["--peer", &dht]);
-    let (_, name) = writer.id();
+    let (dht, _dht, mut writer, name) = writer_around_plain_dht_server().await;
     let client = reqwest::Client::new();
     let image = common::wait_for("a push to the writer", || {
         let (client, base) = (&client, writer.url());
@@ -391,11 +403,7 @@ async fn peers_provider_records_are_bounded() {
 /// replicas and not only from the writer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_of_a_name_find_each_other_through_the_dht() {
-    let (dht_addr, _dht) = start_plain_dht_server().await;
-    let dht = dht_addr.to_string();
-    let mut writer = common::TestNode::init("writer");
-    writer.serve(&["--peer", &dht]);
-    let (_, name) = writer.id();
+    let (dht, _dht, _writer, name) = writer_around_plain_dht_server().await;
     let mut first = common::TestNode::init("replica");
     first.serve(&["--follow", &name, "--peer", &dht]);
     let first_id = first.status().await.peer_id;

@@ -394,6 +394,12 @@ impl MemorySource {
         self.blocks.insert(cid, bytes);
     }
 
+    fn insert_all(&mut self, blocks: Vec<(Cid, Bytes)>) {
+        for (cid, bytes) in blocks {
+            self.insert(cid, bytes);
+        }
+    }
+
     fn take_fetched(&self) -> usize {
         self.fetched.swap(0, Ordering::SeqCst)
     }
@@ -468,9 +474,7 @@ async fn lookup_fetches_only_the_shards_on_the_hash_path() {
     let (link, blocks) = encode_directory(&entries).expect("encode");
     let mut source = MemorySource::default();
     let shards = blocks.len();
-    for (cid, bytes) in blocks {
-        source.insert(cid, bytes);
-    }
+    source.insert_all(blocks);
     assert!(shards > 250, "20000 entries need nested shards ({shards})");
     let mut most = 0;
     for (name, expected) in entries
@@ -554,13 +558,14 @@ async fn edits_to_a_sharded_directory_give_the_reference_cid() {
 /// A directory `d` with `entries`, under a root, in `source`; returns the root.
 fn tree_with_directory(source: &mut MemorySource, entries: &BTreeMap<String, Link>) -> Link {
     let (dir, blocks) = encode_directory(entries).expect("encode");
-    for (cid, bytes) in blocks {
-        source.insert(cid, bytes);
-    }
+    source.insert_all(blocks);
+    root_over(source, dir)
+}
+
+/// A root holding `dir` as `d`, in `source`; returns the root.
+fn root_over(source: &mut MemorySource, dir: Link) -> Link {
     let (root, blocks) = encode_directory(&BTreeMap::from([("d".to_owned(), dir)])).expect("root");
-    for (cid, bytes) in blocks {
-        source.insert(cid, bytes);
-    }
+    source.insert_all(blocks);
     root
 }
 
@@ -607,9 +612,7 @@ async fn an_edit_to_a_sharded_directory_rewrites_only_the_shards_on_its_path() {
     assert!(fetched <= 2 + 3 * 3, "{fetched} blocks read");
     // The same, written: the new root, d's root shard, the shards on the three paths.
     assert!(blocks.len() <= 2 + 3 * 3, "{} blocks written", blocks.len());
-    for (cid, bytes) in blocks {
-        source.insert(cid, bytes);
-    }
+    source.insert_all(blocks);
     entries.insert("entry-20000".into(), added);
     entries.insert("entry-00042".into(), changed);
     entries.remove("entry-00043");
@@ -635,9 +638,7 @@ async fn growing_a_sharded_directory_reads_only_the_paths_of_the_new_names() {
         let fetched = source.take_fetched();
         assert!(fetched <= 5, "{name}: {fetched} blocks read");
         assert!(blocks.len() <= 5, "{name}: {} blocks written", blocks.len());
-        for (cid, bytes) in blocks {
-            source.insert(cid, bytes);
-        }
+        source.insert_all(blocks);
         entries.insert(name, link);
         root = new_root.cid;
     }
@@ -720,9 +721,7 @@ async fn random_edits_in_place_match_a_fresh_import_across_the_threshold() {
         let (new_root, blocks) = apply_changes(&source, &root, batch)
             .await
             .unwrap_or_else(|e| panic!("step {step}: {e}"));
-        for (cid, bytes) in blocks {
-            source.insert(cid, bytes);
-        }
+        source.insert_all(blocks);
         root = new_root.cid;
         entries = model;
         directory_d_matches(&source, &root, &entries).await;
@@ -803,11 +802,7 @@ async fn a_basic_directory_written_by_others_is_edited_into_the_canonical_form()
             tsize: 0,
         };
         source.insert(dir.cid, bytes);
-        let (root, blocks) =
-            encode_directory(&BTreeMap::from([("d".to_owned(), dir)])).expect("root");
-        for (cid, bytes) in blocks {
-            source.insert(cid, bytes);
-        }
+        let root = root_over(&mut source, dir);
         let added = test_file(500);
         let changes = vec![
             Change::Put {
@@ -821,9 +816,7 @@ async fn a_basic_directory_written_by_others_is_edited_into_the_canonical_form()
         let (root, blocks) = apply_changes(&source, &root.cid, changes)
             .await
             .unwrap_or_else(|e| panic!("{what}: {e}"));
-        for (cid, bytes) in blocks {
-            source.insert(cid, bytes);
-        }
+        source.insert_all(blocks);
         // What the block holds, as decoded (a missing Tsize reads as 0), edited.
         let mut expected = read_directory(&source, &dir.cid).await.expect("read");
         assert_eq!(expected.len(), entries.len(), "{what}");
