@@ -134,7 +134,15 @@ impl NodeReport {
 
     async fn readiness_and_disk(&self) -> (Option<DiskStatus>, Readiness) {
         let mut problems = Vec::new();
-        if let Some(conflict) = self.replication.publisher().and_then(|p| p.conflict()) {
+        // Said once the write gate is closed: the publisher notes a conflict (and writes it to
+        // disk) before the gate closes, and readiness must not say writes are refused while
+        // one would still be taken.
+        let conflict = self
+            .replication
+            .publisher()
+            .and_then(|p| p.conflict())
+            .filter(|_| self.registry.write_refusal().is_some());
+        if let Some(conflict) = conflict {
             problems.push(format!(
                 "second writer detected: publishing stopped and writes refused until a restart \
                  with `serve --take-over-name`: {conflict}"
