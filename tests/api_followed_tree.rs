@@ -171,9 +171,11 @@ async fn a_followed_manifest_over_the_limit_is_refused_like_a_pushed_one() {
     assert_eq!(reg.get_manifest(REPO, "v1").await.status(), 200);
 }
 
-/// A followed tree whose blob bytes do not hash to the digest it files them under: the blob is
-/// refused before any byte goes out (the blocks all match their CIDs, so only the digest check
-/// catches it), every time, and the node keeps serving.
+/// A followed tree whose blob bytes do not hash to the digest it files them under (the blocks
+/// all match their CIDs, so only the digest check catches it). The first client to ask for the
+/// whole blob gets it as it is checked, and its body ends early, without the last piece: no
+/// client ever holds all the wrong bytes. From then on the blob is refused before any byte goes
+/// out, whole or in part, and the node keeps serving.
 #[tokio::test]
 async fn a_followed_blob_whose_bytes_miss_their_digest_is_refused() {
     let mut reg = TestRegistry::start().await;
@@ -197,8 +199,35 @@ async fn a_followed_blob_whose_bytes_miss_their_digest_is_refused() {
     reg.reopen_read_only().await;
     reg.registry().set_followed_roots(vec![hostile]);
 
-    for _ in 0..2 {
-        let resp = reg.get(&format!("/v2/{REPO}/blobs/{layer_digest}")).await;
+    let path = format!("/v2/{REPO}/blobs/{layer_digest}");
+    let mut resp = reg.get(&path).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.content_length(), Some(3 << 20));
+    let mut received = 0;
+    let cut = loop {
+        match resp.chunk().await {
+            Ok(Some(piece)) => {
+                // Every byte that does go out is one of the tree's (verified) blocks.
+                for &byte in piece.iter() {
+                    assert_eq!(byte, (received >> 20) as u8, "at offset {received}");
+                    received += 1;
+                }
+            }
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(cut, "the body must end early, not look complete");
+    assert!(
+        received <= 2 << 20,
+        "the last piece went out: {received} bytes"
+    );
+
+    for range in [None, Some("bytes=0-99")] {
+        let resp = match range {
+            None => reg.get(&path).await,
+            Some(range) => reg.get_range(&path, range).await,
+        };
         let body = assert_error(resp, 502, "UNKNOWN").await;
         let message = body["message"].as_str().unwrap_or_default();
         assert!(message.contains("hashes to"), "{body}");

@@ -11,7 +11,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::content::{import_file, import_stream, link_file, Imported};
-use super::digest::{Algorithm, Digest, Hasher};
+use super::digest::{Algorithm, Digest};
 use super::error::RegistryError;
 use super::layout;
 use super::reference::RepoName;
@@ -19,7 +19,7 @@ use super::streaming::StreamingImport;
 use super::uploads::UploadGuard;
 use super::{Registry, Unreadable};
 use crate::store::WriteSession;
-use crate::tree::{fetch_dag, file_size, read_file_range, BlockSource, Change, Link};
+use crate::tree::{file_size, read_file_range, BlockSource, Change, Link};
 
 /// A blob present in a repository.
 #[derive(Debug, Clone)]
@@ -64,55 +64,19 @@ impl Registry {
         })
     }
 
-    /// Fetches every block of a blob that is not local and checks the whole against its digest;
-    /// remembers the outcome so it is done once per blob.
-    pub async fn verify_blob(&self, digest: &Digest, cid: &Cid) -> Result<(), RegistryError> {
-        // The bytes are hashed in order while the blocks are fetched, many at a time (a want
-        // for a block the walk already wants is shared): the check takes about as long as the
-        // fetch, not the fetch and then a read of the whole blob.
-        let fetch = fetch_dag(
-            self.source(),
-            *cid,
-            self.options.fetch_concurrency,
-            |_| false,
-            |_| {},
-        );
-        let hash = async {
-            let size = file_size(self.source(), cid).await?;
-            let (tx, mut rx) = mpsc::channel(4);
-            let mut hasher = Hasher::new(digest.algorithm());
-            let read = read_file_range(self.source(), cid, 0..size, tx);
-            let hash = async {
-                while let Some(chunk) = rx.recv().await {
-                    hasher.update(&chunk);
-                }
-            };
-            let (result, ()) = tokio::join!(read, hash);
-            result.map(|()| hasher.finish())
-        };
-        let (_, actual) = tokio::try_join!(fetch, hash)?;
-        if &actual != digest {
-            return Err(RegistryError::ContentInvalid(format!(
-                "blob {digest} fetched from peers hashes to {actual}"
-            )));
-        }
-        // The bytes are good whether or not this is remembered: on a full disk, serve them
-        // anyway, and check again next time.
-        if let Err(e) = self.meta.mark_verified(cid) {
-            tracing::warn!(%digest, error = %e, "could not record that a blob was verified");
-        }
-        Ok(())
-    }
-
-    /// Streams `range` of a blob, one block at a time, verifying it first if it came from
-    /// another tree. A read error after the first byte ends the stream early (and is logged):
-    /// the client sees a short body, never wrong bytes.
+    /// Streams `range` of a blob, one block at a time. A blob from another tree is checked
+    /// against its digest first, or, when the whole of it is asked for, while it streams. A read
+    /// error after the first byte ends the stream early (and is logged): the client sees a short
+    /// body, never a whole blob of wrong bytes.
     pub async fn read_blob(
         &self,
         blob: &BlobInfo,
         range: Range<u64>,
     ) -> Result<mpsc::Receiver<Bytes>, RegistryError> {
         if !blob.verified {
+            if range.start == 0 && range.end == blob.size {
+                return self.stream_unchecked_blob(blob).await;
+            }
             self.verify_blob(&blob.digest, &blob.cid).await?;
         }
         let (tx, rx) = mpsc::channel(4);

@@ -17,6 +17,7 @@ mod mirror;
 mod reference;
 mod streaming;
 mod uploads;
+mod verify;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -131,6 +132,8 @@ pub struct Registry {
     followed: RwLock<Arc<Vec<Cid>>>,
     /// Why this writer refuses writes for now (a second writer of its name), if it does.
     write_refusal: RwLock<Option<String>>,
+    /// Followed blobs seen to miss their digests.
+    refuted: Arc<verify::Refuted>,
     /// Held by the garbage collection that runs (one at a time).
     collecting: tokio::sync::Mutex<()>,
     /// The report of the last garbage collection.
@@ -169,6 +172,7 @@ impl Registry {
             source,
             followed: RwLock::new(Arc::new(Vec::new())),
             write_refusal: RwLock::new(None),
+            refuted: Arc::default(),
             collecting: tokio::sync::Mutex::new(()),
             last_gc: RwLock::new(None),
         })

@@ -1,0 +1,209 @@
+//! Checking blobs of followed trees against their digests. The blocks of a followed tree match
+//! their CIDs (the block layer checks that), but only hashing the whole blob shows that the tree
+//! files the right bytes under a digest. A blob is checked once, and the outcome remembered:
+//! either on its own (a mirror walk, a range request), or while it streams to a client that
+//! asked for all of it, holding back the last piece until the digest matches.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use cid::Cid;
+use tokio::sync::{mpsc, oneshot};
+
+use super::blobs::BlobInfo;
+use super::digest::{Digest, Hasher};
+use super::error::RegistryError;
+use super::Registry;
+use crate::store::MetaStore;
+use crate::tree::{fetch_dag, file_size, read_file_range, BlockSource};
+
+/// Blobs whose bytes were seen not to match their digest, remembered in memory so that the next
+/// request for one is refused before any byte goes out. Bounded: past this many it starts over.
+const MAX_REFUTED: usize = 4096;
+
+/// Roots of blob files that hashed to something other than their digest.
+#[derive(Debug, Default)]
+pub(super) struct Refuted(Mutex<HashSet<Cid>>);
+
+impl Refuted {
+    fn insert(&self, cid: Cid) {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if set.len() >= MAX_REFUTED {
+            set.clear();
+        }
+        set.insert(cid);
+    }
+
+    fn contains(&self, cid: &Cid) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(cid)
+    }
+}
+
+impl Registry {
+    /// Fetches every block of a blob that is not local and checks the whole against its digest;
+    /// remembers the outcome so it is done once per blob.
+    pub async fn verify_blob(&self, digest: &Digest, cid: &Cid) -> Result<(), RegistryError> {
+        let size = file_size(self.source(), cid).await?;
+        let check = BlobCheck {
+            source: self.source.clone(),
+            meta: self.meta.clone(),
+            refuted: self.refuted.clone(),
+            concurrency: self.options.fetch_concurrency,
+            digest: digest.clone(),
+            cid: *cid,
+            size,
+        };
+        let actual = check.fetch_and_hash(None).await?;
+        check.conclude(&actual)
+    }
+
+    /// The whole of a blob not yet checked, as it is fetched and hashed. Waits until the first
+    /// piece can go out, so that a blob that cannot be had, or a one-piece blob that fails its
+    /// digest, is still an error status. Later failures end the stream early (logged): the client
+    /// sees a short body, and never the last piece of bytes that miss their digest.
+    pub(super) async fn stream_unchecked_blob(
+        &self,
+        blob: &BlobInfo,
+    ) -> Result<mpsc::Receiver<Bytes>, RegistryError> {
+        if self.refuted.contains(&blob.cid) {
+            // Refused as a whole, before any byte, as long as this node remembers.
+            self.verify_blob(&blob.digest, &blob.cid).await?;
+        }
+        let check = BlobCheck {
+            source: self.source.clone(),
+            meta: self.meta.clone(),
+            refuted: self.refuted.clone(),
+            concurrency: self.options.fetch_concurrency,
+            digest: blob.digest.clone(),
+            cid: blob.cid,
+            size: blob.size,
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let (started_tx, started) = oneshot::channel();
+        tokio::spawn(check.stream(tx, started_tx));
+        match started.await {
+            Ok(Ok(())) => Ok(rx),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(RegistryError::io(
+                format!("streaming blob {}", blob.digest),
+                std::io::Error::other("the streaming task ended without an answer"),
+            )),
+        }
+    }
+}
+
+/// One check of a blob's bytes against its digest, owning what it needs to run on its own task.
+struct BlobCheck {
+    source: Arc<dyn BlockSource>,
+    meta: MetaStore,
+    refuted: Arc<Refuted>,
+    concurrency: usize,
+    digest: Digest,
+    cid: Cid,
+    size: u64,
+}
+
+impl BlobCheck {
+    /// Fetches the blob's blocks, many at a time, while its bytes are hashed in order: the check
+    /// takes about as long as the fetch, not the fetch and then a read of the whole blob (a want
+    /// for a block the fetch already wants is shared). Each hashed piece goes to `pieces`, if
+    /// given and still listening. Returns the digest of the bytes.
+    async fn fetch_and_hash(
+        &self,
+        mut pieces: Option<mpsc::Sender<Bytes>>,
+    ) -> Result<Digest, RegistryError> {
+        let source = self.source.as_ref();
+        let fetch = fetch_dag(source, self.cid, self.concurrency, |_| false, |_| {});
+        let hash = async {
+            let (tx, mut rx) = mpsc::channel(4);
+            let mut hasher = Hasher::new(self.digest.algorithm());
+            let read = read_file_range(source, &self.cid, 0..self.size, tx);
+            let hash = async {
+                while let Some(piece) = rx.recv().await {
+                    hasher.update(&piece);
+                    if let Some(out) = &pieces {
+                        if out.send(piece).await.is_err() {
+                            pieces = None;
+                        }
+                    }
+                }
+            };
+            let (result, ()) = tokio::join!(read, hash);
+            result.map(|()| hasher.finish())
+        };
+        let (_, actual) = tokio::try_join!(fetch, hash)?;
+        Ok(actual)
+    }
+
+    /// Remembers the outcome of a check that hashed the bytes to `actual`.
+    fn conclude(&self, actual: &Digest) -> Result<(), RegistryError> {
+        if actual != &self.digest {
+            self.refuted.insert(self.cid);
+            return Err(RegistryError::ContentInvalid(format!(
+                "blob {} fetched from peers hashes to {actual}",
+                self.digest
+            )));
+        }
+        // The bytes are good whether or not this is remembered: on a full disk, serve them
+        // anyway, and check again next time.
+        if let Err(e) = self.meta.mark_verified(&self.cid) {
+            tracing::warn!(digest = %self.digest, error = %e, "could not record that a blob was verified");
+        }
+        Ok(())
+    }
+
+    /// Sends the blob to `client` one piece behind the hash, the last piece only once the
+    /// digest matches. `started` hears when the first piece goes out, or the outcome if the
+    /// check ends before that. Stops when the client hangs up.
+    async fn stream(
+        self,
+        client: mpsc::Sender<Bytes>,
+        started: oneshot::Sender<Result<(), RegistryError>>,
+    ) {
+        let mut started = Some(started);
+        let (pieces_tx, pieces) = mpsc::channel(2);
+        let forward = async {
+            // Owned here, so that the hash stops sending as soon as this stops listening.
+            let mut pieces = pieces;
+            let mut held: Option<Bytes> = None;
+            while let Some(piece) = pieces.recv().await {
+                if let Some(previous) = held.replace(piece) {
+                    if let Some(started) = started.take() {
+                        let _ = started.send(Ok(()));
+                    }
+                    if client.send(previous).await.is_err() {
+                        return None;
+                    }
+                }
+            }
+            held
+        };
+        let checked = async { tokio::join!(self.fetch_and_hash(Some(pieces_tx)), forward) };
+        let (actual, last) = tokio::select! {
+            outcome = checked => outcome,
+            // The client went away: stop fetching for it.
+            () = client.closed() => return,
+        };
+        let outcome = actual.and_then(|actual| self.conclude(&actual));
+        match (outcome, started.take()) {
+            (Ok(()), started) => {
+                if let Some(started) = started {
+                    let _ = started.send(Ok(()));
+                }
+                if let Some(last) = last {
+                    let _ = client.send(last).await;
+                }
+            }
+            (Err(e), Some(started)) => {
+                let _ = started.send(Err(e));
+            }
+            (Err(e), None) => {
+                tracing::error!(digest = %self.digest, error = %e, "streaming a followed blob failed: the response ends early");
+            }
+        }
+    }
+}
