@@ -18,9 +18,16 @@
 //! from it, so the source sends each block about once rather than once per replica. A peer that
 //! wants nothing we want changes nothing.
 //!
+//! Once a fellow has a block, the block comes from fellows only: a want waits for a busy
+//! fellow's window rather than go to the source, whose uplink all fellows share (again up to
+//! [`DEFER_LIMIT`]).
+//!
 //! A want-block moves to another peer when its peer answers DONT_HAVE, disconnects, sends data
 //! that is no block we want, or does not deliver within a deadline derived from its observed
-//! latency; the old peer gets a cancel, so it does not send a late copy. Once every peer that
+//! latency; the old peer gets a cancel, so it does not send a late copy. A peer that delivers
+//! is busy, not stalled: each block it delivers renews the deadlines of our other want-blocks
+//! at it (up to [`MAX_QUEUED_WAIT`]); one that delivers nothing is passed by within the
+//! deadline. Once every peer that
 //! could have the block failed, the failures are forgotten and the peers asked again.
 //!
 //! The window of want-blocks in flight per peer is sized from what the peer delivers: about
@@ -59,6 +66,9 @@ const MIN_DEADLINE: Duration = Duration::from_secs(1);
 const MAX_DEADLINE: Duration = Duration::from_secs(5);
 /// Deadline in multiples of the peer's smoothed latency (which includes its queueing).
 const DEADLINE_RTTS: f64 = 3.0;
+/// How long a want-block may wait at a peer that keeps delivering other blocks: each delivery
+/// renews the deadlines of its other want-blocks, up to this long after each was asked.
+const MAX_QUEUED_WAIT: Duration = Duration::from_secs(15);
 /// Weight of a new sample in the smoothed latency and rate.
 const SMOOTHING: f64 = 0.125;
 /// How long a want waits at most for the fellow fetcher that ranks first for it to say HAVE,
@@ -188,6 +198,15 @@ impl PeerStats {
         if let Some(rate) = self.rate.as_mut() {
             *rate /= 2.0;
         }
+    }
+
+    /// A want-block waited `waited` seconds at it without arriving. That is a lower bound on
+    /// its latency now, so its smoothed latency becomes at least that: a peer whose queue grew
+    /// after its latency was measured (many fetchers sharing it) gets a longer deadline next
+    /// time, instead of missing short ones over and over, each miss a block sent twice.
+    fn timed_out(&mut self, waited: f64) {
+        self.failed();
+        self.srtt = Some(self.srtt.map_or(waited, |srtt| srtt.max(waited)));
     }
 }
 
@@ -478,7 +497,25 @@ impl Scheduler {
             }
             self.release(&asked.peer);
         }
+        self.extend_deadlines(&from, now);
         self.dispatch(now)
+    }
+
+    /// `peer` delivered a block: it is busy, not stalled, and our other want-blocks at it are
+    /// queued behind what it is sending. Each gets a fresh deadline from now, up to
+    /// [`MAX_QUEUED_WAIT`] after it was asked. Without this, a peer that many fetchers share
+    /// misses deadlines measured before its queue grew, and each miss is a block it sends
+    /// anyway (the cancel comes too late) and another peer sends again.
+    fn extend_deadlines(&mut self, peer: &PeerId, now: Instant) {
+        let Some(stats) = self.peers.get(peer) else {
+            return;
+        };
+        let fresh = now + stats.deadline();
+        for want in self.wants.values_mut() {
+            if let Some(asked) = want.asked.as_mut().filter(|a| a.peer == *peer) {
+                asked.deadline = asked.deadline.max(fresh.min(asked.at + MAX_QUEUED_WAIT));
+            }
+        }
     }
 
     /// `peer` sent data that is no block we want or wanted lately: its want-blocks move on.
@@ -509,7 +546,7 @@ impl Scheduler {
     /// sends what waited.
     pub(super) fn tick(&mut self, now: Instant) -> Vec<Order> {
         let mut orders = Vec::new();
-        let mut late = Vec::new();
+        let mut late: Vec<(PeerId, f64)> = Vec::new();
         for (cid, want) in &mut self.wants {
             if let Some(asked) = want.asked.filter(|a| a.deadline <= now) {
                 want.asked = None;
@@ -519,14 +556,17 @@ impl Scheduler {
                     peer: asked.peer,
                     cid: *cid,
                 });
-                late.push(asked.peer);
+                late.push((
+                    asked.peer,
+                    now.saturating_duration_since(asked.at).as_secs_f64(),
+                ));
                 tracing::debug!(%cid, peer = %asked.peer, "want-block not delivered in time: moving it");
             }
         }
-        for peer in late {
+        for (peer, waited) in late {
             self.release(&peer);
             if let Some(stats) = self.peers.get_mut(&peer) {
-                stats.failed();
+                stats.timed_out(waited);
             }
         }
         for want in self.wants.values_mut() {
@@ -663,10 +703,17 @@ impl Scheduler {
                     .is_some_and(|s| s.outstanding < s.window())
             };
             let any_have = want.have.iter().any(usable);
+            // A fellow fetcher that has the block is where it comes from, even while the fellow
+            // is busy: the source's uplink is what all fellows share, and a want sent there
+            // because a fellow's window is full is a block the source sends twice. Only a want
+            // that has waited DEFER_LIMIT goes past its fellows.
+            let is_fellow = |p: &PeerId| want.fellows.contains_key(p);
+            let fellows_only = now.saturating_duration_since(want.since) < DEFER_LIMIT
+                && want.have.iter().any(|p| usable(p) && is_fellow(p));
             let candidates: Vec<PeerId> = if any_have {
                 want.have
                     .iter()
-                    .filter(|p| usable(p) && has_free(p))
+                    .filter(|p| usable(p) && has_free(p) && (!fellows_only || is_fellow(p)))
                     .copied()
                     .collect()
             } else if now.saturating_duration_since(want.since) >= UNANSWERED_DELAY {
@@ -892,6 +939,100 @@ mod tests {
     }
 
     #[test]
+    fn a_missed_deadline_lengthens_the_next_one() {
+        let now = Instant::now();
+        let a = PeerId::random();
+        let mut s = connected(None, &[a], now);
+        s.add_want(cid(1), 1, now);
+        assert_eq!(
+            blocks(&s.presence(a, &cid(1), true, now)),
+            vec![(a, cid(1))]
+        );
+        // Fast at first: its deadline is the shortest.
+        s.received(&cid(1), a, 1 << 20, now + Duration::from_millis(50));
+        let t = now + Duration::from_millis(100);
+        s.add_want(cid(2), 1, t);
+        assert_eq!(blocks(&s.presence(a, &cid(2), true, t)), vec![(a, cid(2))]);
+        let missed = t + MIN_DEADLINE;
+        let orders = s.tick(missed);
+        assert!(has_cancel(&orders, a, cid(2)), "{orders:?}");
+        // Nobody else has it, so it is asked again, now with 3 x the wait it missed + 0.5 s.
+        assert_eq!(blocks(&orders), vec![(a, cid(2))]);
+        let orders = s.tick(missed + Duration::from_secs(3));
+        assert!(!has_cancel(&orders, a, cid(2)), "{orders:?}");
+        let orders = s.tick(missed + Duration::from_millis(3500));
+        assert!(has_cancel(&orders, a, cid(2)), "{orders:?}");
+    }
+
+    #[test]
+    fn a_peer_that_keeps_delivering_keeps_its_want_blocks() {
+        let now = Instant::now();
+        let (busy, other) = (PeerId::random(), PeerId::random());
+        let mut s = connected(None, &[busy, other], now);
+        let wanted: Vec<Cid> = (0..INITIAL_WINDOW as u32).map(cid).collect();
+        for c in &wanted {
+            s.add_want(*c, 1, now);
+            s.presence(busy, c, true, now);
+            s.presence(other, c, true, now);
+        }
+        let at_busy: Vec<Cid> = wanted
+            .iter()
+            .copied()
+            .filter(|c| s.wants[c].asked.is_some_and(|a| a.peer == busy))
+            .collect();
+        assert!(at_busy.len() >= 2, "{at_busy:?}");
+        // It delivers one block shortly before the others' deadline: they stay with it.
+        let t = now + MAX_DEADLINE - Duration::from_millis(100);
+        s.received(&at_busy[0], busy, 1 << 20, t);
+        let orders = s.tick(now + MAX_DEADLINE);
+        assert!(
+            !at_busy[1..].iter().any(|c| has_cancel(&orders, busy, *c)),
+            "{orders:?}"
+        );
+        // Silent from then on, it loses them within its deadline.
+        let orders = s.tick(t + MAX_DEADLINE);
+        assert!(
+            at_busy[1..].iter().all(|c| has_cancel(&orders, busy, *c)),
+            "{orders:?}"
+        );
+    }
+
+    #[test]
+    fn a_peer_delivering_others_waits_at_most_max_queued_wait() {
+        let now = Instant::now();
+        let (busy, other) = (PeerId::random(), PeerId::random());
+        let mut s = connected(None, &[busy, other], now);
+        s.add_want(cid(1), 1, now);
+        assert_eq!(
+            blocks(&s.presence(busy, &cid(1), true, now)),
+            vec![(busy, cid(1))]
+        );
+        s.presence(other, &cid(1), true, now);
+        // It delivers other blocks every second (asked of someone else), never ours.
+        let mut t = now;
+        let mut moved = None;
+        for i in 2..40u32 {
+            t += Duration::from_secs(1);
+            s.add_want(cid(i), 1, t);
+            let orders = s.received(&cid(i), busy, 1 << 20, t);
+            let orders = [orders, s.tick(t)].concat();
+            if has_cancel(&orders, busy, cid(1)) {
+                moved = Some(t);
+                break;
+            }
+        }
+        let moved = moved.expect("the want-block moved");
+        assert!(
+            moved >= now + MAX_QUEUED_WAIT - Duration::from_secs(1),
+            "{moved:?}"
+        );
+        assert!(
+            moved <= now + MAX_QUEUED_WAIT + Duration::from_secs(1),
+            "{moved:?}"
+        );
+    }
+
+    #[test]
     fn a_disconnected_peer_s_want_blocks_go_elsewhere() {
         let now = Instant::now();
         let (a, b) = (PeerId::random(), PeerId::random());
@@ -1096,6 +1237,62 @@ mod tests {
         s.peer_wants(&fellow, &[cancel], false, t);
         assert!(blocks(&s.tick(t + CANCEL_GRACE / 2)).is_empty());
         assert_eq!(blocks(&s.tick(t + CANCEL_GRACE)), vec![(source, gave_up)]);
+    }
+
+    #[test]
+    fn a_busy_fellow_that_has_the_block_is_waited_for_rather_than_the_source() {
+        let now = Instant::now();
+        let (local, source, fellow) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mut s = connected(Some(local), &[source, fellow], now);
+        let wanted: Vec<Cid> = (0..=INITIAL_WINDOW as u32).map(cid).collect();
+        let entries: Vec<Entry> = wanted.iter().map(|c| want_have(*c)).collect();
+        s.peer_wants(&fellow, &entries, false, now);
+        let mut asked = Vec::new();
+        for c in &wanted {
+            s.add_want(*c, 1, now);
+            asked.extend(blocks(&s.presence(fellow, c, true, now)));
+            asked.extend(blocks(&s.presence(source, c, true, now)));
+        }
+        // The fellow's window is full; the source, idle and holding every block, is not asked.
+        assert_eq!(asked.len(), INITIAL_WINDOW, "{asked:?}");
+        assert!(asked.iter().all(|(p, _)| *p == fellow), "{asked:?}");
+        let waiting = *wanted
+            .iter()
+            .find(|c| !asked.iter().any(|(_, d)| d == *c))
+            .unwrap();
+        let t = now + Duration::from_millis(200);
+        assert!(blocks(&s.tick(t)).is_empty());
+        // Deliveries free slots at the fellow (its window, measured now, is MIN_WINDOW): the
+        // waiting want goes there.
+        let mut orders = s.received(&asked[0].1, fellow, 1 << 20, t);
+        orders.extend(s.received(&asked[1].1, fellow, 1 << 20, t));
+        assert_eq!(blocks(&orders), vec![(fellow, waiting)]);
+    }
+
+    #[test]
+    fn a_want_goes_past_its_busy_fellows_after_defer_limit() {
+        let now = Instant::now();
+        let (local, source, fellow) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mut s = connected(Some(local), &[source, fellow], now);
+        let late = cid(1000);
+        s.peer_wants(&fellow, &[want_have(late)], false, now);
+        s.add_want(late, 1, now);
+        // Neither has it at first.
+        assert!(blocks(&s.presence(fellow, &late, false, now)).is_empty());
+        assert!(blocks(&s.presence(source, &late, false, now)).is_empty());
+        // Shortly before DEFER_LIMIT the fellow has `late`, but its window is full.
+        let t = now + DEFER_LIMIT - Duration::from_secs(1);
+        let busy: Vec<Cid> = (0..INITIAL_WINDOW as u32).map(cid).collect();
+        let entries: Vec<Entry> = busy.iter().map(|c| want_have(*c)).collect();
+        s.peer_wants(&fellow, &entries, false, t);
+        for c in &busy {
+            s.add_want(*c, 1, t);
+            assert_eq!(blocks(&s.presence(fellow, c, true, t)), vec![(fellow, *c)]);
+        }
+        assert!(blocks(&s.presence(fellow, &late, true, t)).is_empty());
+        assert!(blocks(&s.presence(source, &late, true, t)).is_empty());
+        // Once it has waited DEFER_LIMIT, whoever has room gets it.
+        assert_eq!(blocks(&s.tick(now + DEFER_LIMIT)), vec![(source, late)]);
     }
 
     #[test]
