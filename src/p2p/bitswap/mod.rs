@@ -16,7 +16,8 @@
 //! want-blocks to other peers.
 //!
 //! When no connected peer can deliver a want (none is connected, every one answered DONT_HAVE,
-//! or none delivered within [`PROVIDER_SEARCH_DELAY`]), the engine asks the swarm once per want
+//! or none delivered within [`PROVIDER_SEARCH_DELAY`] and either none said HAVE or one that did
+//! missed its deadline), the engine asks the swarm once per want
 //! to look up the CID's providers in the DHTs and dial them; peers that connect are sent every
 //! pending want, so the want reaches the providers without further ado.
 
@@ -511,7 +512,8 @@ impl Bitswap {
     }
 
     /// Asks the swarm to find providers of `cid` once its want is stuck: no peer connected,
-    /// every connected peer answered DONT_HAVE, or [`PROVIDER_SEARCH_DELAY`] passed. Once per
+    /// every connected peer answered DONT_HAVE, or [`PROVIDER_SEARCH_DELAY`] passed and no
+    /// connected peer said HAVE or one missed its deadline. Once per
     /// want, however many callers wait for it; then (or if the want is gone) waits forever, for
     /// the caller's other branches to end the fetch.
     async fn seek_providers_when_stuck(&self, cid: Cid) -> std::convert::Infallible {
@@ -532,7 +534,13 @@ impl Bitswap {
                     break;
                 }
                 let nobody_has_it = scheduler.stuck(&cid);
-                if nobody_has_it || tokio::time::Instant::now() >= deadline {
+                // Past the delay, a want still waiting for a peer that has the block (its window
+                // is full, or a fellow fetcher serves it) needs no providers: with many replicas
+                // fetching one blob, almost every want waited that long, and each lookup cost
+                // every node DHT queries.
+                let overdue =
+                    tokio::time::Instant::now() >= deadline && !scheduler.has_holder(&cid);
+                if nobody_has_it || overdue {
                     want.sought = true;
                     tracing::debug!(%cid, peers = sessions.len(), "no connected peer delivers: looking for providers");
                     let _ = self.seek.send(cid);

@@ -252,6 +252,8 @@ struct WantState {
     /// Peers that got the want-block and did not deliver (timeout, junk): not asked again
     /// while another peer may deliver.
     failed: HashSet<PeerId>,
+    /// A peer failed to deliver it at least once (kept when `failed` is cleared).
+    missed: bool,
     asked: Option<Asked>,
     /// Peers that want it too (fellow fetchers), with when they cancelled their want.
     fellows: HashMap<PeerId, Option<Instant>>,
@@ -399,6 +401,7 @@ impl Scheduler {
             have: HashSet::new(),
             dont_have: HashSet::new(),
             failed: HashSet::new(),
+            missed: false,
             asked: None,
             fellows: self
                 .peers
@@ -526,6 +529,7 @@ impl Scheduler {
             if want.asked.is_some_and(|a| a.peer == peer) {
                 want.asked = None;
                 want.failed.insert(peer);
+                want.missed = true;
                 want.sent.remove(&peer);
                 orders.push(Order::Cancel { peer, cid: *cid });
                 moved += 1;
@@ -551,6 +555,7 @@ impl Scheduler {
             if let Some(asked) = want.asked.filter(|a| a.deadline <= now) {
                 want.asked = None;
                 want.failed.insert(asked.peer);
+                want.missed = true;
                 want.sent.remove(&asked.peer);
                 orders.push(Order::Cancel {
                     peer: asked.peer,
@@ -582,6 +587,14 @@ impl Scheduler {
         }
         orders.extend(self.dispatch(now));
         orders
+    }
+
+    /// Whether a connected peer said HAVE for `cid` and no peer has failed to deliver it yet:
+    /// the want waits for a window or a fellow, not for someone who has the block.
+    pub(super) fn has_holder(&self, cid: &Cid) -> bool {
+        self.wants.get(cid).is_some_and(|want| {
+            !want.missed && want.have.iter().any(|p| self.peers.contains_key(p))
+        })
     }
 
     /// Whether no connected peer can deliver `cid` (every one lacks it or failed), or no peer
@@ -1332,6 +1345,26 @@ mod tests {
                 vec![(source, cid(i))]
             );
         }
+    }
+
+    #[test]
+    fn a_peer_that_has_the_block_holds_it_until_it_fails() {
+        let now = Instant::now();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut s = connected(None, &[a, b], now);
+        s.add_want(cid(1), 1, now);
+        assert!(!s.has_holder(&cid(1)));
+        assert_eq!(
+            blocks(&s.presence(a, &cid(1), true, now)),
+            vec![(a, cid(1))]
+        );
+        assert!(s.has_holder(&cid(1)));
+        s.presence(b, &cid(1), false, now);
+        // It never delivers: once it missed its deadline, it holds the block no more, even
+        // when it is asked again (nobody else is left).
+        let orders = s.tick(now + MAX_DEADLINE);
+        assert_eq!(blocks(&orders), vec![(a, cid(1))]);
+        assert!(!s.has_holder(&cid(1)));
     }
 
     #[test]
