@@ -27,12 +27,14 @@
 //! latency; the old peer gets a cancel, so it does not send a late copy. A peer that delivers
 //! is busy, not stalled: each block it delivers renews the deadlines of our other want-blocks
 //! at it (up to [`MAX_QUEUED_WAIT`]); one that delivers nothing is passed by within the
-//! deadline. Once every peer that
-//! could have the block failed, the failures are forgotten and the peers asked again.
+//! deadline. Once every peer that could have the block failed, the failures are forgotten and
+//! the peers asked again.
 //!
 //! The window of want-blocks in flight per peer is sized from what the peer delivers: about
 //! twice its delivery rate times its lowest latency (the bandwidth-delay product), bounded by
-//! [`MIN_WINDOW`] and [`MAX_WINDOW`]. It grows while the rate grows, and shrinks on timeouts.
+//! [`MIN_WINDOW`] and [`MAX_WINDOW`]. It grows while the rate grows, and shrinks on timeouts; a
+//! missed deadline also raises the peer's latency estimate to the time it missed, so the next
+//! deadline is longer.
 //!
 //! Everything here is plain state: the engine feeds it events and sends the [`Order`]s it
 //! returns, so the choices are tested without a network.
