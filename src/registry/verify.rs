@@ -82,7 +82,10 @@ impl Registry {
             cid: blob.cid,
             size: blob.size,
         };
-        let (tx, rx) = mpsc::channel(4);
+        // Pieces are up to a block (1 MiB) each, and every stage (read, hash, hold, client)
+        // holds one already, with several blobs streaming at once in a pull: one queued piece
+        // per stage keeps the pipeline moving without multiplying the memory it holds.
+        let (tx, rx) = mpsc::channel(1);
         let (started_tx, started) = oneshot::channel();
         tokio::spawn(check.stream(tx, started_tx));
         match started.await {
@@ -119,7 +122,7 @@ impl BlobCheck {
         let source = self.source.as_ref();
         let fetch = fetch_dag(source, self.cid, self.concurrency, |_| false, |_| {});
         let hash = async {
-            let (tx, mut rx) = mpsc::channel(4);
+            let (tx, mut rx) = mpsc::channel(1);
             let mut hasher = Hasher::new(self.digest.algorithm());
             let read = read_file_range(source, &self.cid, 0..self.size, tx);
             let hash = async {
@@ -165,7 +168,7 @@ impl BlobCheck {
         started: oneshot::Sender<Result<(), RegistryError>>,
     ) {
         let mut started = Some(started);
-        let (pieces_tx, pieces) = mpsc::channel(2);
+        let (pieces_tx, pieces) = mpsc::channel(1);
         let forward = async {
             // Owned here, so that the hash stops sending as soon as this stops listening.
             let mut pieces = pieces;
