@@ -4,7 +4,7 @@
 //! either on its own (a mirror walk, a range request), or while it streams to a client that
 //! asked for all of it, holding back the last piece until the digest matches.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -22,33 +22,52 @@ use crate::tree::{fetch_dag, file_size, read_file_range, BlockSource};
 /// request for one is refused before any byte goes out. Bounded: past this many it starts over.
 const MAX_REFUTED: usize = 4096;
 
-/// Roots of blob files that hashed to something other than their digest.
+/// Roots of blob files that hashed to something other than their digest, with what they hashed
+/// to: a blob refused once is refused again without fetching and hashing it again.
 #[derive(Debug, Default)]
-pub(super) struct Refuted(Mutex<HashSet<Cid>>);
+pub(super) struct Refuted(Mutex<HashMap<Cid, Digest>>);
 
 impl Refuted {
-    fn insert(&self, cid: Cid) {
-        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if set.len() >= MAX_REFUTED {
-            set.clear();
+    fn insert(&self, cid: Cid, actual: Digest) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_REFUTED {
+            map.clear();
         }
-        set.insert(cid);
+        map.insert(cid, actual);
     }
 
-    fn contains(&self, cid: &Cid) -> bool {
+    fn get(&self, cid: &Cid) -> Option<Digest> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(cid)
+            .get(cid)
+            .cloned()
     }
+}
+
+/// The error of a blob whose bytes hash to `actual`, not to its `digest`.
+fn mismatch(digest: &Digest, actual: &Digest) -> RegistryError {
+    RegistryError::ContentInvalid(format!(
+        "blob {digest} fetched from peers hashes to {actual}"
+    ))
 }
 
 impl Registry {
     /// Fetches every block of a blob that is not local and checks the whole against its digest;
     /// remembers the outcome so it is done once per blob.
     pub async fn verify_blob(&self, digest: &Digest, cid: &Cid) -> Result<(), RegistryError> {
+        if let Some(actual) = self.refuted.get(cid) {
+            return Err(mismatch(digest, &actual));
+        }
         let size = file_size(self.source(), cid).await?;
-        let check = BlobCheck {
+        let check = self.blob_check(digest, cid, size);
+        let actual = check.fetch_and_hash(None).await?;
+        check.conclude(&actual)
+    }
+
+    /// A check of the blob `digest` whose file is `cid`, `size` bytes.
+    fn blob_check(&self, digest: &Digest, cid: &Cid, size: u64) -> BlobCheck {
+        BlobCheck {
             source: self.source.clone(),
             meta: self.meta.clone(),
             refuted: self.refuted.clone(),
@@ -56,9 +75,7 @@ impl Registry {
             digest: digest.clone(),
             cid: *cid,
             size,
-        };
-        let actual = check.fetch_and_hash(None).await?;
-        check.conclude(&actual)
+        }
     }
 
     /// The whole of a blob not yet checked, as it is fetched and hashed. Waits until the first
@@ -69,19 +86,11 @@ impl Registry {
         &self,
         blob: &BlobInfo,
     ) -> Result<mpsc::Receiver<Bytes>, RegistryError> {
-        if self.refuted.contains(&blob.cid) {
+        if let Some(actual) = self.refuted.get(&blob.cid) {
             // Refused as a whole, before any byte, as long as this node remembers.
-            self.verify_blob(&blob.digest, &blob.cid).await?;
+            return Err(mismatch(&blob.digest, &actual));
         }
-        let check = BlobCheck {
-            source: self.source.clone(),
-            meta: self.meta.clone(),
-            refuted: self.refuted.clone(),
-            concurrency: self.options.fetch_concurrency,
-            digest: blob.digest.clone(),
-            cid: blob.cid,
-            size: blob.size,
-        };
+        let check = self.blob_check(&blob.digest, &blob.cid, blob.size);
         // Pieces are up to a block (1 MiB) each, and every stage (read, hash, hold, client)
         // holds one already, with several blobs streaming at once in a pull: one queued piece
         // per stage keeps the pipeline moving without multiplying the memory it holds.
@@ -145,11 +154,8 @@ impl BlobCheck {
     /// Remembers the outcome of a check that hashed the bytes to `actual`.
     fn conclude(&self, actual: &Digest) -> Result<(), RegistryError> {
         if actual != &self.digest {
-            self.refuted.insert(self.cid);
-            return Err(RegistryError::ContentInvalid(format!(
-                "blob {} fetched from peers hashes to {actual}",
-                self.digest
-            )));
+            self.refuted.insert(self.cid, actual.clone());
+            return Err(mismatch(&self.digest, actual));
         }
         // The bytes are good whether or not this is remembered: on a full disk, serve them
         // anyway, and check again next time.
