@@ -37,7 +37,7 @@ step() { printf '\n== %s\n' "$*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 step "toolchain (Debian packages)"
-if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+if ! dpkg --print-foreign-architectures | grep -x arm64 >/dev/null; then
   dpkg --add-architecture arm64
   apt_updated=0
 fi
@@ -64,7 +64,7 @@ start=$(date +%s)
 /usr/bin/cargo build --locked --release --target "$triple"
 echo "built in $(($(date +%s) - start)) s"
 bin=$target_dir/$triple/release/ipns-registry
-file "$bin" | grep -q 'ARM aarch64' || fail "$bin is not an aarch64 binary: $(file "$bin")"
+file "$bin" | grep 'ARM aarch64' >/dev/null || fail "$bin is not an aarch64 binary: $(file "$bin")"
 echo "$bin: $(du -h "$bin" | cut -f1) ($(stat -c %s "$bin") bytes)"
 # Only glibc: nothing else must be needed on the Pi.
 needed=$(aarch64-linux-gnu-readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort | tr '\n' ' ')

@@ -207,7 +207,7 @@ echo "skopeo's error: $(tail -n 1 "$work/skopeo_c.err")"
 grep -q "connected only through a relay" "$work/replica_c.log" || fail "replica C's log does not say why"
 grep -q "block not fetched: these peers are (or were, until the relay closed the circuit) connected only through a relay" "$work/replica_c.log" ||
   fail "replica C's log does not say why the block was not fetched"
-grep "block not fetched" "$work/replica_c.log" | head -n 1 | sed 's/.*WARN/WARN/' | cut -c1-400
+grep -m 1 "block not fetched" "$work/replica_c.log" | sed 's/.*WARN/WARN/' | cut -c1-400
 
 echo
 echo "e2e-nat: passed"

@@ -105,7 +105,7 @@ skopeo copy --quiet --preserve-digests --dest-cert-dir "$certs" \
 step "skopeo inspect and pull over HTTPS (--cert-dir, --src-cert-dir)"
 got=$(skopeo inspect --raw --cert-dir "$certs" "docker://localhost:$port/tls/app:v1" | sha256sum | cut -d' ' -f1)
 [ "sha256:$got" = "$manifest" ] || fail "manifest digest $got != $manifest"
-skopeo list-tags --cert-dir "$certs" "docker://localhost:$port/tls/ip" | grep -q '"v1"' || fail "tag v1 not listed"
+skopeo list-tags --cert-dir "$certs" "docker://localhost:$port/tls/ip" | grep '"v1"' >/dev/null || fail "tag v1 not listed"
 skopeo copy --quiet --preserve-digests --src-cert-dir "$certs" \
   "docker://localhost:$port/tls/app:v1" "oci:$work/dst:v1"
 for d in "$config" "${layers[@]}" "$manifest"; do

@@ -20,7 +20,7 @@ if [ ${#targets[@]} -eq 0 ]; then
   targets=(manifest ipns_record unixfs bitswap_message reference range)
 fi
 
-if ! rustup toolchain list | grep -q '^nightly'; then
+if ! rustup toolchain list | grep '^nightly' >/dev/null; then
   echo "fuzz.sh: the nightly toolchain is needed (rustup toolchain install nightly)" >&2
   exit 2
 fi

@@ -77,7 +77,7 @@ step "waiting for the writer's record to cover the push"
 root=
 for _ in $(seq 1 300); do
   headers=$(curl -sS -o /dev/null -D - "$writer/ipns/$name/$tag_path?format=car&dag-scope=block" || true)
-  if printf '%s' "$headers" | grep -q '^HTTP/1.1 200'; then
+  if printf '%s' "$headers" | grep '^HTTP/1.1 200' >/dev/null; then
     root=$(printf '%s' "$headers" | tr -d '\r' | sed -n 's/^[Xx]-[Ii]pfs-[Rr]oots: \([^,]*\).*/\1/p')
     break
   fi

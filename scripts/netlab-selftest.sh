@@ -110,7 +110,7 @@ for addr in sys.argv[3:]:
 }
 
 step "--help explains"
-"$netlab" --help | grep -q 'up LAB internet' || fail "--help does not describe the internet topology"
+"$netlab" --help | grep 'up LAB internet' >/dev/null || fail "--help does not describe the internet topology"
 
 step "up $inet internet --nat eim --nat symmetric --nat eim"
 "$netlab" up "$inet" internet --nat eim --nat symmetric --nat eim
@@ -212,7 +212,7 @@ step "up again replaces the stale lab"
 
 step "up $lan lan 2: multicast from h1 reaches h2 (224.0.0.251:5353)"
 "$netlab" up "$lan" lan 2
-ip -n "$lan-sw" -d link show br0 | grep -q 'mcast_snooping 0' || fail "the bridge snoops multicast"
+ip -n "$lan-sw" -d link show br0 | grep 'mcast_snooping 0' >/dev/null || fail "the bridge snoops multicast"
 h1=$("$netlab" addr "$lan" h1)
 h2=$("$netlab" addr "$lan" h2)
 in_lab "$lan" h2 python3 - "$h2" "$work/mcast" >"$work/mcast.log" 2>&1 <<'EOF' &

@@ -53,7 +53,7 @@ for pkg in qemu-system-arm debootstrap e2fsprogs cpio kmod skopeo; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
+  dpkg --print-foreign-architectures | grep -x arm64 >/dev/null || dpkg --add-architecture arm64
   apt-get update -qq
   # Some images carry a backported qemu-utils that breaks the release's qemu-system-common:
   # take the release's version of both.
@@ -250,7 +250,7 @@ for _ in $(seq 1 900); do
 done
 grep -q "JOB: restarted with HTTP" "$w/run.log" || { tail -30 "$w/run.log"; fail "the node did not start in the VM within 30 min"; }
 ready=$(($(date +%s) - start))
-grep "JOB:" "$w/run.log" | head -8
+grep -m 8 "JOB:" "$w/run.log"
 echo "VM boot, apt install and service start: ${ready} s"
 # GET /v2/ through the forwarded port; prints the status line.
 v2() { timeout 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port && printf 'GET /v2/ HTTP/1.0\r\n\r\n' >&3 && head -1 <&3" 2>/dev/null || true; }

@@ -113,7 +113,7 @@ step "replica in the other namespace, no --peer: finds the writer by mDNS"
 start_node "$ns_r" replica --follow "$name" --mirror all
 found=
 for _ in $(seq 1 120); do
-  if in_r "$bin" --data-dir "$work/replica" status --json 2>/dev/null | grep -q "\"$peer\""; then
+  if in_r "$bin" --data-dir "$work/replica" status --json 2>/dev/null | grep "\"$peer\"" >/dev/null; then
     found=1
     break
   fi

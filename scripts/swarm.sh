@@ -375,7 +375,7 @@ round() {
       # A failed GET is a result (the run goes on and exits 1 at the end), said here and in JSON.
       ok=failed
       echo "   $h's GET failed: $(tail -n 1 "$work/$label-$h.get"): $(head -c 300 "$work/$label-$h.body")"
-      tr '\n' ' ' <"$work/$label-$h.body" | head -c 300 >"$work/$label-$h.error"
+      head -c 300 "$work/$label-$h.body" | tr '\n' ' ' >"$work/$label-$h.error"
     fi
     [ "$label" = swarm ] || [ "$ok" = ok ] || fail "the lone replica's GET failed: no baseline"
     bytes=$(input_bytes "$h")
