@@ -122,11 +122,11 @@ struct BlobCheck {
 impl BlobCheck {
     /// Fetches the blob's blocks, many at a time, while its bytes are hashed in order: the check
     /// takes about as long as the fetch, not the fetch and then a read of the whole blob (a want
-    /// for a block the fetch already wants is shared). Each hashed piece goes to `pieces`, if
-    /// given and still listening. Returns the digest of the bytes.
+    /// for a block the fetch already wants is shared). Each hashed piece goes on to `forward`, if
+    /// given. Returns the digest of the bytes.
     async fn fetch_and_hash(
         &self,
-        mut pieces: Option<mpsc::Sender<Bytes>>,
+        mut forward: Option<&mut Forward>,
     ) -> Result<Digest, RegistryError> {
         let source = self.source.as_ref();
         let fetch = fetch_dag(source, self.cid, self.concurrency, |_| false, |_| {});
@@ -137,10 +137,8 @@ impl BlobCheck {
             let hash = async {
                 while let Some(piece) = rx.recv().await {
                     hasher.update(&piece);
-                    if let Some(out) = &pieces {
-                        if out.send(piece).await.is_err() {
-                            pieces = None;
-                        }
+                    if let Some(forward) = forward.as_deref_mut() {
+                        forward.pass(piece).await;
                     }
                 }
             };
@@ -173,38 +171,25 @@ impl BlobCheck {
         client: mpsc::Sender<Bytes>,
         started: oneshot::Sender<Result<(), RegistryError>>,
     ) {
-        let mut started = Some(started);
-        let (pieces_tx, pieces) = mpsc::channel(1);
-        let forward = async {
-            // Owned here, so that the hash stops sending as soon as this stops listening.
-            let mut pieces = pieces;
-            let mut held: Option<Bytes> = None;
-            while let Some(piece) = pieces.recv().await {
-                if let Some(previous) = held.replace(piece) {
-                    if let Some(started) = started.take() {
-                        let _ = started.send(Ok(()));
-                    }
-                    if client.send(previous).await.is_err() {
-                        return None;
-                    }
-                }
-            }
-            held
+        let hangup = client.clone();
+        let mut forward = Forward {
+            client,
+            started: Some(started),
+            held: None,
         };
-        let checked = async { tokio::join!(self.fetch_and_hash(Some(pieces_tx)), forward) };
-        let (actual, last) = tokio::select! {
-            outcome = checked => outcome,
+        let actual = tokio::select! {
+            actual = self.fetch_and_hash(Some(&mut forward)) => actual,
             // The client went away: stop fetching for it.
-            () = client.closed() => return,
+            () = hangup.closed() => return,
         };
         let outcome = actual.and_then(|actual| self.conclude(&actual));
-        match (outcome, started.take()) {
+        match (outcome, forward.started.take()) {
             (Ok(()), started) => {
                 if let Some(started) = started {
                     let _ = started.send(Ok(()));
                 }
-                if let Some(last) = last {
-                    let _ = client.send(last).await;
+                if let Some(last) = forward.held.take() {
+                    let _ = forward.client.send(last).await;
                 }
             }
             (Err(e), Some(started)) => {
@@ -213,6 +198,29 @@ impl BlobCheck {
             (Err(e), None) => {
                 tracing::error!(digest = %self.digest, error = %e, "streaming a followed blob failed: the response ends early");
             }
+        }
+    }
+}
+
+/// The client end of a blob streamed while it is checked: each hashed piece goes out once the
+/// next one has been hashed, so the last is held until the check concludes. Passing pieces on in
+/// the hashing loop, not through a stage of its own, keeps one piece fewer per blob in memory.
+struct Forward {
+    client: mpsc::Sender<Bytes>,
+    /// Hears when the first piece goes out; taken then.
+    started: Option<oneshot::Sender<Result<(), RegistryError>>>,
+    held: Option<Bytes>,
+}
+
+impl Forward {
+    /// Holds `piece` and sends the one held before it. A client that hung up is noticed by the
+    /// caller (`Sender::closed`); until then, sends to it fail quietly.
+    async fn pass(&mut self, piece: Bytes) {
+        if let Some(previous) = self.held.replace(piece) {
+            if let Some(started) = self.started.take() {
+                let _ = started.send(Ok(()));
+            }
+            let _ = self.client.send(previous).await;
         }
     }
 }
