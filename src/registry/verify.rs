@@ -16,7 +16,7 @@ use super::digest::{Digest, Hasher};
 use super::error::RegistryError;
 use super::Registry;
 use crate::store::MetaStore;
-use crate::tree::{fetch_dag, file_size, read_file_range, BlockSource};
+use crate::tree::{fetch_dag, file_size, BlockSource, FileReader, TreeError};
 
 /// Blobs whose bytes were seen not to match their digest, remembered in memory so that the next
 /// request for one is refused before any byte goes out. Bounded: past this many it starts over.
@@ -91,9 +91,9 @@ impl Registry {
             return Err(mismatch(&blob.digest, &actual));
         }
         let check = self.blob_check(&blob.digest, &blob.cid, blob.size);
-        // Pieces are up to a block (1 MiB) each, and every stage (read, hash, hold, client)
-        // holds one already, with several blobs streaming at once in a pull: one queued piece
-        // per stage keeps the pipeline moving without multiplying the memory it holds.
+        // Pieces are up to a block (1 MiB) each, the hashing loop and the client each hold one
+        // already, and a pull streams several blobs at once: one queued piece keeps the client
+        // busy without multiplying the memory held.
         let (tx, rx) = mpsc::channel(1);
         let (started_tx, started) = oneshot::channel();
         tokio::spawn(check.stream(tx, started_tx));
@@ -131,19 +131,17 @@ impl BlobCheck {
         let source = self.source.as_ref();
         let fetch = fetch_dag(source, self.cid, self.concurrency, |_| false, |_| {});
         let hash = async {
-            let (tx, mut rx) = mpsc::channel(1);
+            // Read in the loop that hashes, not ahead of it: a piece read ahead (1 MiB per blob)
+            // would only wait, as the fetch, not the local read, is what the loop waits for.
             let mut hasher = Hasher::new(self.digest.algorithm());
-            let read = read_file_range(source, &self.cid, 0..self.size, tx);
-            let hash = async {
-                while let Some(piece) = rx.recv().await {
-                    hasher.update(&piece);
-                    if let Some(forward) = forward.as_deref_mut() {
-                        forward.pass(piece).await;
-                    }
+            let mut reader = FileReader::new(&self.cid, 0..self.size);
+            while let Some(piece) = reader.next(source).await? {
+                hasher.update(&piece);
+                if let Some(forward) = forward.as_deref_mut() {
+                    forward.pass(piece).await;
                 }
-            };
-            let (result, ()) = tokio::join!(read, hash);
-            result.map(|()| hasher.finish())
+            }
+            Ok::<_, TreeError>(hasher.finish())
         };
         let (_, actual) = tokio::try_join!(fetch, hash)?;
         Ok(actual)

@@ -227,67 +227,96 @@ pub async fn read_file_range(
     range: Range<u64>,
     tx: mpsc::Sender<Bytes>,
 ) -> Result<(), TreeError> {
-    let overflow = |cid: &Cid| TreeError::Decode(format!("{cid}: file offsets overflow 64 bits"));
-    // Depth-first over the DAG; each entry is a node, the file offset where it starts, and the
-    // size its parent gives it (none for the root).
-    let mut stack: Vec<(Cid, u64, Option<u64>)> = vec![(*cid, 0, None)];
-    while let Some((cid, offset, expected)) = stack.pop() {
-        if offset >= range.end {
-            continue;
-        }
-        let block = source.block(&cid).await?;
-        let (inline, children, size) = match cid.codec() {
-            RAW => {
-                let size = block.len() as u64;
-                (block, None, size)
-            }
-            DAG_PB => {
-                let (node, data) = file_data(&cid, &block)?;
-                let size = node_size(&cid, &data)?;
-                let inline = Bytes::from(data.data.unwrap_or_default());
-                (inline, Some((node.links, data.blocksizes)), size)
-            }
-            other => {
-                return Err(TreeError::WrongKind(format!(
-                    "{cid} has codec {other:#x}, not a UnixFS file"
-                )))
-            }
-        };
-        if let Some(expected) = expected {
-            if expected != size {
-                return Err(TreeError::Decode(format!(
-                    "{cid}: its parent gives it {expected} bytes, but it holds {size}"
-                )));
-            }
-        }
-        let inline_len = inline.len() as u64;
-        let inline_end = offset
-            .checked_add(inline_len)
-            .ok_or_else(|| overflow(&cid))?;
-        let start = range.start.max(offset);
-        let end = range.end.min(inline_end);
-        if start < end {
-            let piece = inline.slice((start - offset) as usize..(end - offset) as usize);
-            if tx.send(piece).await.is_err() {
-                return Ok(());
-            }
-        }
-        if let Some((links, sizes)) = children {
-            let mut child_offset = inline_end;
-            let mut wanted = Vec::new();
-            for (link, size) in links.iter().zip(sizes) {
-                let child_end = child_offset
-                    .checked_add(size)
-                    .ok_or_else(|| overflow(&cid))?;
-                if child_end > range.start && child_offset < range.end {
-                    wanted.push((link.cid, child_offset, Some(size)));
-                }
-                child_offset = child_end;
-            }
-            stack.extend(wanted.into_iter().rev());
+    let mut reader = FileReader::new(cid, range);
+    while let Some(piece) = reader.next(source).await? {
+        if tx.send(piece).await.is_err() {
+            break;
         }
     }
     Ok(())
+}
+
+/// The bytes of a range of a file, read in order, one block at a time, as the caller asks for
+/// them: a caller that consumes each piece in place (hashing it, say) holds no piece read ahead.
+/// Every node must hold exactly the bytes its parent says it does, so a tree that lies about
+/// sizes is an error, not a short or overlong read.
+pub struct FileReader {
+    range: Range<u64>,
+    /// Depth-first over the DAG; each entry is a node, the file offset where it starts, and the
+    /// size its parent gives it (none for the root).
+    stack: Vec<(Cid, u64, Option<u64>)>,
+}
+
+impl FileReader {
+    pub fn new(cid: &Cid, range: Range<u64>) -> Self {
+        FileReader {
+            range,
+            stack: vec![(*cid, 0, None)],
+        }
+    }
+
+    /// The next piece of the range, or `None` once it is all read.
+    pub async fn next(&mut self, source: &dyn BlockSource) -> Result<Option<Bytes>, TreeError> {
+        let overflow =
+            |cid: &Cid| TreeError::Decode(format!("{cid}: file offsets overflow 64 bits"));
+        let range = self.range.clone();
+        while let Some((cid, offset, expected)) = self.stack.pop() {
+            if offset >= range.end {
+                continue;
+            }
+            let block = source.block(&cid).await?;
+            let (inline, children, size) = match cid.codec() {
+                RAW => {
+                    let size = block.len() as u64;
+                    (block, None, size)
+                }
+                DAG_PB => {
+                    let (node, data) = file_data(&cid, &block)?;
+                    let size = node_size(&cid, &data)?;
+                    let inline = Bytes::from(data.data.unwrap_or_default());
+                    (inline, Some((node.links, data.blocksizes)), size)
+                }
+                other => {
+                    return Err(TreeError::WrongKind(format!(
+                        "{cid} has codec {other:#x}, not a UnixFS file"
+                    )))
+                }
+            };
+            if let Some(expected) = expected {
+                if expected != size {
+                    return Err(TreeError::Decode(format!(
+                        "{cid}: its parent gives it {expected} bytes, but it holds {size}"
+                    )));
+                }
+            }
+            let inline_len = inline.len() as u64;
+            let inline_end = offset
+                .checked_add(inline_len)
+                .ok_or_else(|| overflow(&cid))?;
+            if let Some((links, sizes)) = children {
+                let mut child_offset = inline_end;
+                let mut wanted = Vec::new();
+                for (link, size) in links.iter().zip(sizes) {
+                    let child_end = child_offset
+                        .checked_add(size)
+                        .ok_or_else(|| overflow(&cid))?;
+                    if child_end > range.start && child_offset < range.end {
+                        wanted.push((link.cid, child_offset, Some(size)));
+                    }
+                    child_offset = child_end;
+                }
+                self.stack.extend(wanted.into_iter().rev());
+            }
+            let start = range.start.max(offset);
+            let end = range.end.min(inline_end);
+            if start < end {
+                return Ok(Some(
+                    inline.slice((start - offset) as usize..(end - offset) as usize),
+                ));
+            }
+        }
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

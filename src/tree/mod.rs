@@ -28,7 +28,9 @@ pub use cache::{ReadCache, ReadCacheStats};
 pub use dagpb::{PbLink, PbNode, DAG_PB};
 pub use directory::{encode_directory, lookup, read_directory};
 pub use edit::{apply_changes, Change};
-pub use file::{file_size, read_file_range, read_small_file, FileImporter, CHUNK_SIZE, MAX_LINKS};
+pub use file::{
+    file_size, read_file_range, read_small_file, FileImporter, FileReader, CHUNK_SIZE, MAX_LINKS,
+};
 pub use mark::{mark_blocking, MarkReport};
 pub use root::{Tree, TreeWriter};
 pub use select::{
