@@ -338,7 +338,13 @@ impl BlockStore {
             .dir
             .join("tmp")
             .join(format!("{}-{}-{n}", std::process::id(), cid));
-        let written = File::create(&tmp).and_then(|mut file| file.write_all(data));
+        let written = File::create(&tmp).and_then(|mut file| {
+            file.write_all(data)?;
+            if self.main.is_some() {
+                start_writeback(&file);
+            }
+            Ok(())
+        });
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
             return Err(StoreError::io(format!("writing block {cid}"), e));
@@ -650,6 +656,18 @@ struct Unplaced {
     tmp: PathBuf,
     path: PathBuf,
     len: u64,
+}
+
+/// Starts writing `file`'s pages to disk without waiting for them. A staging area holds an
+/// upload that streams in over seconds and is synced as a whole only when it completes: begun
+/// block by block, the disk writes overlap the upload, and the final sync waits for the last
+/// few blocks rather than for all of them (a 512 MiB push spent 0.67 s of its final `PUT` in
+/// `syncfs`). A hint: if it fails, the final sync still writes everything.
+fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range only reads the descriptor, which `file` keeps open for the call;
+    // offset 0 and length 0 mean the whole file.
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
 /// Makes every write to the file system holding `dir` durable: one `syncfs`, where syncing
