@@ -216,11 +216,9 @@ pub async fn read_small_file(
     Ok(Bytes::from(out))
 }
 
-/// Sends the bytes of `range` of the file at `cid` to `tx`, in order, one block at a time.
-/// Every node must hold exactly the bytes its parent says it does, so a tree that lies about
-/// sizes is an error, not a short or overlong read.
-///
-/// Stops early without error if the receiver goes away (the client hung up).
+/// Sends the bytes of `range` of the file at `cid` to `tx`, in order, one block at a time (as
+/// [`FileReader`] reads them). Stops early without error if the receiver goes away (the client
+/// hung up).
 pub async fn read_file_range(
     source: &dyn BlockSource,
     cid: &Cid,
