@@ -203,16 +203,11 @@ pub async fn read_small_file(
     if cid.codec() == RAW {
         return source.block(cid).await;
     }
-    let (tx, mut rx) = mpsc::channel(4);
+    let mut reader = FileReader::new(cid, 0..size);
     let mut out = Vec::new();
-    let read = read_file_range(source, cid, 0..size, tx);
-    let collect = async {
-        while let Some(chunk) = rx.recv().await {
-            out.extend_from_slice(&chunk);
-        }
-    };
-    let (result, ()) = tokio::join!(read, collect);
-    result?;
+    while let Some(piece) = reader.next(source).await? {
+        out.extend_from_slice(&piece);
+    }
     Ok(Bytes::from(out))
 }
 
