@@ -103,7 +103,7 @@ pub(super) struct Inbox {
 }
 
 /// Where a want of the peer stands.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     /// Waiting for a store read.
     Queued,
@@ -464,6 +464,15 @@ impl Session {
                 self.out_bytes += data.len();
                 self.out_blocks.push_back((cid, data));
             }
+            // The peer turned its want-have into a want-block while we looked the block up
+            // for the want-have: read it now, ahead of the queue (the peer waits for it, and
+            // answering HAVE would drop the want-block it is waiting for until its deadline).
+            (Lookup::Have, WantType::Block) => {
+                if let Some(w) = self.peer_wants.get_mut(&cid) {
+                    w.stage = Stage::Queued;
+                    self.queue.push_front(cid);
+                }
+            }
             (Lookup::Block(_) | Lookup::Have, _) => {
                 self.peer_wants.remove(&cid);
                 self.queue_presence(cid, Presence::Have);
@@ -707,6 +716,50 @@ mod tests {
             "{}",
             session.queue.len()
         );
+    }
+
+    /// Runs the session's store reads until none is left, as its loop does.
+    async fn finish_reads(session: &mut Session) {
+        session.start_reads();
+        while let Some(read) = session.reads.next().await {
+            session.finish_read(read);
+            session.start_reads();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_want_block_that_arrives_while_its_want_have_is_looked_up_gets_the_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut session = session(&dir);
+        let data = b"a block the peer first asks about, then asks for";
+        let cid = cid_of(RAW, data);
+        session.blocks.put_blocking(&cid, data).unwrap();
+        let mut have = Entry::want_block(cid, 1);
+        have.want_type = WantType::Have;
+        session.serve(vec![have], false);
+        // The lookup for the want-have is under way when the want-block comes in.
+        session.start_reads();
+        assert_eq!(session.peer_wants[&cid].stage, Stage::Reading);
+        session.serve(vec![Entry::want_block(cid, 1)], false);
+        finish_reads(&mut session).await;
+        let sent: Vec<Cid> = session.out_blocks.iter().map(|(c, _)| *c).collect();
+        assert_eq!(
+            sent,
+            vec![cid],
+            "the want-block was answered with the block"
+        );
+        assert!(session.out_presences.is_empty());
+        assert!(session.peer_wants.is_empty());
+
+        // A want-have alone is still answered HAVE, without the block.
+        let mut session = self::session(&dir);
+        let mut have = Entry::want_block(cid, 1);
+        have.want_type = WantType::Have;
+        session.serve(vec![have], false);
+        finish_reads(&mut session).await;
+        assert!(session.out_blocks.is_empty());
+        assert_eq!(session.out_presences.len(), 1);
+        assert_eq!(session.out_presences[0].presence, Presence::Have);
     }
 
     #[tokio::test]
