@@ -14,13 +14,15 @@
 //! Replicas fetching the same blocks at once split the work without talking about it: for each
 //! want, this node and the peers that want the same block (each sends us its want-haves) rank
 //! by a hash of (CID, peer id), the same on every node (rendezvous hashing). The first fetches
-//! the block from the source; the others wait up to [`DEFER_LIMIT`] for its HAVE and then fetch
-//! from it, so the source sends each block about once rather than once per replica. A peer that
-//! wants nothing we want changes nothing.
+//! the block from the source; the others wait for its HAVE and then fetch from it, so the
+//! source sends each block about once rather than once per replica. They wait up to
+//! [`DEFER_LIMIT`], or a few of the source's latencies where that is longer (a slow uplink
+//! shared by many replicas). A peer that wants nothing we want changes nothing.
 //!
 //! Once a fellow has a block, the block comes from fellows only: a want waits for a busy
-//! fellow's window rather than go to the source, whose uplink all fellows share (again up to
-//! [`DEFER_LIMIT`]).
+//! fellow's window rather than go to the source, whose uplink all fellows share. It waits as
+//! long as above, and longer while such a fellow keeps delivering blocks to us: a fellow that
+//! is merely busy delivers, and a want sent past it makes the source send a block again.
 //!
 //! A want-block moves to another peer when its peer answers DONT_HAVE, disconnects, sends data
 //! that is no block we want, or does not deliver within a deadline derived from its observed
@@ -76,8 +78,17 @@ const SMOOTHING: f64 = 0.125;
 /// How long a want waits at most for the fellow fetcher that ranks first for it to say HAVE,
 /// before it goes to whoever has the block. Long: while replicas share the source's uplink,
 /// the fellow gets its blocks only as fast as that uplink divided among them; a fellow that
-/// gives up cancels its want and is not waited for any longer.
+/// gives up cancels its want and is not waited for any longer. Where the source is slower
+/// than that allows, the wait is [`DEFER_RTTS`] of the source's latency instead.
 pub(super) const DEFER_LIMIT: Duration = Duration::from_secs(10);
+/// The wait for a fellow, in multiples of the source's smoothed latency to us (its queue
+/// included), when that is longer than [`DEFER_LIMIT`]: the fellow's want waits in a queue
+/// like ours at the source, and its HAVE behind a block on its way to us. Waiting a fixed
+/// time instead, on a slow uplink shared by many replicas, sent most wants to the source
+/// again, which slowed it further (16 replicas at 50 Mbit/s: the source sent 3x the blob).
+const DEFER_RTTS: f64 = 3.0;
+/// Upper bound of the wait for a fellow, however slow the source.
+const MAX_DEFER: Duration = Duration::from_secs(60);
 /// How long a want waits for a fellow that has said no HAVE meanwhile: the fellow may have no
 /// way to the source (wants reach us from peers the source is not connected to), and one that
 /// gets blocks says HAVE for them as they arrive.
@@ -129,6 +140,9 @@ struct PeerStats {
     srtt: Option<f64>,
     /// Lowest seconds from want-block to block seen: the latency without queueing.
     min_rtt: Option<f64>,
+    /// Seconds from want-block to block of its latest delivery: its queue now, which the
+    /// smoothed latency follows only over several deliveries.
+    last_rtt: Option<f64>,
     /// Smoothed bytes per second it delivers to us.
     rate: Option<f64>,
     /// Smoothed size of the blocks it delivers.
@@ -148,6 +162,7 @@ impl PeerStats {
             outstanding: 0,
             srtt: None,
             min_rtt: None,
+            last_rtt: None,
             rate: None,
             block_size: ASSUMED_BLOCK_SIZE,
             last_delivery: None,
@@ -168,12 +183,27 @@ impl PeerStats {
         }
     }
 
-    /// How long it has to deliver a want-block.
+    /// How long it has to deliver a want-block: a few of its latencies, and at least twice
+    /// the time it takes to send what we have in flight at it at the rate it delivers. The
+    /// latency alone may have been measured on small blocks (a DAG's root and inner nodes come
+    /// first) or on a shorter queue: a peer that shares a slow uplink among many fetchers
+    /// then missed every deadline, and each miss was a block sent twice.
     fn deadline(&self) -> Duration {
-        match self.srtt {
-            Some(srtt) => Duration::from_secs_f64(DEADLINE_RTTS * srtt + 0.5)
-                .clamp(MIN_DEADLINE, MAX_DEADLINE),
-            None => MAX_DEADLINE,
+        let Some(srtt) = self.srtt else {
+            return MAX_DEADLINE;
+        };
+        let in_flight = self.outstanding.max(1) as f64 * ASSUMED_BLOCK_SIZE;
+        let queued = match self.rate {
+            Some(rate) if rate > 0.0 => 2.0 * in_flight / rate,
+            _ => 0.0,
+        };
+        let secs = (DEADLINE_RTTS * srtt + 0.5).max(queued);
+        if secs.is_finite() {
+            Duration::from_secs_f64(
+                secs.clamp(MIN_DEADLINE.as_secs_f64(), MAX_DEADLINE.as_secs_f64()),
+            )
+        } else {
+            MAX_DEADLINE
         }
     }
 
@@ -181,6 +211,7 @@ impl PeerStats {
         let rtt = now.saturating_duration_since(asked_at).as_secs_f64();
         self.srtt = Some(smooth(self.srtt, rtt));
         self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+        self.last_rtt = Some(rtt);
         // The rate over the time since the later of the previous delivery and this want: the
         // link was busy with our blocks in between.
         let since = self
@@ -627,12 +658,12 @@ impl Scheduler {
     /// Whether `cid` waits for a fellow fetcher: one that ranks before us for it lacks it yet
     /// (it will fetch it and say HAVE), or peers that are fetching have not answered yet (their
     /// want of it may be on its way).
-    fn defers(&self, cid: &Cid, want: &WantState, now: Instant) -> bool {
+    fn defers(&self, cid: &Cid, want: &WantState, limit: Duration, now: Instant) -> bool {
         let Some(local) = self.local else {
             return false;
         };
         let age = now.saturating_duration_since(want.since);
-        if age >= DEFER_LIMIT {
+        if age >= limit {
             return false;
         }
         // A fellow has it already: take it from there.
@@ -664,7 +695,12 @@ impl Scheduler {
                 let Some(stats) = self.peers.get(*p) else {
                     return false;
                 };
-                let progress = stats.last_have.map_or(want.since, |h| h.max(want.since));
+                // A fellow that sends us blocks is getting blocks too, even while its HAVEs
+                // wait behind those blocks on a slow link.
+                let progress = [stats.last_have, stats.last_delivery]
+                    .into_iter()
+                    .flatten()
+                    .fold(want.since, Instant::max);
                 !want.failed.contains(*p)
                     && now.saturating_duration_since(progress) < FELLOW_PATIENCE
                     && match cancelled {
@@ -677,6 +713,38 @@ impl Scheduler {
             .chain(std::iter::once(&local))
             .max_by_key(|p| rendezvous(cid, p));
         first != Some(&local)
+    }
+
+    /// How long `want` waits for its fellows at most: [`DEFER_LIMIT`], or [`DEFER_RTTS`] of
+    /// the latency of the slowest peer that has the block, if longer (up to [`MAX_DEFER`]).
+    /// A peer's latency is the longest of its smoothed one, its latest, and the wait of our
+    /// oldest want-block at it (`oldest_ask`): the smoothed one follows a growing queue late,
+    /// and a peer may not have delivered a large block to us yet.
+    fn defer_limit(
+        &self,
+        want: &WantState,
+        oldest_ask: &HashMap<PeerId, Instant>,
+        now: Instant,
+    ) -> Duration {
+        let slowest = want
+            .have
+            .iter()
+            .filter_map(|p| {
+                let stats = self.peers.get(p)?;
+                let waiting = oldest_ask
+                    .get(p)
+                    .map(|at| now.saturating_duration_since(*at).as_secs_f64());
+                Some([stats.srtt, stats.last_rtt, waiting])
+            })
+            .flatten()
+            .flatten()
+            .fold(0.0, f64::max);
+        let secs = (DEFER_RTTS * slowest).min(MAX_DEFER.as_secs_f64());
+        if secs.is_finite() && secs > DEFER_LIMIT.as_secs_f64() {
+            Duration::from_secs_f64(secs)
+        } else {
+            DEFER_LIMIT
+        }
     }
 
     /// Sends want-blocks for the wants that have none in flight, while peers have room.
@@ -703,12 +771,21 @@ impl Scheduler {
             }
         }
         let total = self.wants.len().max(1) as f64;
+        // When each peer was asked our oldest want-block still in flight at it.
+        let mut oldest_ask: HashMap<PeerId, Instant> = HashMap::new();
+        for asked in self.wants.values().filter_map(|w| w.asked) {
+            oldest_ask
+                .entry(asked.peer)
+                .and_modify(|at| *at = (*at).min(asked.at))
+                .or_insert(asked.at);
+        }
         let mut orders = Vec::new();
         for (_, _, cid) in waiting {
             let Some(want) = self.wants.get(&cid) else {
                 continue;
             };
-            if self.defers(&cid, want, now) {
+            let limit = self.defer_limit(want, &oldest_ask, now);
+            if self.defers(&cid, want, limit, now) {
                 continue;
             }
             let usable = |p: &PeerId| !want.failed.contains(p);
@@ -721,10 +798,20 @@ impl Scheduler {
             // A fellow fetcher that has the block is where it comes from, even while the fellow
             // is busy: the source's uplink is what all fellows share, and a want sent there
             // because a fellow's window is full is a block the source sends twice. Only a want
-            // that has waited DEFER_LIMIT goes past its fellows.
+            // that has waited its defer limit goes past its fellows, and only past fellows
+            // that have delivered nothing to us for FELLOW_PATIENCE.
             let is_fellow = |p: &PeerId| want.fellows.contains_key(p);
-            let fellows_only = now.saturating_duration_since(want.since) < DEFER_LIMIT
-                && want.have.iter().any(|p| usable(p) && is_fellow(p));
+            let young = now.saturating_duration_since(want.since) < limit;
+            let delivering = |p: &PeerId| {
+                self.peers
+                    .get(p)
+                    .and_then(|s| s.last_delivery)
+                    .is_some_and(|at| now.saturating_duration_since(at) < FELLOW_PATIENCE)
+            };
+            let fellows_only = want
+                .have
+                .iter()
+                .any(|p| usable(p) && is_fellow(p) && (young || delivering(p)));
             let candidates: Vec<PeerId> = if any_have {
                 want.have
                     .iter()
@@ -1153,6 +1240,33 @@ mod tests {
         assert!(stats.deadline() >= MIN_DEADLINE && stats.deadline() <= MAX_DEADLINE);
     }
 
+    #[test]
+    fn the_deadline_covers_what_is_in_flight_at_the_rate_the_peer_delivers() {
+        // Small blocks came back fast (10 ms): by latency alone, the shortest deadline.
+        let mut stats = PeerStats::new();
+        let mut t = Instant::now();
+        for _ in 0..40 {
+            let asked = t;
+            t += Duration::from_millis(10);
+            stats.delivered(64 << 10, asked, t);
+        }
+        stats.outstanding = 1;
+        assert_eq!(stats.deadline(), MIN_DEADLINE);
+        // Four of our 1 MiB chunks in flight at its 6.5 MB/s take 0.65 s; twice that is
+        // longer than the latency-based deadline, and still bounded.
+        stats.outstanding = 4;
+        let deadline = stats.deadline();
+        assert!(deadline > Duration::from_millis(1200), "{deadline:?}");
+        assert!(deadline < MAX_DEADLINE, "{deadline:?}");
+        stats.outstanding = 32;
+        assert_eq!(stats.deadline(), MAX_DEADLINE);
+        // A peer that delivered nothing but empty blocks has no usable rate.
+        let mut empty = PeerStats::new();
+        empty.delivered(0, t, t + Duration::from_millis(10));
+        empty.outstanding = 4;
+        assert_eq!(empty.deadline(), MIN_DEADLINE);
+    }
+
     /// A want-have entry, as a fetching peer sends them.
     fn want_have(c: Cid) -> Entry {
         Entry {
@@ -1255,6 +1369,30 @@ mod tests {
     }
 
     #[test]
+    fn a_fellow_that_keeps_delivering_is_waited_for_while_its_haves_lag() {
+        let now = Instant::now();
+        let (local, source, fellow) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mut s = connected(Some(local), &[source, fellow], now);
+        let c = ranked_first(&fellow, &local, &[]);
+        s.peer_wants(&fellow, &[want_have(c)], false, now);
+        s.add_want(c, 1, now);
+        s.presence(source, &c, true, now);
+        assert!(blocks(&s.presence(fellow, &c, false, now)).is_empty());
+        // On a slow link its HAVEs queue behind the blocks it sends us: no HAVE comes for
+        // twice FELLOW_PATIENCE, but blocks do.
+        let mut at = now;
+        while at < now + 2 * FELLOW_PATIENCE {
+            at += FELLOW_PATIENCE / 2;
+            s.peers.get_mut(&fellow).unwrap().last_delivery = Some(at);
+            assert!(blocks(&s.tick(at)).is_empty(), "the fellow is fetching it");
+        }
+        // Once it delivers nothing for FELLOW_PATIENCE, we fetch the block ourselves.
+        assert!(blocks(&s.tick(at + FELLOW_PATIENCE / 2)).is_empty());
+        assert!(at + FELLOW_PATIENCE < now + DEFER_LIMIT);
+        assert_eq!(blocks(&s.tick(at + FELLOW_PATIENCE)), vec![(source, c)]);
+    }
+
+    #[test]
     fn a_busy_fellow_that_has_the_block_is_waited_for_rather_than_the_source() {
         let now = Instant::now();
         let (local, source, fellow) = (PeerId::random(), PeerId::random(), PeerId::random());
@@ -1308,6 +1446,98 @@ mod tests {
         assert!(blocks(&s.presence(source, &late, true, t)).is_empty());
         // Once it has waited DEFER_LIMIT, whoever has room gets it.
         assert_eq!(blocks(&s.tick(now + DEFER_LIMIT)), vec![(source, late)]);
+    }
+
+    #[test]
+    fn a_slow_source_makes_the_wait_for_a_fellow_longer() {
+        let now = Instant::now();
+        let (local, source, fellow) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mut s = connected(Some(local), &[source, fellow], now);
+        // The source takes 8 s per want-block: many share its uplink.
+        s.peers.get_mut(&source).unwrap().srtt = Some(8.0);
+        let c = ranked_first(&fellow, &local, &[]);
+        s.peer_wants(&fellow, &[want_have(c)], false, now);
+        s.add_want(c, 1, now);
+        s.presence(source, &c, true, now);
+        assert!(blocks(&s.presence(fellow, &c, false, now)).is_empty());
+        let limit = Duration::from_secs_f64(DEFER_RTTS * 8.0);
+        assert!(limit > DEFER_LIMIT + FELLOW_PATIENCE);
+        let mut at = now;
+        while at + FELLOW_PATIENCE / 2 < now + limit {
+            at += FELLOW_PATIENCE / 2;
+            // The fellow says HAVE for other blocks: it is getting them.
+            s.peers.get_mut(&fellow).unwrap().last_have = Some(at);
+            assert!(blocks(&s.tick(at)).is_empty(), "at {:?}", at - now);
+        }
+        s.peers.get_mut(&fellow).unwrap().last_have = Some(now + limit);
+        assert_eq!(blocks(&s.tick(now + limit)), vec![(source, c)]);
+
+        // A source that answered only small blocks quickly, while a large one of ours has
+        // waited there for long: that wait is its latency now.
+        let mut s = connected(Some(local), &[source, fellow], now);
+        let large = cid(5000);
+        s.add_want(large, 1, now);
+        assert_eq!(
+            blocks(&s.presence(source, &large, true, now)),
+            vec![(source, large)]
+        );
+        let c = ranked_first(&fellow, &local, &[large]);
+        s.peer_wants(&fellow, &[want_have(c)], false, now);
+        s.add_want(c, 1, now);
+        s.presence(source, &c, true, now);
+        assert!(blocks(&s.presence(fellow, &c, false, now)).is_empty());
+        let mut at = now;
+        for i in 0..6 {
+            at += Duration::from_secs(2);
+            // A small block asked and delivered at once; it renews the large one's deadline.
+            let small = cid(6000 + i);
+            s.peers.get_mut(&fellow).unwrap().last_have = Some(at);
+            let mut orders = s.add_want(small, 1, at);
+            orders.extend(s.presence(fellow, &small, false, at));
+            orders.extend(s.presence(source, &small, true, at));
+            assert!(blocks(&orders).contains(&(source, small)));
+            let done = at + Duration::from_millis(10);
+            orders.extend(s.received(&small, source, 100, done));
+            orders.extend(s.tick(done));
+            assert!(!blocks(&orders).contains(&(source, c)), "at {:?}", at - now);
+        }
+        assert!(at > now + DEFER_LIMIT);
+    }
+
+    #[test]
+    fn a_want_waits_past_defer_limit_for_a_fellow_that_keeps_delivering() {
+        let now = Instant::now();
+        let (local, source, fellow) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mut s = connected(Some(local), &[source, fellow], now);
+        let late = cid(1000);
+        s.peer_wants(&fellow, &[want_have(late)], false, now);
+        s.add_want(late, 1, now);
+        assert!(blocks(&s.presence(fellow, &late, false, now)).is_empty());
+        assert!(blocks(&s.presence(source, &late, false, now)).is_empty());
+        // The fellow has `late`, and its window is full of our other wants.
+        let t = now + DEFER_LIMIT - Duration::from_secs(1);
+        let busy: Vec<Cid> = (0..INITIAL_WINDOW as u32).map(cid).collect();
+        let entries: Vec<Entry> = busy.iter().map(|c| want_have(*c)).collect();
+        s.peer_wants(&fellow, &entries, false, t);
+        for c in &busy {
+            s.add_want(*c, 1, t);
+            assert_eq!(blocks(&s.presence(fellow, c, true, t)), vec![(fellow, *c)]);
+        }
+        assert!(blocks(&s.presence(fellow, &late, true, t)).is_empty());
+        assert!(blocks(&s.presence(source, &late, true, t)).is_empty());
+        // It delivers one of them; its window (measured now) still has no room.
+        let t1 = now + DEFER_LIMIT - Duration::from_millis(500);
+        assert!(blocks(&s.received(&busy[0], fellow, 1 << 20, t1)).is_empty());
+        // Past DEFER_LIMIT, `late` still waits for the fellow, which is delivering, rather
+        // than go to the source.
+        let t2 = now + DEFER_LIMIT + Duration::from_secs(1);
+        assert!(blocks(&s.tick(t2)).is_empty());
+        // Its next delivery makes room: `late` goes there.
+        let t3 = t2 + Duration::from_millis(500);
+        assert_eq!(
+            blocks(&s.received(&busy[1], fellow, 1 << 20, t3)),
+            vec![(fellow, late)]
+        );
     }
 
     #[test]
