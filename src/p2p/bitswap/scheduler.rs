@@ -87,8 +87,10 @@ pub(super) const DEFER_LIMIT: Duration = Duration::from_secs(10);
 /// time instead, on a slow uplink shared by many replicas, sent most wants to the source
 /// again, which slowed it further (16 replicas at 50 Mbit/s: the source sent 3x the blob).
 const DEFER_RTTS: f64 = 3.0;
-/// Upper bound of the wait for a fellow, however slow the source.
-const MAX_DEFER: Duration = Duration::from_secs(60);
+/// Upper bound of the wait for fellows, however slow the source or busy the fellow: half the
+/// default fetch timeout (30 s), so a want that waited this long still has time to come from
+/// the source before its fetch gives up.
+const MAX_DEFER: Duration = Duration::from_secs(15);
 /// How long a want waits for a fellow that has said no HAVE meanwhile: the fellow may have no
 /// way to the source (wants reach us from peers the source is not connected to), and one that
 /// gets blocks says HAVE for them as they arrive.
@@ -799,7 +801,7 @@ impl Scheduler {
             // is busy: the source's uplink is what all fellows share, and a want sent there
             // because a fellow's window is full is a block the source sends twice. Only a want
             // that has waited its defer limit goes past its fellows, and only past fellows
-            // that have delivered nothing to us for FELLOW_PATIENCE.
+            // that have delivered nothing to us for FELLOW_PATIENCE (or after MAX_DEFER).
             let is_fellow = |p: &PeerId| want.fellows.contains_key(p);
             let young = now.saturating_duration_since(want.since) < limit;
             let delivering = |p: &PeerId| {
@@ -808,10 +810,11 @@ impl Scheduler {
                     .and_then(|s| s.last_delivery)
                     .is_some_and(|at| now.saturating_duration_since(at) < FELLOW_PATIENCE)
             };
+            let patient = young || now.saturating_duration_since(want.since) < MAX_DEFER;
             let fellows_only = want
                 .have
                 .iter()
-                .any(|p| usable(p) && is_fellow(p) && (young || delivering(p)));
+                .any(|p| usable(p) && is_fellow(p) && (young || patient && delivering(p)));
             let candidates: Vec<PeerId> = if any_have {
                 want.have
                     .iter()
@@ -1453,15 +1456,15 @@ mod tests {
         let now = Instant::now();
         let (local, source, fellow) = (PeerId::random(), PeerId::random(), PeerId::random());
         let mut s = connected(Some(local), &[source, fellow], now);
-        // The source takes 8 s per want-block: many share its uplink.
-        s.peers.get_mut(&source).unwrap().srtt = Some(8.0);
+        // The source takes 4.5 s per want-block: many share its uplink.
+        s.peers.get_mut(&source).unwrap().srtt = Some(4.5);
         let c = ranked_first(&fellow, &local, &[]);
         s.peer_wants(&fellow, &[want_have(c)], false, now);
         s.add_want(c, 1, now);
         s.presence(source, &c, true, now);
         assert!(blocks(&s.presence(fellow, &c, false, now)).is_empty());
-        let limit = Duration::from_secs_f64(DEFER_RTTS * 8.0);
-        assert!(limit > DEFER_LIMIT + FELLOW_PATIENCE);
+        let limit = Duration::from_secs_f64(DEFER_RTTS * 4.5);
+        assert!(limit > DEFER_LIMIT + FELLOW_PATIENCE && limit < MAX_DEFER);
         let mut at = now;
         while at + FELLOW_PATIENCE / 2 < now + limit {
             at += FELLOW_PATIENCE / 2;
@@ -1471,6 +1474,17 @@ mod tests {
         }
         s.peers.get_mut(&fellow).unwrap().last_have = Some(now + limit);
         assert_eq!(blocks(&s.tick(now + limit)), vec![(source, c)]);
+
+        // However slow the source, the wait ends at MAX_DEFER.
+        let mut s = connected(Some(local), &[source, fellow], now);
+        s.peers.get_mut(&source).unwrap().srtt = Some(100.0);
+        s.peer_wants(&fellow, &[want_have(c)], false, now);
+        s.add_want(c, 1, now);
+        s.presence(source, &c, true, now);
+        assert!(blocks(&s.presence(fellow, &c, false, now)).is_empty());
+        s.peers.get_mut(&fellow).unwrap().last_have = Some(now + MAX_DEFER);
+        assert!(blocks(&s.tick(now + MAX_DEFER - Duration::from_millis(1))).is_empty());
+        assert_eq!(blocks(&s.tick(now + MAX_DEFER)), vec![(source, c)]);
 
         // A source that answered only small blocks quickly, while a large one of ours has
         // waited there for long: that wait is its latency now.
