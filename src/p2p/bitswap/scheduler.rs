@@ -81,11 +81,12 @@ const SMOOTHING: f64 = 0.125;
 /// gives up cancels its want and is not waited for any longer. Where the source is slower
 /// than that allows, the wait is [`DEFER_RTTS`] of the source's latency instead.
 pub(super) const DEFER_LIMIT: Duration = Duration::from_secs(10);
-/// The wait for a fellow, in multiples of the source's smoothed latency to us (its queue
-/// included), when that is longer than [`DEFER_LIMIT`]: the fellow's want waits in a queue
-/// like ours at the source, and its HAVE behind a block on its way to us. Waiting a fixed
-/// time instead, on a slow uplink shared by many replicas, sent most wants to the source
-/// again, which slowed it further (16 replicas at 50 Mbit/s: the source sent 3x the blob).
+/// The wait for a fellow, in multiples of the source's latency to us (its queue included;
+/// see `Scheduler::defer_limit`), when that is longer than [`DEFER_LIMIT`]: the fellow's want
+/// waits in a queue like ours at the source, and its HAVE behind a block on its way to us.
+/// Waiting a fixed time instead, on a slow uplink shared by many replicas, sent most wants to
+/// the source again, which slowed it further (16 replicas at 50 Mbit/s: the source sent 3x
+/// the blob).
 const DEFER_RTTS: f64 = 3.0;
 /// Upper bound of the wait for fellows, however slow the source or busy the fellow: half the
 /// default fetch timeout (30 s), so a want that waited this long still has time to come from
