@@ -1426,18 +1426,19 @@ mod tests {
         assert_eq!(blocks(&orders), vec![(fellow, waiting)]);
     }
 
-    #[test]
-    fn a_want_goes_past_its_busy_fellows_after_defer_limit() {
-        let now = Instant::now();
+    /// A want of `late` from `now` that neither the source nor the fellow has at first;
+    /// shortly before DEFER_LIMIT the fellow has it, but its window is full of our other wants
+    /// (`busy`). Returns the scheduler, source, fellow, `late` and `busy`.
+    fn a_fellow_has_it_behind_a_full_window(
+        now: Instant,
+    ) -> (Scheduler, PeerId, PeerId, Cid, Vec<Cid>) {
         let (local, source, fellow) = (PeerId::random(), PeerId::random(), PeerId::random());
         let mut s = connected(Some(local), &[source, fellow], now);
         let late = cid(1000);
         s.peer_wants(&fellow, &[want_have(late)], false, now);
         s.add_want(late, 1, now);
-        // Neither has it at first.
         assert!(blocks(&s.presence(fellow, &late, false, now)).is_empty());
         assert!(blocks(&s.presence(source, &late, false, now)).is_empty());
-        // Shortly before DEFER_LIMIT the fellow has `late`, but its window is full.
         let t = now + DEFER_LIMIT - Duration::from_secs(1);
         let busy: Vec<Cid> = (0..INITIAL_WINDOW as u32).map(cid).collect();
         let entries: Vec<Entry> = busy.iter().map(|c| want_have(*c)).collect();
@@ -1448,6 +1449,13 @@ mod tests {
         }
         assert!(blocks(&s.presence(fellow, &late, true, t)).is_empty());
         assert!(blocks(&s.presence(source, &late, true, t)).is_empty());
+        (s, source, fellow, late, busy)
+    }
+
+    #[test]
+    fn a_want_goes_past_its_busy_fellows_after_defer_limit() {
+        let now = Instant::now();
+        let (mut s, source, _, late, _) = a_fellow_has_it_behind_a_full_window(now);
         // Once it has waited DEFER_LIMIT, whoever has room gets it.
         assert_eq!(blocks(&s.tick(now + DEFER_LIMIT)), vec![(source, late)]);
     }
@@ -1522,24 +1530,7 @@ mod tests {
     #[test]
     fn a_want_waits_past_defer_limit_for_a_fellow_that_keeps_delivering() {
         let now = Instant::now();
-        let (local, source, fellow) = (PeerId::random(), PeerId::random(), PeerId::random());
-        let mut s = connected(Some(local), &[source, fellow], now);
-        let late = cid(1000);
-        s.peer_wants(&fellow, &[want_have(late)], false, now);
-        s.add_want(late, 1, now);
-        assert!(blocks(&s.presence(fellow, &late, false, now)).is_empty());
-        assert!(blocks(&s.presence(source, &late, false, now)).is_empty());
-        // The fellow has `late`, and its window is full of our other wants.
-        let t = now + DEFER_LIMIT - Duration::from_secs(1);
-        let busy: Vec<Cid> = (0..INITIAL_WINDOW as u32).map(cid).collect();
-        let entries: Vec<Entry> = busy.iter().map(|c| want_have(*c)).collect();
-        s.peer_wants(&fellow, &entries, false, t);
-        for c in &busy {
-            s.add_want(*c, 1, t);
-            assert_eq!(blocks(&s.presence(fellow, c, true, t)), vec![(fellow, *c)]);
-        }
-        assert!(blocks(&s.presence(fellow, &late, true, t)).is_empty());
-        assert!(blocks(&s.presence(source, &late, true, t)).is_empty());
+        let (mut s, _, fellow, late, busy) = a_fellow_has_it_behind_a_full_window(now);
         // It delivers one of them; its window (measured now) still has no room.
         let t1 = now + DEFER_LIMIT - Duration::from_millis(500);
         assert!(blocks(&s.received(&busy[0], fellow, 1 << 20, t1)).is_empty());
