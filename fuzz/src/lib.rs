@@ -155,13 +155,22 @@ pub fn unixfs(data: &[u8]) {
 /// Bitswap messages: a bare message, and length-prefixed frames read from a stream.
 pub fn bitswap_message(data: &[u8]) {
     if let Ok(message) = Message::decode(data) {
-        // What decodes must encode again without panicking, in every version.
+        // Shared or copied, the blocks decode the same.
+        let shared = Message::decode_shared(bytes::Bytes::copy_from_slice(data));
+        assert_eq!(shared.as_ref().ok(), Some(&message));
+        // What decodes must encode again without panicking, in every version, and its framed
+        // pieces are exactly the length prefix and that encoding.
         for version in [
             ipns_registry::p2p::bitswap::Version::V100,
             ipns_registry::p2p::bitswap::Version::V110,
             ipns_registry::p2p::bitswap::Version::V120,
         ] {
-            let _ = message.encode(version);
+            let body = message.encode(version);
+            if let Ok(pieces) = message.encode_framed(version) {
+                let mut expected = varint(body.len());
+                expected.extend_from_slice(&body);
+                assert_eq!(pieces.concat(), expected);
+            }
         }
     }
     runtime().block_on(async {
@@ -173,6 +182,17 @@ pub fn bitswap_message(data: &[u8]) {
             }
         }
     });
+}
+
+/// The unsigned-varint (LEB128) encoding of `n`, as frames are prefixed.
+fn varint(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out
 }
 
 /// Repository names, tags, digests and whole request paths.

@@ -2,13 +2,18 @@
 //! Bitswap and libp2p fetch.
 //!
 //! The length a peer declares is a claim, not a budget: it is checked against the caller's cap
-//! before anything is read, and the buffer grows with the bytes that actually arrive, so a peer
-//! announcing 4 MiB and sending ten bytes costs ten bytes.
+//! before anything is read, and the buffer is reserved for it but zeroed and filled only
+//! [`READ_STEP`] ahead of the bytes that actually arrive, so a peer announcing 4 MiB and sending
+//! ten bytes makes the node touch 64 KiB, not 4 MiB. Reserving the whole length up front keeps
+//! a large frame (a Bitswap block message) from being copied as its buffer grows.
 
 use std::io;
 
 use libp2p::futures::io::Cursor;
 use libp2p::futures::{AsyncRead, AsyncReadExt as _};
+
+/// How far ahead of the bytes received a frame's buffer is zeroed (and so touched).
+const READ_STEP: usize = 64 << 10;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -67,14 +72,22 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         .ok()
         .filter(|len| *len <= limit)
         .ok_or(FrameError::TooLarge { declared, limit })?;
-    let mut body = Vec::new();
-    // `take` bounds the read; `read_to_end` grows the buffer as bytes arrive.
-    reader.take(len as u64).read_to_end(&mut body).await?;
-    if body.len() != len {
-        return Err(FrameError::Truncated {
-            got: body.len(),
-            declared: len,
-        });
+    // Address space only: the pages are touched as `resize` zeroes them, one step at a time.
+    let mut body = Vec::with_capacity(len);
+    let mut filled = 0;
+    while filled < len {
+        if filled == body.len() {
+            body.resize((filled + READ_STEP).min(len), 0);
+        }
+        match reader.read(&mut body[filled..]).await? {
+            0 => {
+                return Err(FrameError::Truncated {
+                    got: filled,
+                    declared: len,
+                })
+            }
+            n => filled += n,
+        }
     }
     Ok(Some(body))
 }
@@ -105,6 +118,24 @@ mod tests {
         );
         assert_eq!(read_frame(&mut reader, 1024).await.unwrap(), Some(vec![]));
         assert_eq!(read_frame(&mut reader, 1024).await.unwrap(), None);
+    }
+
+    /// A frame several read steps long, arriving in small reads and in pieces that straddle
+    /// the steps, comes out whole, in a buffer that never grew past its length.
+    #[tokio::test]
+    async fn long_frames_arriving_piecemeal_are_read_whole() {
+        use libp2p::futures::stream::{self, TryStreamExt as _};
+        let body: Vec<u8> = (0..3 * READ_STEP + 12_345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let framed = frame(&body);
+        let pieces: Vec<io::Result<Vec<u8>>> =
+            framed.chunks(1_000).map(|c| Ok(c.to_vec())).collect();
+        let mut reader = stream::iter(pieces).into_async_read();
+        let read = read_frame(&mut reader, 1 << 20).await.unwrap().unwrap();
+        assert_eq!(read, body);
+        assert_eq!(read.capacity(), body.len());
+        assert_eq!(read_frame(&mut reader, 1 << 20).await.unwrap(), None);
     }
 
     #[tokio::test]

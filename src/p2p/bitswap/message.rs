@@ -18,9 +18,11 @@
 //! }
 //! ```
 //!
-//! Decoding reads from a borrowed slice, so every block's bytes are copied into an allocation
-//! of their own: a block kept (waiting to be hashed or stored) never keeps the rest of a 4 MiB
-//! message alive.
+//! A message read from a stream ([`Message::decode_shared`]) lends its buffer to a block that
+//! makes up at least half of it, the usual one-block message, so that block is not copied; every
+//! smaller block is copied into an allocation of its own, so a block kept (waiting to be hashed
+//! or stored) never keeps more than its own size again of a message alive. Encoding leaves large
+//! blocks out of the message buffer too: they go to the stream as they are.
 
 use bytes::Bytes;
 use cid::Cid;
@@ -152,19 +154,61 @@ impl Message {
         self.to_wire(version).encode_to_vec()
     }
 
-    /// The encoding with its unsigned-varint length prefix, in one buffer (one write, one
-    /// frame on the wire). Fails if the message exceeds [`MAX_MESSAGE_SIZE`].
-    pub fn encode_framed(&self, version: Version) -> Result<Bytes, BitswapError> {
+    /// The encoding with its unsigned-varint length prefix, as pieces to write in order: what
+    /// they make together is exactly the prefix and [`Message::encode`]'s bytes, but a block of
+    /// [`SHARED_BLOCK`] bytes or more is a piece of its own, the block's own bytes, rather than
+    /// copied into a message buffer (the stream copies it once more anyway). Fails if the
+    /// message exceeds [`MAX_MESSAGE_SIZE`].
+    pub fn encode_framed(&self, version: Version) -> Result<Vec<Bytes>, BitswapError> {
+        use prost::encoding::{encode_key, encode_varint, WireType};
+
         let wire = self.to_wire(version);
         let len = wire.encoded_len();
         if len > MAX_MESSAGE_SIZE {
             return Err(BitswapError::TooLarge(len as u64));
         }
-        let mut out = super::frame::prefix(len);
-        out.reserve_exact(len);
-        wire.encode(&mut out)
+        let mut out = Pieces {
+            pieces: Vec::new(),
+            buf: super::frame::prefix(len),
+        };
+        // The fields in tag order, each as prost writes it, so the bytes are those of
+        // `encode` (a peer may expect fields in order, as every encoder writes them).
+        let wire::Message {
+            wantlist,
+            blocks,
+            payload,
+            block_presences,
+            pending_bytes,
+        } = wire;
+        if let Some(wantlist) = &wantlist {
+            prost::encoding::message::encode(1, wantlist, &mut out.buf);
+        }
+        for data in &blocks {
+            encode_key(2, WireType::LengthDelimited, &mut out.buf);
+            encode_varint(data.len() as u64, &mut out.buf);
+            out.data(data);
+        }
+        for block in &payload {
+            encode_key(3, WireType::LengthDelimited, &mut out.buf);
+            encode_varint(block.encoded_len() as u64, &mut out.buf);
+            // proto3 leaves out empty `bytes` fields.
+            if !block.prefix.is_empty() {
+                prost::encoding::bytes::encode(1, &block.prefix, &mut out.buf);
+            }
+            if !block.data.is_empty() {
+                encode_key(2, WireType::LengthDelimited, &mut out.buf);
+                encode_varint(block.data.len() as u64, &mut out.buf);
+                out.data(&block.data);
+            }
+        }
+        let tail = wire::Message {
+            block_presences,
+            pending_bytes,
+            ..wire::Message::default()
+        };
+        tail.encode(&mut out.buf)
             .map_err(|e| BitswapError::Malformed(format!("encoding: {e}")))?;
-        Ok(Bytes::from(out))
+        Ok(out.finish())
     }
 
     /// The protobuf form for `version`; block data are shared, not copied.
@@ -232,6 +276,26 @@ impl Message {
     pub fn decode(buf: &[u8]) -> Result<Message, BitswapError> {
         let wire =
             wire::Message::decode(buf).map_err(|e| BitswapError::Malformed(e.to_string()))?;
+        Self::from_wire(wire)
+    }
+
+    /// Decodes a message read into `buf`, which a block of at least half its size keeps (not
+    /// copied); smaller blocks are copied out, so they do not keep `buf` alive.
+    pub fn decode_shared(buf: Bytes) -> Result<Message, BitswapError> {
+        let len = buf.len();
+        let mut wire =
+            wire::Message::decode(buf).map_err(|e| BitswapError::Malformed(e.to_string()))?;
+        let own = |data: &mut Bytes| {
+            if data.len().saturating_mul(2) < len {
+                *data = Bytes::copy_from_slice(data);
+            }
+        };
+        wire.blocks.iter_mut().for_each(own);
+        wire.payload.iter_mut().for_each(|b| own(&mut b.data));
+        Self::from_wire(wire)
+    }
+
+    fn from_wire(wire: wire::Message) -> Result<Message, BitswapError> {
         let (entries, full) = match wire.wantlist {
             Some(list) => (list.entries, list.full),
             None => (Vec::new(), false),
@@ -297,6 +361,35 @@ impl Message {
             presences,
             pending_bytes: wire.pending_bytes,
         })
+    }
+}
+
+/// Blocks at least this large are written as they are, not copied into a message buffer:
+/// below it, the write of a piece of its own costs more than the copy.
+pub const SHARED_BLOCK: usize = 16 << 10;
+
+/// A framed message being put together: encoded bytes collect in `buf` until a large block
+/// goes in as a piece of its own.
+struct Pieces {
+    pieces: Vec<Bytes>,
+    buf: Vec<u8>,
+}
+
+impl Pieces {
+    fn data(&mut self, data: &Bytes) {
+        if data.len() < SHARED_BLOCK {
+            self.buf.extend_from_slice(data);
+        } else {
+            self.pieces.push(Bytes::from(std::mem::take(&mut self.buf)));
+            self.pieces.push(data.clone());
+        }
+    }
+
+    fn finish(mut self) -> Vec<Bytes> {
+        if !self.buf.is_empty() {
+            self.pieces.push(Bytes::from(self.buf));
+        }
+        self.pieces
     }
 }
 
@@ -554,6 +647,49 @@ mod tests {
         assert!(decoded.is_empty());
     }
 
+    /// Read from a stream, a block of at least half the message keeps the message's buffer
+    /// (no copy); smaller ones are copied out, so they do not keep the rest alive.
+    #[test]
+    fn only_a_block_of_half_the_message_shares_its_buffer() {
+        let big = Bytes::from(vec![7u8; 100_000]);
+        let small: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![i; 1000])).collect();
+        let one_block = |data: &Bytes| PayloadBlock {
+            prefix: CidPrefix::of(&cid_of(RAW, data)),
+            data: data.clone(),
+        };
+        let msg = Message {
+            payload: std::iter::once(&big).chain(&small).map(one_block).collect(),
+            raw_blocks: vec![Bytes::from_static(b"a 1.0.0 block")],
+            ..Message::default()
+        };
+        let wire = Bytes::from(msg.encode(Version::V120));
+        let range = wire.as_ptr_range();
+        let decoded = Message::decode_shared(wire.clone()).unwrap();
+        assert_eq!(decoded, msg);
+        let shares = |data: &Bytes| range.contains(&data.as_ptr());
+        assert!(shares(&decoded.payload[0].data), "the big block was copied");
+        for data in decoded.payload[1..]
+            .iter()
+            .map(|b| &b.data)
+            .chain(&decoded.raw_blocks)
+        {
+            assert!(!shares(data), "a small block points into the message");
+        }
+        // Without the big block, none is half the message: all are copied.
+        let msg = Message {
+            payload: small.iter().map(one_block).collect(),
+            ..Message::default()
+        };
+        let wire = Bytes::from(msg.encode(Version::V120));
+        let range = wire.as_ptr_range();
+        let decoded = Message::decode_shared(wire.clone()).unwrap();
+        assert_eq!(decoded, msg);
+        assert!(decoded
+            .payload
+            .iter()
+            .all(|b| !range.contains(&b.data.as_ptr())));
+    }
+
     /// Each decoded block owns its bytes: holding one does not hold the message it came in.
     #[test]
     fn decoded_blocks_do_not_borrow_the_message() {
@@ -609,9 +745,62 @@ mod tests {
             ..Message::default()
         };
         let body = msg.encode(Version::V120);
-        let framed = msg.encode_framed(Version::V120).unwrap();
+        let framed = msg.encode_framed(Version::V120).unwrap().concat();
         let (len, rest) = unsigned_varint::decode::usize(&framed).unwrap();
         assert_eq!(len, body.len());
         assert_eq!(rest, body.as_slice());
+    }
+
+    /// Large blocks are pieces of their own, the blocks' own bytes, and the pieces make up
+    /// exactly the prefix and the encoding, in every version, with small, empty and 1.0.0
+    /// blocks around them.
+    #[test]
+    fn large_blocks_are_framed_as_they_are() {
+        let large = Bytes::from(vec![5u8; SHARED_BLOCK]);
+        let blocks = [
+            large.clone(),
+            Bytes::from_static(b"small"),
+            Bytes::new(),
+            Bytes::from(vec![6u8; 3 * SHARED_BLOCK]),
+        ];
+        let msg = Message {
+            full: true,
+            entries: vec![
+                Entry::want_block(sample_cid(1), 3),
+                Entry {
+                    want_type: WantType::Have,
+                    ..Entry::want_block(sample_cid(2), 1)
+                },
+                Entry::cancel(sample_cid(4)),
+            ],
+            payload: blocks
+                .iter()
+                .map(|data| PayloadBlock {
+                    prefix: CidPrefix::of(&cid_of(RAW, data)),
+                    data: data.clone(),
+                })
+                .collect(),
+            raw_blocks: vec![Bytes::from_static(b"a 1.0.0 block"), large.clone()],
+            presences: vec![BlockPresence {
+                cid: sample_cid(3),
+                presence: Presence::DontHave,
+            }],
+            pending_bytes: 1 << 20,
+        };
+        for version in [Version::V100, Version::V110, Version::V120] {
+            let pieces = msg.encode_framed(version).unwrap();
+            let mut expected = crate::p2p::frame::prefix(msg.encode(version).len());
+            expected.extend(msg.encode(version));
+            assert_eq!(pieces.concat(), expected, "{version:?}");
+            // Three large blocks: two in the payload (bare blocks in 1.0.0), one bare.
+            let shared = pieces
+                .iter()
+                .filter(|piece| {
+                    let own = |b: &Bytes| b.len() >= SHARED_BLOCK && b.as_ptr() == piece.as_ptr();
+                    blocks.iter().chain(&msg.raw_blocks).any(own)
+                })
+                .count();
+            assert_eq!(shared, 3, "{version:?}");
+        }
     }
 }

@@ -118,14 +118,14 @@ impl From<io::Error> for BitswapError {
     }
 }
 
-/// Reads one length-prefixed message; `None` at a clean end of stream. The buffer grows as
-/// bytes arrive (a declared length is only checked against [`MAX_MESSAGE_SIZE`]), and the
-/// decoded blocks own their bytes, so nothing keeps the buffer alive afterwards.
+/// Reads one length-prefixed message; `None` at a clean end of stream. The buffer is filled as
+/// bytes arrive (a declared length is only checked against [`MAX_MESSAGE_SIZE`]), and only a
+/// block of at least half the message keeps it alive afterwards ([`Message::decode_shared`]).
 pub async fn read_message<R: AsyncRead + Unpin>(
     reader: &mut R,
 ) -> Result<Option<Message>, BitswapError> {
     match frame::read_frame(reader, MAX_MESSAGE_SIZE).await {
-        Ok(Some(body)) => Message::decode(&body).map(Some),
+        Ok(Some(body)) => Message::decode_shared(Bytes::from(body)).map(Some),
         Ok(None) => Ok(None),
         Err(FrameError::TooLarge { declared, .. }) => Err(BitswapError::TooLarge(declared)),
         Err(FrameError::Io(e)) => Err(BitswapError::Io(e)),
@@ -139,8 +139,9 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
     message: &Message,
     version: Version,
 ) -> Result<(), BitswapError> {
-    let framed = message.encode_framed(version)?;
-    writer.write_all(&framed).await?;
+    for piece in message.encode_framed(version)? {
+        writer.write_all(&piece).await?;
+    }
     writer.flush().await?;
     Ok(())
 }
