@@ -248,17 +248,36 @@ impl PeerStats {
 
 /// Rank of `peer` for fetching `cid` first: the same on every node (FNV-1a, then a 64-bit
 /// finaliser to spread it), unlike the per-node random tie-breaks.
+/// Ranks are taken for every fellow of every want on each dispatch, so the bytes are hashed as
+/// the CID and the peer id write them, with no allocation.
 fn rendezvous(cid: &Cid, peer: &PeerId) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in cid.to_bytes().into_iter().chain(peer.to_bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let mut fnv = Fnv1a(0xcbf2_9ce4_8422_2325);
+    // Writing into a hash state cannot fail.
+    let _ = cid.write_bytes(&mut fnv);
+    let _ = peer.as_ref().write(&mut fnv);
+    let mut hash = fnv.0;
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     hash ^ (hash >> 33)
+}
+
+/// FNV-1a over the bytes written to it.
+struct Fnv1a(u64);
+
+impl std::io::Write for Fnv1a {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for byte in buf {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn smooth(old: Option<f64>, sample: f64) -> f64 {
@@ -882,6 +901,31 @@ mod tests {
 
     fn cid(i: u32) -> Cid {
         cid_of(RAW, &i.to_le_bytes())
+    }
+
+    /// Every node must rank alike, whatever version it runs: the rank is FNV-1a over the CID's
+    /// bytes and then the peer id's, finalised, exactly as first defined.
+    #[test]
+    fn rendezvous_hashes_the_cid_then_the_peer_id() {
+        fn as_defined(cid: &Cid, peer: &PeerId) -> u64 {
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            for byte in cid.to_bytes().into_iter().chain(peer.to_bytes()) {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            hash ^= hash >> 33;
+            hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+            hash ^= hash >> 33;
+            hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+            hash ^ (hash >> 33)
+        }
+        let v0 = Cid::new_v0(*cid(7).hash()).unwrap();
+        for c in [cid(1), cid(2), v0] {
+            for _ in 0..4 {
+                let peer = PeerId::random();
+                assert_eq!(rendezvous(&c, &peer), as_defined(&c, &peer));
+            }
+        }
     }
 
     /// A scheduler of node `local` (if known) with `peers` connected at `now`.
