@@ -248,6 +248,7 @@ impl PeerStats {
 
 /// Rank of `peer` for fetching `cid` first: the same on every node (FNV-1a, then a 64-bit
 /// finaliser to spread it), unlike the per-node random tie-breaks.
+///
 /// Ranks are taken for every fellow of every want on each dispatch, so the bytes are hashed as
 /// the CID and the peer id write them, with no allocation.
 fn rendezvous(cid: &Cid, peer: &PeerId) -> u64 {
