@@ -470,6 +470,14 @@ mod tests {
         cid_of(RAW, &[n; 8])
     }
 
+    /// `data` as a raw block in a 1.1.0+ payload.
+    fn payload_block(data: &Bytes) -> PayloadBlock {
+        PayloadBlock {
+            prefix: CidPrefix::of(&cid_of(RAW, data)),
+            data: data.clone(),
+        }
+    }
+
     #[test]
     fn round_trip_all_fields() {
         let data = Bytes::from_static(b"hello bitswap");
@@ -526,10 +534,7 @@ mod tests {
                     ..Entry::want_block(sample_cid(2), 1)
                 },
             ],
-            payload: vec![PayloadBlock {
-                prefix: CidPrefix::of(&cid_of(RAW, &data)),
-                data: data.clone(),
-            }],
+            payload: vec![payload_block(&data)],
             presences: vec![BlockPresence {
                 cid: sample_cid(4),
                 presence: Presence::DontHave,
@@ -653,12 +658,11 @@ mod tests {
     fn only_a_block_of_half_the_message_shares_its_buffer() {
         let big = Bytes::from(vec![7u8; 100_000]);
         let small: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![i; 1000])).collect();
-        let one_block = |data: &Bytes| PayloadBlock {
-            prefix: CidPrefix::of(&cid_of(RAW, data)),
-            data: data.clone(),
-        };
         let msg = Message {
-            payload: std::iter::once(&big).chain(&small).map(one_block).collect(),
+            payload: std::iter::once(&big)
+                .chain(&small)
+                .map(payload_block)
+                .collect(),
             raw_blocks: vec![Bytes::from_static(b"a 1.0.0 block")],
             ..Message::default()
         };
@@ -677,7 +681,7 @@ mod tests {
         }
         // Without the big block, none is half the message: all are copied.
         let msg = Message {
-            payload: small.iter().map(one_block).collect(),
+            payload: small.iter().map(payload_block).collect(),
             ..Message::default()
         };
         let wire = Bytes::from(msg.encode(Version::V120));
@@ -695,13 +699,7 @@ mod tests {
     fn decoded_blocks_do_not_borrow_the_message() {
         let blocks: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![i; 1000])).collect();
         let msg = Message {
-            payload: blocks
-                .iter()
-                .map(|data| PayloadBlock {
-                    prefix: CidPrefix::of(&cid_of(RAW, data)),
-                    data: data.clone(),
-                })
-                .collect(),
+            payload: blocks.iter().map(payload_block).collect(),
             raw_blocks: vec![Bytes::from_static(b"a 1.0.0 block")],
             ..Message::default()
         };
@@ -773,13 +771,7 @@ mod tests {
                 },
                 Entry::cancel(sample_cid(4)),
             ],
-            payload: blocks
-                .iter()
-                .map(|data| PayloadBlock {
-                    prefix: CidPrefix::of(&cid_of(RAW, data)),
-                    data: data.clone(),
-                })
-                .collect(),
+            payload: blocks.iter().map(payload_block).collect(),
             raw_blocks: vec![Bytes::from_static(b"a 1.0.0 block"), large.clone()],
             presences: vec![BlockPresence {
                 cid: sample_cid(3),
