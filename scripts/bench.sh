@@ -209,12 +209,17 @@ max() { printf '%s\n' "$@" | sort -g | tail -1; }
 
 # --- servers ------------------------------------------------------------------------------------
 
-# free_port: a TCP port on 127.0.0.1 that nothing listens on now.
+# free_port: a TCP port on 127.0.0.1 that no socket uses now, below the kernel's ephemeral range.
+# A port inside that range can be taken by any outgoing connection (the growth phase opens
+# thousands) between this check and the server's bind, and a connect probe does not see those.
 free_port() {
-  local port
+  local port low
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range
+  ((low > 12000)) || low=32768
   for _ in $(seq 1 50); do
-    port=$(shuf -i 20000-60000 -n 1)
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    port=$(shuf -i "10000-$((low - 1))" -n 1)
+    if [[ -z $(ss -Htan "( sport = :$port )" 2>/dev/null) ]] &&
+      ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"
       return 0
     fi
