@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use cid::Cid;
 
+use super::buffers::{read_block_file, ReadBuffers};
 use super::recent::{RecentBlocks, RECENT_BLOCKS_BYTES};
 use super::sweep::{WriteFence, WriteSession};
 use super::StoreError;
@@ -46,6 +47,8 @@ pub struct BlockStore {
     session: Option<u64>,
     /// Small blocks recently written or read (none for a staging area).
     recent: RecentBlocks,
+    /// Buffers for reading large blocks, shared with the staging areas.
+    buffers: Arc<ReadBuffers>,
 }
 
 /// Name of the directory (inside a store) holding staging areas.
@@ -207,6 +210,7 @@ impl BlockStore {
             fence: Arc::new(WriteFence::default()),
             session: None,
             recent: RecentBlocks::new(RECENT_BLOCKS_BYTES),
+            buffers: Arc::default(),
         })
     }
 
@@ -240,6 +244,7 @@ impl BlockStore {
                 fence: self.fence.clone(),
                 session: Some(session.id()),
                 recent: RecentBlocks::new(0),
+                buffers: self.buffers.clone(),
             },
             session: Some(session),
             done: false,
@@ -285,7 +290,7 @@ impl BlockStore {
             return Ok(Some(data));
         }
         let path = self.path_of(cid);
-        match fs::read(&path) {
+        match read_block_file(&self.buffers, &path) {
             Ok(data) => Ok(Some(self.keep(cid, data))),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
@@ -293,8 +298,7 @@ impl BlockStore {
     }
 
     /// A block read from disk, kept among the recent ones if small.
-    fn keep(&self, cid: &Cid, data: Vec<u8>) -> Bytes {
-        let data = Bytes::from(data);
+    fn keep(&self, cid: &Cid, data: Bytes) -> Bytes {
         self.recent.insert(cid, &data);
         data
     }
@@ -553,7 +557,13 @@ impl BlockStore {
             return Ok(Some(data));
         }
         let path = self.path_of(cid);
-        match tokio::fs::read(&path).await {
+        let buffers = self.buffers.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let data = read_block_file(&buffers, &path);
+            (path, data)
+        });
+        let (path, data) = read.await?;
+        match data {
             Ok(data) => Ok(Some(self.keep(cid, data))),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),

@@ -1,6 +1,7 @@
 //! Local persistence: content-addressed blocks on disk and the small metadata store (sled).
 
 mod blocks;
+mod buffers;
 mod meta;
 mod recent;
 mod sweep;

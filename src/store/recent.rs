@@ -16,7 +16,7 @@ use hashlink::LruCache;
 pub(super) const RECENT_BLOCKS_BYTES: usize = 4 << 20;
 /// Largest block kept: a basic directory block (at most 256 KiB; larger ones are sharded).
 /// File chunks (1 MiB) stay out, so a pull does not churn the cache.
-const MAX_RECENT_BLOCK: usize = 256 << 10;
+pub(super) const MAX_RECENT_BLOCK: usize = 256 << 10;
 
 /// The cache; a budget of 0 keeps nothing.
 #[derive(Debug)]
