@@ -169,6 +169,15 @@ fn place(from: &Path, to: &Path) -> std::io::Result<bool> {
     }
 }
 
+/// The block file at `path`, `None` if there is none. Blocking.
+fn read_stored(buffers: &Arc<ReadBuffers>, path: &Path) -> Result<Option<Bytes>, StoreError> {
+    match read_block_file(buffers, path) {
+        Ok(data) => Ok(Some(data)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
 /// Blocks and bytes of the block files in one shard directory.
 fn count_shard(dir: &Path) -> Result<HeldBlocks, StoreError> {
     let mut held = HeldBlocks::default();
@@ -289,12 +298,8 @@ impl BlockStore {
         if let Some(data) = self.recent.get(cid) {
             return Ok(Some(data));
         }
-        let path = self.path_of(cid);
-        match read_block_file(&self.buffers, &path) {
-            Ok(data) => Ok(Some(self.keep(cid, data))),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
-        }
+        let data = read_stored(&self.buffers, &self.path_of(cid))?;
+        Ok(data.map(|data| self.keep(cid, data)))
     }
 
     /// A block read from disk, kept among the recent ones if small.
@@ -556,18 +561,9 @@ impl BlockStore {
         if let Some(data) = self.recent.get(cid) {
             return Ok(Some(data));
         }
-        let path = self.path_of(cid);
-        let buffers = self.buffers.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let data = read_block_file(&buffers, &path);
-            (path, data)
-        });
-        let (path, data) = read.await?;
-        match data {
-            Ok(data) => Ok(Some(self.keep(cid, data))),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
-        }
+        let (buffers, path) = (self.buffers.clone(), self.path_of(cid));
+        let data = tokio::task::spawn_blocking(move || read_stored(&buffers, &path)).await??;
+        Ok(data.map(|data| self.keep(cid, data)))
     }
 
     /// Stores blocks and makes them durable, without blocking the async runtime.

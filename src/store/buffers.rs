@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
@@ -50,7 +50,7 @@ impl Drop for Pooled {
             return;
         }
         data.clear();
-        let mut free = self.home.free.lock().unwrap_or_else(|p| p.into_inner());
+        let mut free = self.home.free();
         if free.len() < KEPT_BUFFERS {
             free.push(data);
         }
@@ -58,10 +58,14 @@ impl Drop for Pooled {
 }
 
 impl ReadBuffers {
+    fn free(&self) -> MutexGuard<'_, Vec<Vec<u8>>> {
+        self.free.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Reads the whole of `file` (`len` bytes by its metadata) into a kept buffer if one is
     /// free. Blocking.
-    pub(super) fn read(self: &Arc<Self>, file: &mut File, len: u64) -> std::io::Result<Bytes> {
-        let kept = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+    fn read(self: &Arc<Self>, file: &mut File, len: u64) -> std::io::Result<Bytes> {
+        let kept = self.free().pop();
         let mut data = kept.unwrap_or_default();
         // The file's length is a hint only: read_to_end reads what is there.
         data.reserve(usize::try_from(len).unwrap_or(0).min(KEPT_MAX));
@@ -75,7 +79,7 @@ impl ReadBuffers {
     /// Buffers waiting for reuse now.
     #[cfg(test)]
     fn kept(&self) -> usize {
-        self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.free().len()
     }
 }
 
