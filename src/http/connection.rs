@@ -115,6 +115,14 @@ impl ConnectionTable {
             .any(|c| c.is_idle() && !c.evicted.load(Ordering::Relaxed))
     }
 
+    /// Whether a connection asked to close while idle is still open (it keeps its descriptor
+    /// until its task ends).
+    pub(crate) fn eviction_pending(&self) -> bool {
+        self.open()
+            .values()
+            .any(|c| c.is_idle() && c.evicted.load(Ordering::Relaxed))
+    }
+
     /// Asks the connection that has been idle longest to close; `false` if every connection
     /// is serving a request.
     pub(crate) fn evict_oldest_idle(&self) -> bool {
@@ -159,7 +167,7 @@ impl Drop for Registration {
 }
 
 impl Connection {
-    fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.requests.load(Ordering::Acquire) == 0
     }
 

@@ -213,9 +213,15 @@ pub async fn serve_with(
                 "accepting connections again"
             );
         }
-        // Connections may have become busy since the check above: if none is idle now, this
-        // client waits (unserved) until one is done.
-        while table.len() >= cap && !table.evict_oldest_idle() {
+        // At the cap, this client waits (unserved) until a connection has gone. An idle one is
+        // asked to close, but it holds its descriptor until its task ends: counting the request
+        // as room let a burst of clients run far past the cap (241 open at a cap of 96, and
+        // out of descriptors, under a flood with a limit of 256). If none is idle, it waits
+        // for one to become idle.
+        while table.len() >= cap {
+            if !table.eviction_pending() {
+                table.evict_oldest_idle();
+            }
             tokio::select! {
                 () = table.room_changed() => {}
                 () = &mut shutdown => return Ok(()),
@@ -346,7 +352,14 @@ async fn serve_http<I>(
             result = std::future::poll_fn(|cx| http.poll_without_shutdown(cx)) => break result,
             () = conn.changed() => {}
             () = conn.evicted(), if closing.is_none() => {
-                tracing::debug!(%peer, "closing an idle connection to make room");
+                // With no request running (idle, or a head still arriving) it goes at once: a
+                // client waits for its descriptor. One that has just started a request
+                // finishes it first.
+                if conn.is_idle() {
+                    tracing::debug!(%peer, "closing an idle connection to make room");
+                    return;
+                }
+                tracing::debug!(%peer, "closing a connection to make room after its request");
                 Pin::new(&mut http).graceful_shutdown();
                 closing = Some(now);
             }
