@@ -103,13 +103,7 @@ impl LimitedNode {
     }
 
     fn open_descriptors(&self) -> usize {
-        std::fs::read_dir(
-            Path::new("/proc")
-                .join(self.child.id().to_string())
-                .join("fd"),
-        )
-        .map(|d| d.count())
-        .unwrap_or(0)
+        descriptors_of(self.child.id())
     }
 
     fn rss_kib(&self) -> u64 {
@@ -129,6 +123,13 @@ impl Drop for LimitedNode {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// How many descriptors process `pid` holds open.
+fn descriptors_of(pid: u32) -> usize {
+    std::fs::read_dir(Path::new("/proc").join(pid.to_string()).join("fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Whether the server closes `stream` within `within` (end of stream or a reset).
@@ -175,13 +176,11 @@ async fn floods_under_a_low_open_file_limit_leave_the_registry_serving() {
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = {
         let sampling = sampling.clone();
-        let fd_dir = Path::new("/proc")
-            .join(node.child.id().to_string())
-            .join("fd");
+        let pid = node.child.id();
         std::thread::spawn(move || {
             let mut most = 0;
             while sampling.load(std::sync::atomic::Ordering::Relaxed) {
-                most = most.max(std::fs::read_dir(&fd_dir).map(|d| d.count()).unwrap_or(0));
+                most = most.max(descriptors_of(pid));
                 std::thread::sleep(Duration::from_millis(5));
             }
             most
