@@ -33,12 +33,13 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 
 sanitizer="${FUZZ_SANITIZER:-address}"
-case "${FUZZ_BUILD:-release}" in
+mode="${FUZZ_BUILD:-release}"
+case "$mode" in
   release) build=() ;; # cargo fuzz's default: optimised, with debug assertions (-O drops them)
   dev) build=(--dev) ;;
-  *) echo "fuzz.sh: FUZZ_BUILD is release or dev, not ${FUZZ_BUILD}" >&2; exit 2 ;;
+  *) echo "fuzz.sh: FUZZ_BUILD is release or dev, not $mode" >&2; exit 2 ;;
 esac
-echo "== building the fuzz targets (nightly, ${FUZZ_BUILD:-release} build, sanitizer: $sanitizer)"
+echo "== building the fuzz targets (nightly, $mode build, sanitizer: $sanitizer)"
 cargo +nightly fuzz build ${build[@]+"${build[@]}"} -s "$sanitizer"
 
 for target in "${targets[@]}"; do
