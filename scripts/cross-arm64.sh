@@ -8,28 +8,32 @@
 # Debian's rustc is another compiler version than rustup's, so the build goes to its own target
 # directory (target/cross) and the two never invalidate each other's artifacts.
 #
-# usage: scripts/cross-arm64.sh [--no-deb] [--profile NAME]
+# usage: scripts/cross-arm64.sh [--no-deb] [--profile NAME] [--toolchain-only]
 #   installs the packages above with apt-get when missing (needs root), then writes
 #   target/cross/aarch64-unknown-linux-gnu/release/ipns-registry and
 #   target/cross/debian/ipns-registry_<version>-1_arm64.deb
 #   --profile cross-check: an unoptimised build (cross-check/ and debian-cross-check/ instead of
 #   release/ and debian/), about 4 minutes instead of 11 on 2 cores. It shows that the tree
 #   compiles, links, runs and packages for arm64, as CI does; ship only release builds.
+#   --toolchain-only: install the packages and stop (CI does this first, so the build itself can
+#   run in the background while other stages use apt-get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 make_deb=1
+toolchain_only=0
 profile=release
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-deb) make_deb=0; shift ;;
+    --toolchain-only) toolchain_only=1; shift ;;
     --profile)
       [ $# -ge 2 ] || { echo "--profile needs a name (release, cross-check)" >&2; exit 2; }
       profile=$2
       shift 2
       ;;
     -h | --help)
-      sed -n '2,17p' "$0"
+      sed -n '2,19p' "$0"
       exit 0
       ;;
     *)
@@ -70,6 +74,10 @@ fi
 /usr/bin/rustc --version
 /usr/bin/cargo --version
 aarch64-linux-gnu-gcc --version | head -1
+if [ "$toolchain_only" = 1 ]; then
+  echo "cross-arm64: toolchain ready (--toolchain-only)"
+  exit 0
+fi
 
 step "cargo build --profile $profile --target $triple (target dir $target_dir)"
 export RUSTC=/usr/bin/rustc

@@ -6,6 +6,7 @@
 # tests/fixtures/fuzz/<target>/ so tests/fuzz_regressions.rs replays it for ever.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
+#   scripts/fuzz.sh --build-only     (build every target and stop, as CI does ahead of its runs)
 #
 # Builds are optimised with debug assertions and overflow checks on (cargo fuzz's default).
 # FUZZ_SANITIZER=none skips AddressSanitizer (a faster build; the code under test is safe Rust,
@@ -16,6 +17,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+build_only=0
+if [ "${1:-}" = --build-only ]; then
+  build_only=1
+  shift
+fi
 seconds="${1:-60}"
 shift || true
 targets=("$@")
@@ -41,6 +47,10 @@ case "$mode" in
 esac
 echo "== building the fuzz targets (nightly, $mode build, sanitizer: $sanitizer)"
 cargo +nightly fuzz build ${build[@]+"${build[@]}"} -s "$sanitizer"
+if [ "$build_only" = 1 ]; then
+  echo "fuzz.sh: built; nothing run (--build-only)"
+  exit 0
+fi
 
 for target in "${targets[@]}"; do
   corpus="fuzz/corpus/$target"
