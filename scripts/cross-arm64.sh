@@ -15,8 +15,8 @@
 #   --profile cross-check: an unoptimised build (cross-check/ and debian-cross-check/ instead of
 #   release/ and debian/), about 4 minutes instead of 11 on 2 cores. It shows that the tree
 #   compiles, links, runs and packages for arm64, as CI does; ship only release builds.
-#   --toolchain-only: install the packages and stop (CI does this first, so the build itself can
-#   run in the background while other stages use apt-get).
+#   --toolchain-only: install the packages and cargo-deb, and stop (CI does this first, so the
+#   build can run in the background while other stages use apt-get and cargo install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,6 +74,10 @@ fi
 /usr/bin/rustc --version
 /usr/bin/cargo --version
 aarch64-linux-gnu-gcc --version | head -1
+# With the toolchain, so that --toolchain-only leaves nothing for a background build to install.
+if [ "$make_deb" = 1 ]; then
+  command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
+fi
 if [ "$toolchain_only" = 1 ]; then
   echo "cross-arm64: toolchain ready (--toolchain-only)"
   exit 0
@@ -110,7 +114,6 @@ echo "$version"
 
 if [ "$make_deb" = 1 ]; then
   step "cargo deb --target $triple"
-  command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
   cargo deb --no-build --profile "$profile" --target "$triple" --output "$deb_dir"
   deb=$(ls -t "$deb_dir"/ipns-registry_*_arm64.deb | head -1)
   [ "$(dpkg-deb -f "$deb" Architecture)" = arm64 ] || fail "$deb is not an arm64 package"
