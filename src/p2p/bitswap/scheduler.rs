@@ -144,8 +144,8 @@ struct PeerStats {
     /// Lowest seconds from want-block to block seen for a block of about the usual size: the
     /// latency without queueing. A small block (a DAG's root) comes back far sooner than a
     /// 1 MiB chunk, which the peer reads and sends and we hash and store: on loopback 0.6 ms
-    /// against 5-10 ms, and a window sized from the small block's latency held a whole pull
-    /// to [`MIN_WINDOW`] want-blocks at the peer (a cold pull on loopback ran 10% slower).
+    /// against 7.5 ms or more, and a window sized from the small block's latency held a whole
+    /// pull to [`MIN_WINDOW`] want-blocks at the peer (a cold pull on loopback ran 10% slower).
     min_rtt: Option<f64>,
     /// Size of the block whose delivery set `min_rtt`.
     min_rtt_bytes: usize,
