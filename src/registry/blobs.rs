@@ -228,13 +228,13 @@ impl Registry {
         let blocks = self.tree().blocks().clone();
         let algorithm = digest.algorithm();
         // A few frames in flight keep the importer busy while memory stays flat.
-        let (tx, rx) = mpsc::channel::<Bytes>(8);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
         let aborted = Arc::new(AtomicBool::new(false));
         // Until defused, tells the importer to drop what it got (also if this future is
         // dropped because the client went away).
         let abort = AbortOnDrop(Some(aborted.clone()));
         let importer = tokio::task::spawn_blocking(move || {
-            import_stream(&blocks, rx, algorithm, aborted.as_ref())
+            import_stream(&blocks, || rx.blocking_recv(), algorithm, aborted.as_ref())
         });
         let mut failure = None;
         while let Some(chunk) = body.next().await {

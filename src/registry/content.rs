@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use cid::Cid;
-use tokio::sync::mpsc;
 
 use super::digest::{Algorithm, Digest, ParallelHasher};
 use super::error::RegistryError;
@@ -61,20 +60,20 @@ pub fn import_file(
     })
 }
 
-/// Imports bytes as they arrive on `chunks` into a staging area of `store`, hashing each byte
-/// once on the way: nothing is written twice and nothing is read back. Returns `None`, with
-/// nothing left behind, if `aborted` is set when the channel closes (the sender gave up on a
-/// broken request body). Blocking.
+/// Imports bytes as `next_chunk` hands them over (`None`: the end) into a staging area of
+/// `store`, hashing each byte once on the way: nothing is written twice and nothing is read
+/// back. Returns `None`, with nothing left behind, if `aborted` is set when the input ends (the
+/// sender gave up on a broken request body). Blocking.
 pub fn import_stream(
     store: &BlockStore,
-    mut chunks: mpsc::Receiver<Bytes>,
+    mut next_chunk: impl FnMut() -> Option<Bytes>,
     algorithm: Algorithm,
     aborted: &AtomicBool,
 ) -> Result<Option<Imported>, RegistryError> {
     let staged = store.staging_blocking()?;
     let mut hasher = ParallelHasher::new(algorithm);
     let mut importer = FileImporter::new(staged.store());
-    while let Some(chunk) = chunks.blocking_recv() {
+    while let Some(chunk) = next_chunk() {
         importer.write(&chunk)?;
         hasher.update(chunk);
     }

@@ -11,13 +11,19 @@
 //! exactly the file's bytes under the digest algorithm the client names at the end. After a
 //! restart, a broken-off `PATCH`, or past the cap on imports kept at once, the file is imported
 //! at the end as before.
+//!
+//! The importer's thread also appends each body's bytes to the upload file, as it takes them:
+//! a frame then crosses from the request's task to one thread, not to two (the importer and a
+//! blocking write), and the request waits for the file only once, at the end of its body.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use std::io::Write;
+
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::content::{import_stream, Imported};
@@ -34,18 +40,61 @@ pub const DEFAULT_STREAMING_IMPORTS: usize = 16;
 /// shows in the peak memory of parallel pushes.
 const FRAMES_IN_FLIGHT: usize = 2;
 
+/// What a request hands an importer.
+enum Input {
+    /// Append the frames that follow to this file (the session's upload file) too.
+    File(std::fs::File),
+    /// The next bytes of the upload.
+    Frame(Bytes),
+    /// Close the file, and report whether every frame since it came reached it.
+    Written(oneshot::Sender<std::io::Result<()>>),
+}
+
+/// The upload file an importer appends frames to, and the first error doing so.
+#[derive(Default)]
+struct UploadFileSink {
+    file: Option<std::fs::File>,
+    error: Option<std::io::Error>,
+}
+
+impl UploadFileSink {
+    /// Carries out `input`; gives back the bytes of a frame, for the import.
+    fn take(&mut self, input: Input) -> Option<Bytes> {
+        match input {
+            Input::File(file) => {
+                self.file = Some(file);
+                self.error = None;
+                None
+            }
+            Input::Frame(bytes) => {
+                if let (Some(file), None) = (&mut self.file, &self.error) {
+                    if let Err(e) = file.write_all(&bytes) {
+                        self.error = Some(e);
+                    }
+                }
+                Some(bytes)
+            }
+            Input::Written(report) => {
+                self.file = None;
+                let _ = report.send(self.error.take().map_or(Ok(()), Err));
+                None
+            }
+        }
+    }
+}
+
 /// An import of one upload session's bytes, running on a blocking thread as they arrive.
 /// Dropping it without [`StreamingImport::finish`] discards what it staged.
 pub(super) struct StreamingImport {
-    chunks: Option<mpsc::Sender<Bytes>>,
+    chunks: Option<mpsc::Sender<Input>>,
     /// Tells the importer to drop what it staged when its input ends.
     aborted: Arc<AtomicBool>,
     importer: Option<JoinHandle<Result<Option<Imported>, RegistryError>>>,
     algorithm: Algorithm,
     /// Bytes handed to the importer.
     fed: u64,
-    /// Whether the importer has stopped taking bytes (it failed; its error is not needed:
-    /// the upload file is imported instead).
+    /// Whether the importer has stopped taking bytes (its thread is gone; the upload file is
+    /// imported instead).
     broken: bool,
     /// Counts it among the imports alive while it lives.
     _slot: Slot,
@@ -55,11 +104,24 @@ impl StreamingImport {
     /// Starts importing into a staging area of `blocks`, hashing under `algorithm`, in the
     /// place `slot` reserved.
     pub(super) fn start(blocks: Arc<BlockStore>, algorithm: Algorithm, slot: Slot) -> Self {
-        let (tx, rx) = mpsc::channel::<Bytes>(FRAMES_IN_FLIGHT);
+        let (tx, mut rx) = mpsc::channel::<Input>(FRAMES_IN_FLIGHT);
         let aborted = Arc::new(AtomicBool::new(false));
         let flag = aborted.clone();
-        let importer =
-            tokio::task::spawn_blocking(move || import_stream(&blocks, rx, algorithm, &flag));
+        let importer = tokio::task::spawn_blocking(move || {
+            let mut sink = UploadFileSink::default();
+            let next_frame = || loop {
+                if let Some(frame) = sink.take(rx.blocking_recv()?) {
+                    return Some(frame);
+                }
+            };
+            let imported = import_stream(&blocks, next_frame, algorithm, &flag);
+            // An import that failed stops early; the upload file still gets every frame, and
+            // is imported at the end instead.
+            while let Some(input) = rx.blocking_recv() {
+                sink.take(input);
+            }
+            imported
+        });
         StreamingImport {
             chunks: Some(tx),
             aborted,
@@ -71,16 +133,44 @@ impl StreamingImport {
         }
     }
 
-    /// Hands the importer the next bytes of the upload.
-    pub(super) async fn feed(&mut self, chunk: Bytes) {
+    /// Hands the importer `input`; false if it is gone (it is broken from then on).
+    async fn send(&mut self, input: Input) -> bool {
         if self.broken {
-            return;
+            return false;
         }
-        let len = chunk.len() as u64;
         match &self.chunks {
-            Some(tx) if tx.send(chunk).await.is_ok() => self.fed += len,
-            _ => self.broken = true,
+            Some(tx) if tx.send(input).await.is_ok() => true,
+            _ => {
+                self.broken = true;
+                false
+            }
         }
+    }
+
+    /// Hands the importer the next bytes of the upload; false if it is gone.
+    pub(super) async fn feed(&mut self, chunk: Bytes) -> bool {
+        let len = chunk.len() as u64;
+        let taken = self.send(Input::Frame(chunk)).await;
+        if taken {
+            self.fed += len;
+        }
+        taken
+    }
+
+    /// Has the importer append the bytes fed from now on to `file` as well, until
+    /// [`Self::written`]; false if it is gone.
+    pub(super) async fn write_through(&mut self, file: std::fs::File) -> bool {
+        self.send(Input::File(file)).await
+    }
+
+    /// Waits until the bytes fed since [`Self::write_through`] are in the file (or failed to
+    /// get there), and closes it there. `None` if the importer is gone: it writes no more.
+    pub(super) async fn written(&mut self) -> Option<std::io::Result<()>> {
+        let (report, written) = oneshot::channel();
+        if !self.send(Input::Written(report)).await {
+            return None;
+        }
+        written.await.ok()
     }
 
     /// Whether it holds exactly the first `len` bytes of the upload, hashed under `algorithm`.
@@ -192,5 +282,115 @@ impl StreamingImports {
     /// Imports alive now (kept, or with a request).
     pub(super) fn alive(&self) -> usize {
         self.alive.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::content::import_bytes;
+    use crate::registry::digest::Digest;
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect()
+    }
+
+    /// Feeds `data` in frames of every size through `import`, writing through to a new file
+    /// at `path`; returns what `written` reported.
+    async fn feed_through(
+        import: &mut StreamingImport,
+        path: &std::path::Path,
+        data: &[u8],
+    ) -> std::io::Result<()> {
+        let file = std::fs::File::create(path).expect("upload file");
+        assert!(import.write_through(file).await);
+        let (mut rest, mut size) = (data, 1);
+        while !rest.is_empty() {
+            let n = size.min(rest.len());
+            assert!(import.feed(Bytes::copy_from_slice(&rest[..n])).await);
+            rest = &rest[n..];
+            size = size * 5 + 3;
+        }
+        import.written().await.expect("the importer is there")
+    }
+
+    #[tokio::test]
+    async fn the_importer_writes_the_upload_file_and_imports_the_same_bytes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let blocks = Arc::new(BlockStore::open(dir.path().join("blocks")).expect("store"));
+        let imports = StreamingImports::new(1);
+        let mut import = StreamingImport::start(
+            blocks.clone(),
+            Algorithm::Sha256,
+            imports.reserve().expect("slot"),
+        );
+        let data = data((3 << 20) + 777);
+        let path = dir.path().join("upload");
+        feed_through(&mut import, &path, &data)
+            .await
+            .expect("written");
+        // By the time `written` answers, every byte is in the file.
+        assert_eq!(std::fs::read(&path).expect("read"), data);
+        assert!(import.covers(data.len() as u64, Algorithm::Sha256));
+        let imported = import.finish().await.expect("imported");
+        assert_eq!(imported.digest, Digest::of(Algorithm::Sha256, &data));
+        let (link, staged) = import_bytes(&blocks, &data).expect("import in one go");
+        assert_eq!(imported.link.cid, link.cid);
+        staged.discard_blocking();
+        imported.staged.discard_blocking();
+    }
+
+    #[tokio::test]
+    async fn an_import_that_fails_still_writes_every_byte_to_the_upload_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let blocks_dir = dir.path().join("blocks");
+        let blocks = Arc::new(BlockStore::open(&blocks_dir).expect("store"));
+        // A file where the store makes its staging areas: the import fails at once.
+        let _ = std::fs::remove_dir_all(blocks_dir.join("staging"));
+        std::fs::write(blocks_dir.join("staging"), b"in the way").expect("block");
+        let imports = StreamingImports::new(1);
+        let mut import =
+            StreamingImport::start(blocks, Algorithm::Sha256, imports.reserve().expect("slot"));
+        let data = data((2 << 20) + 5);
+        let path = dir.path().join("upload");
+        feed_through(&mut import, &path, &data)
+            .await
+            .expect("written");
+        assert_eq!(std::fs::read(&path).expect("read"), data);
+        // The next request's bytes reach its file too.
+        let more = data[..12345].to_vec();
+        let path2 = dir.path().join("upload-2");
+        feed_through(&mut import, &path2, &more)
+            .await
+            .expect("written");
+        assert_eq!(std::fs::read(&path2).expect("read"), more);
+        assert!(import.finish().await.is_none(), "the import failed");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_of_the_upload_file_is_reported() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let blocks = Arc::new(BlockStore::open(dir.path().join("blocks")).expect("store"));
+        let imports = StreamingImports::new(1);
+        let mut import =
+            StreamingImport::start(blocks, Algorithm::Sha256, imports.reserve().expect("slot"));
+        let path = dir.path().join("upload");
+        std::fs::write(&path, b"").expect("create");
+        // Opened for reading only: every write fails.
+        let file = std::fs::File::open(&path).expect("open");
+        assert!(import.write_through(file).await);
+        assert!(import.feed(Bytes::from_static(b"some bytes")).await);
+        assert!(import
+            .written()
+            .await
+            .expect("the importer is there")
+            .is_err());
+        // The next request starts afresh.
+        let data = data(1000);
+        feed_through(&mut import, &dir.path().join("upload-2"), &data)
+            .await
+            .expect("written");
     }
 }

@@ -149,6 +149,15 @@ impl Drop for InUse {
     }
 }
 
+/// The error of a request whose bytes went to an importer that is gone (its thread panicked):
+/// which of them reached the upload file is not known.
+fn importer_stopped() -> RegistryError {
+    RegistryError::io(
+        "writing upload file",
+        std::io::Error::other("the upload's importer stopped"),
+    )
+}
+
 /// Exclusive access to one upload session.
 pub struct UploadGuard {
     // Field order matters: the lock is released before the claim is dropped.
@@ -420,25 +429,52 @@ impl BlobUploads {
                 return Err(RegistryError::RangeInvalid { offset, start });
             }
         }
-        let mut file = tokio::fs::OpenOptions::new()
+        let file = tokio::fs::OpenOptions::new()
             .append(true)
             .open(&upload.path)
             .await
-            .map_err(|e| RegistryError::io("opening upload file", e))?;
+            .map_err(|e| RegistryError::io("opening upload file", e))?
+            .into_std()
+            .await;
+        // With an import, its thread appends the bytes to the file as it takes them.
+        let through = match (import.as_deref_mut(), file.try_clone()) {
+            (Some(import), Ok(clone)) => import.write_through(clone).await,
+            _ => false,
+        };
+        let mut file = tokio::fs::File::from_std(file);
         let mut written = 0u64;
         let result: Result<(), RegistryError> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| {
                     RegistryError::BlobUploadInvalid(format!("reading request body: {e}"))
                 })?;
-                if let Some(import) = import.as_deref_mut() {
-                    // Handed over first, so the import hashes while the file is written.
-                    import.feed(chunk.clone()).await;
+                let len = chunk.len() as u64;
+                match import.as_deref_mut() {
+                    Some(import) if through => {
+                        if !import.feed(chunk).await {
+                            return Err(importer_stopped());
+                        }
+                    }
+                    other => {
+                        if let Some(import) = other {
+                            // Handed over first, so the import hashes while the file is written.
+                            import.feed(chunk.clone()).await;
+                        }
+                        file.write_all(&chunk)
+                            .await
+                            .map_err(|e| RegistryError::io("writing upload file", e))?;
+                    }
                 }
-                file.write_all(&chunk)
-                    .await
-                    .map_err(|e| RegistryError::io("writing upload file", e))?;
-                written += chunk.len() as u64;
+                written += len;
+            }
+            if through {
+                if let Some(import) = import.as_deref_mut() {
+                    match import.written().await {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => return Err(RegistryError::io("writing upload file", e)),
+                        None => return Err(importer_stopped()),
+                    }
+                }
             }
             if let Some(expected) = expected_len {
                 if expected != written {
@@ -459,6 +495,10 @@ impl BlobUploads {
         }
         .await;
         if let Err(e) = result {
+            if let (true, Some(import)) = (through, import) {
+                // The importer's writes end before the file is cut back (no-op if done).
+                let _ = import.written().await;
+            }
             // Keep the session at its last acknowledged size so the client can resume.
             let _ = file.set_len(offset).await;
             return Err(e);
