@@ -178,9 +178,15 @@ impl Hasher {
 /// blobs (configs, manifests) do not pay for a thread.
 const INLINE_BYTES: u64 = 4 * 1024 * 1024;
 
-/// Chunks queued for a [`ParallelHasher`]'s thread: enough to ride out a slow moment of
-/// either side, few enough to keep memory flat (chunks are up to 1 MiB).
-const QUEUED_CHUNKS: usize = 4;
+/// Batches queued for a [`ParallelHasher`]'s thread: enough to ride out a slow moment of
+/// either side, few enough to keep memory flat (a batch is one chunk of up to 1 MiB, or frames
+/// of a request body adding up to [`BATCH_BYTES`] or a little more).
+const QUEUED_BATCHES: usize = 4;
+
+/// Bytes gathered before they go to a [`ParallelHasher`]'s thread: a request body comes in
+/// frames of a few KiB to a few hundred, and waking the thread for each cost more than hashing
+/// the small ones.
+const BATCH_BYTES: usize = 256 * 1024;
 
 /// A [`Hasher`] that hashes large content on a thread of its own, so that a blob's digest and
 /// the CIDs of its chunks (hashed by the importer on the caller's thread) use two cores.
@@ -196,10 +202,13 @@ enum ParallelState {
         fed: u64,
         threadless: bool,
     },
-    /// Hashing on the thread, which returns the hasher when `chunks` closes.
+    /// Hashing on the thread, which returns the hasher when `batches` closes.
     Threaded {
-        chunks: std::sync::mpsc::SyncSender<bytes::Bytes>,
+        batches: std::sync::mpsc::SyncSender<Vec<bytes::Bytes>>,
         thread: std::thread::JoinHandle<Hasher>,
+        /// Bytes gathered for the next batch, and how many.
+        gathered: Vec<bytes::Bytes>,
+        gathered_len: usize,
     },
 }
 
@@ -215,12 +224,22 @@ impl ParallelHasher {
         }
     }
 
-    /// Feeds bytes. Blocks while the hashing thread is [`QUEUED_CHUNKS`] chunks behind.
+    /// Feeds bytes. Blocks while the hashing thread is [`QUEUED_BATCHES`] batches behind.
     pub fn update(&mut self, data: bytes::Bytes) {
         match &mut self.state {
-            ParallelState::Threaded { chunks, .. } => {
-                // A send fails only if the thread panicked; `finish` reports that.
-                let _ = chunks.send(data);
+            ParallelState::Threaded {
+                batches,
+                gathered,
+                gathered_len,
+                ..
+            } => {
+                *gathered_len += data.len();
+                gathered.push(data);
+                if *gathered_len >= BATCH_BYTES {
+                    *gathered_len = 0;
+                    // A send fails only if the thread panicked; `finish` reports that.
+                    let _ = batches.send(std::mem::take(gathered));
+                }
             }
             ParallelState::Inline {
                 hasher,
@@ -246,15 +265,17 @@ impl ParallelHasher {
         let algorithm = hasher.algorithm();
         // The thread gets the hasher only once it exists: if no thread can be had (a process
         // limit), the hasher is still here and hashing goes on inline.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(QUEUED_CHUNKS);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<bytes::Bytes>>(QUEUED_BATCHES);
         let (hasher_tx, hasher_rx) = std::sync::mpsc::sync_channel::<Hasher>(1);
         let spawned = std::thread::Builder::new()
             .name("digest".into())
             .spawn(move || {
                 // The sender below never fails to send: this thread is waiting.
                 let mut hasher = hasher_rx.recv().unwrap_or_else(|_| Hasher::new(algorithm));
-                while let Ok(chunk) = rx.recv() {
-                    hasher.update(&chunk);
+                while let Ok(batch) = rx.recv() {
+                    for bytes in batch {
+                        hasher.update(&bytes);
+                    }
                 }
                 hasher
             });
@@ -263,7 +284,12 @@ impl ParallelHasher {
                 let hasher = std::mem::replace(hasher.as_mut(), Hasher::new(algorithm));
                 // The thread holds the receiver until it has the hasher: this cannot fail.
                 let _ = hasher_tx.send(hasher);
-                self.state = ParallelState::Threaded { chunks: tx, thread };
+                self.state = ParallelState::Threaded {
+                    batches: tx,
+                    thread,
+                    gathered: Vec::new(),
+                    gathered_len: 0,
+                };
             }
             Err(e) => {
                 tracing::debug!("hashing on the caller's thread: no thread for it ({e})");
@@ -276,8 +302,16 @@ impl ParallelHasher {
     pub fn finish(self) -> Digest {
         match self.state {
             ParallelState::Inline { hasher, .. } => hasher.finish(),
-            ParallelState::Threaded { chunks, thread } => {
-                drop(chunks);
+            ParallelState::Threaded {
+                batches,
+                thread,
+                gathered,
+                ..
+            } => {
+                if !gathered.is_empty() {
+                    let _ = batches.send(gathered);
+                }
+                drop(batches);
                 match thread.join() {
                     Ok(hasher) => hasher.finish(),
                     Err(panic) => std::panic::resume_unwind(panic),
