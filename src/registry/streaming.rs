@@ -297,6 +297,12 @@ mod tests {
             .collect()
     }
 
+    /// An import into `blocks`, in a place of its own.
+    fn start_import(blocks: &Arc<BlockStore>) -> StreamingImport {
+        let slot = StreamingImports::new(1).reserve().expect("slot");
+        StreamingImport::start(blocks.clone(), Algorithm::Sha256, slot)
+    }
+
     /// Feeds `data` in frames of every size through `import`, writing through to a new file
     /// at `path`; returns what `written` reported.
     async fn feed_through(
@@ -320,12 +326,7 @@ mod tests {
     async fn the_importer_writes_the_upload_file_and_imports_the_same_bytes() {
         let dir = tempfile::tempdir().expect("tmp");
         let blocks = Arc::new(BlockStore::open(dir.path().join("blocks")).expect("store"));
-        let imports = StreamingImports::new(1);
-        let mut import = StreamingImport::start(
-            blocks.clone(),
-            Algorithm::Sha256,
-            imports.reserve().expect("slot"),
-        );
+        let mut import = start_import(&blocks);
         let data = data((3 << 20) + 777);
         let path = dir.path().join("upload");
         feed_through(&mut import, &path, &data)
@@ -350,9 +351,7 @@ mod tests {
         // A file where the store makes its staging areas: the import fails at once.
         let _ = std::fs::remove_dir_all(blocks_dir.join("staging"));
         std::fs::write(blocks_dir.join("staging"), b"in the way").expect("block");
-        let imports = StreamingImports::new(1);
-        let mut import =
-            StreamingImport::start(blocks, Algorithm::Sha256, imports.reserve().expect("slot"));
+        let mut import = start_import(&blocks);
         let data = data((2 << 20) + 5);
         let path = dir.path().join("upload");
         feed_through(&mut import, &path, &data)
@@ -373,9 +372,7 @@ mod tests {
     async fn a_failed_write_of_the_upload_file_is_reported() {
         let dir = tempfile::tempdir().expect("tmp");
         let blocks = Arc::new(BlockStore::open(dir.path().join("blocks")).expect("store"));
-        let imports = StreamingImports::new(1);
-        let mut import =
-            StreamingImport::start(blocks, Algorithm::Sha256, imports.reserve().expect("slot"));
+        let mut import = start_import(&blocks);
         let path = dir.path().join("upload");
         std::fs::write(&path, b"").expect("create");
         // Opened for reading only: every write fails.

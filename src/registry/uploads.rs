@@ -437,9 +437,12 @@ impl BlobUploads {
             .into_std()
             .await;
         // With an import, its thread appends the bytes to the file as it takes them.
-        let through = match (import.as_deref_mut(), file.try_clone()) {
-            (Some(import), Ok(clone)) => import.write_through(clone).await,
-            _ => false,
+        let through = match import.as_deref_mut() {
+            Some(import) => match file.try_clone() {
+                Ok(clone) => import.write_through(clone).await,
+                Err(_) => false,
+            },
+            None => false,
         };
         let mut file = tokio::fs::File::from_std(file);
         let mut written = 0u64;
