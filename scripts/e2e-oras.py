@@ -188,6 +188,8 @@ def main(work):
 
 if __name__ == "__main__":
     work_dir = tempfile.mkdtemp()
+    # oras-py pulls into directories of its own under the temp dir and never removes them
+    tempfile.tempdir = work_dir
     try:
         main(work_dir)
     finally:
