@@ -482,6 +482,115 @@ async fn sha512_blobs_and_manifests() {
     reg.assert_consistent().await;
 }
 
+/// The values of every `OCI-Tag` header of a response, split at commas.
+fn oci_tags(resp: &reqwest::Response) -> Vec<String> {
+    resp.headers()
+        .get_all("OCI-Tag")
+        .iter()
+        .flat_map(|v| v.to_str().expect("ASCII").split(','))
+        .map(|t| t.trim().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn tags_as_parameters_of_a_manifest_push() {
+    let reg = TestRegistry::start().await;
+    let (image, digest) = reg.image_manifest("app", 1).await;
+    // By digest, with tags (one repeated): all set in one push, each listed once.
+    let resp = reg
+        .put_manifest(
+            "app",
+            &format!("{digest}?tag=v1&tag=latest&tag=v1"),
+            OCI_MANIFEST,
+            &image,
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(
+        header(&resp, "Docker-Content-Digest").as_deref(),
+        Some(digest.as_str())
+    );
+    assert_eq!(oci_tags(&resp), ["v1", "latest"]);
+    assert_eq!(reg.tags("app").await, ["latest", "v1"]);
+    for tag in ["v1", "latest"] {
+        let resp = reg.get_manifest("app", tag).await;
+        assert_eq!(
+            header(&resp, "Docker-Content-Digest").as_deref(),
+            Some(digest.as_str())
+        );
+    }
+    // A tag set by a parameter moves like any other.
+    let (other, other_digest) = reg.image_manifest("app", 2).await;
+    let resp = reg
+        .put_manifest("app", "next?tag=latest", OCI_MANIFEST, &other)
+        .await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(oci_tags(&resp), ["next", "latest"]);
+    let resp = reg.get_manifest("app", "latest").await;
+    assert_eq!(
+        header(&resp, "Docker-Content-Digest").as_deref(),
+        Some(other_digest.as_str())
+    );
+    // Without parameters, no OCI-Tag.
+    let resp = reg.put_manifest("app", "plain", OCI_MANIFEST, &image).await;
+    assert_eq!(resp.status(), 201);
+    assert!(oci_tags(&resp).is_empty());
+
+    // A tag keeps the digest algorithm of the push by digest that set it.
+    let manifest_512 = format!("{image}\n");
+    let digest_512 = sha512(manifest_512.as_bytes());
+    let resp = reg
+        .put_manifest(
+            "app",
+            &format!("{digest_512}?tag=long"),
+            OCI_MANIFEST,
+            &manifest_512,
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(oci_tags(&resp), ["long"]);
+    let resp = reg.get_manifest("app", "long").await;
+    assert_eq!(
+        header(&resp, "Docker-Content-Digest").as_deref(),
+        Some(digest_512.as_str())
+    );
+    assert_eq!(resp.text().await.expect("body"), manifest_512);
+
+    // A malformed tag, or too many, refuse the whole push.
+    let (third, third_digest) = reg.image_manifest("app", 3).await;
+    let resp = reg
+        .put_manifest(
+            "app",
+            &format!("{third_digest}?tag=ok&tag=-bad"),
+            OCI_MANIFEST,
+            &third,
+        )
+        .await;
+    let error = assert_error(resp, 400, "MANIFEST_INVALID").await;
+    assert_eq!(error["detail"]["tag"], "-bad");
+    let many: String = (0..101).map(|n| format!("tag=t{n}&")).collect();
+    let resp = reg
+        .put_manifest(
+            "app",
+            &format!("{third_digest}?{many}"),
+            OCI_MANIFEST,
+            &third,
+        )
+        .await;
+    assert_error(resp, 414, "UNSUPPORTED").await;
+    assert_error(
+        reg.get_manifest("app", &third_digest).await,
+        404,
+        "MANIFEST_UNKNOWN",
+    )
+    .await;
+    assert_eq!(
+        reg.tags("app").await,
+        ["latest", "long", "next", "plain", "v1"]
+    );
+    reg.assert_consistent().await;
+}
+
 #[tokio::test]
 async fn cross_repository_mount() {
     let reg = TestRegistry::start().await;

@@ -479,3 +479,94 @@ async fn uploads_the_streaming_import_cannot_finish_are_imported_from_their_file
     assert_blob(&http, &front, &digest, &data).await;
     assert_nothing_staged(&front).await;
 }
+
+/// Opens a session with `query`, PATCHes `data`, then overwrites the session's file with other
+/// bytes of the same length, so that only an import that hashed the bytes as they came can
+/// complete it; returns the upload's location.
+async fn patch_then_spoil_the_file(
+    http: &reqwest::Client,
+    front: &Front,
+    query: &str,
+    data: &[u8],
+) -> String {
+    let resp = http
+        .post(front.url(&format!("/v2/app/blobs/uploads/{query}")))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), 202);
+    let resp = http
+        .patch(front.url(&location(&resp)))
+        .body(data.to_vec())
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(resp.status(), 202);
+    let location = location(&resp);
+    let id = location
+        .rsplit('/')
+        .next()
+        .and_then(|tail| tail.split('?').next())
+        .expect("session id");
+    let file = front.data_dir().join("uploads").join(id);
+    assert_eq!(
+        std::fs::metadata(&file).expect("upload file").len(),
+        data.len() as u64
+    );
+    std::fs::write(&file, vec![0u8; data.len()]).expect("overwrite");
+    location
+}
+
+#[tokio::test]
+async fn a_session_hashes_as_it_arrives_under_the_algorithm_it_announced() {
+    let front = Front::start(ServeOptions::default(), RegistryOptions::default()).await;
+    let http = client();
+    let data = pseudo_random(3 << 20, 31);
+    let sha512 = format!("sha512:{}", hex::encode(sha2::Sha512::digest(&data)));
+
+    // Announced and used: the bytes were hashed as they came, the file is not read again.
+    let at = patch_then_spoil_the_file(&http, &front, "?digest-algorithm=sha512", &data).await;
+    complete(&http, &front, &at, &sha512).await;
+    assert_blob(&http, &front, &sha512, &data).await;
+
+    // Not announced: the import hashed SHA-256, so a sha512 digest reads the file, which no
+    // longer holds the bytes.
+    let at = patch_then_spoil_the_file(&http, &front, "", &data).await;
+    let resp = http
+        .put(front.url(&format!("{at}?digest={sha512}")))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(resp.status(), 400);
+    // The default is SHA-256, hashed as it came.
+    let other = pseudo_random(2 << 20, 32);
+    let at = patch_then_spoil_the_file(&http, &front, "", &other).await;
+    complete(&http, &front, &at, &sha256(&other)).await;
+    assert_blob(&http, &front, &sha256(&other), &other).await;
+
+    // Announced, then ended under another algorithm: the file is imported (and is intact).
+    let resp = http
+        .post(front.url("/v2/app/blobs/uploads/?digest-algorithm=sha512"))
+        .send()
+        .await
+        .expect("POST");
+    let resp = http
+        .patch(front.url(&location(&resp)))
+        .body(data.clone())
+        .send()
+        .await
+        .expect("PATCH");
+    complete(&http, &front, &location(&resp), &sha256(&data)).await;
+    assert_blob(&http, &front, &sha256(&data), &data).await;
+
+    // An algorithm the registry does not implement is refused at the start.
+    let resp = http
+        .post(front.url("/v2/app/blobs/uploads/?digest-algorithm=md5"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.expect("error JSON");
+    assert_eq!(body["errors"][0]["code"], "DIGEST_INVALID");
+    assert_eq!(body["errors"][0]["detail"]["digest-algorithm"], "md5");
+}

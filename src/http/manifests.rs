@@ -8,7 +8,10 @@ use super::blobs::internal;
 use super::error::ApiError;
 use super::response::{builder, empty, full, header_value, Body};
 use super::RequestBody;
-use crate::registry::{ManifestRef, Registry, RegistryError, RepoName};
+use crate::registry::{ManifestRef, Registry, RegistryError, RepoName, Tag};
+
+/// `tag` parameters one manifest push may carry (the spec asks registries to take at least 10).
+const MAX_TAG_PARAMS: usize = 100;
 
 /// Serves a manifest by tag or digest.
 pub async fn get(
@@ -59,20 +62,42 @@ async fn read_limited(
     Ok(buf.freeze())
 }
 
-/// Stores a manifest.
+/// The `tag` parameters of a manifest push (`?tag=v1&tag=latest`), validated.
+fn tag_params(query: Option<&str>) -> Result<Vec<Tag>, ApiError> {
+    let mut tags = Vec::new();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if key != "tag" {
+            continue;
+        }
+        if tags.len() == MAX_TAG_PARAMS {
+            return Err(ApiError::new(
+                StatusCode::URI_TOO_LONG,
+                "UNSUPPORTED",
+                format!("at most {MAX_TAG_PARAMS} tag parameters per manifest push"),
+            ));
+        }
+        tags.push(Tag::parse(&value).ok_or_else(|| ApiError::tag_invalid(&value))?);
+    }
+    Ok(tags)
+}
+
+/// Stores a manifest, under its tag if pushed by one and under the tags of its `tag`
+/// parameters; the tags set by parameters are listed in `OCI-Tag`.
 pub async fn put(
     registry: &Registry,
     repo: &RepoName,
     reference: &ManifestRef,
+    query: Option<&str>,
     headers: &HeaderMap,
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
+    let extra_tags = tag_params(query)?;
     let bytes = read_limited(body, headers, registry.max_manifest_bytes()).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let pushed = registry
-        .put_manifest(repo, reference, content_type, bytes)
+        .put_manifest(repo, reference, &extra_tags, content_type, bytes)
         .await?;
     let digest = pushed.digest.to_string();
     let mut b = builder(StatusCode::CREATED)
@@ -84,6 +109,11 @@ pub async fn put(
         .header(header::CONTENT_LENGTH, 0);
     if let Some(subject) = pushed.subject {
         b = b.header("OCI-Subject", header_value(&subject.to_string()));
+    }
+    if !extra_tags.is_empty() {
+        for tag in &pushed.tags {
+            b = b.header("OCI-Tag", header_value(tag.as_str()));
+        }
     }
     b.body(empty()).map_err(internal)
 }

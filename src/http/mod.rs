@@ -269,7 +269,8 @@ impl HttpApi {
             Route::Manifest(repo, reference) => match *m {
                 Method::GET | Method::HEAD => manifests::get(r, &repo, &reference, head).await,
                 Method::PUT => {
-                    manifests::put(r, &repo, &reference, headers, request_body(body)).await
+                    let query = parts.uri.query();
+                    manifests::put(r, &repo, &reference, query, headers, request_body(body)).await
                 }
                 Method::DELETE => manifests::delete(r, &repo, &reference).await,
                 _ => Err(ApiError::method_not_allowed(m, allow)),

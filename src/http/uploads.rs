@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use http::{header, HeaderMap, Response, StatusCode};
+use serde_json::json;
 
 use super::blobs::internal;
 use super::error::ApiError;
 use super::response::{builder, empty, header_value, Body};
 use super::route::digest as parse_digest;
 use super::RequestBody;
-use crate::registry::{Digest, Registry, RepoName};
+use crate::registry::{Algorithm, Digest, Registry, RepoName};
 
 fn location(repo: &RepoName, id: &str) -> String {
     format!("/v2/{repo}/blobs/uploads/{id}")
@@ -53,6 +54,18 @@ pub async fn start(
     client: Option<IpAddr>,
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
+    // The algorithm the session's digest will use (a spec 1.1+ parameter).
+    let algorithm = match query.get("digest-algorithm") {
+        Some(name) => Algorithm::from_name(name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "DIGEST_INVALID",
+                "unsupported digest-algorithm: sha256 and sha512 are supported",
+            )
+            .detail(json!({ "digest-algorithm": name }))
+        })?,
+        None => Algorithm::Sha256,
+    };
     if let Some(mount) = query.get("mount") {
         let digest = parse_digest(mount)?;
         let from = match query.get("from") {
@@ -67,7 +80,7 @@ pub async fn start(
         registry.upload_blob(repo, &digest, body).await?;
         return created(repo, &digest);
     }
-    let id = registry.start_upload(repo, client).await?;
+    let id = registry.start_upload(repo, client, algorithm).await?;
     session(StatusCode::ACCEPTED, repo, &id, 0)
 }
 

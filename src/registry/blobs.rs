@@ -269,15 +269,17 @@ impl Registry {
         self.commit_blob(repo, digest, link, session).await
     }
 
-    /// Starts an upload session in `repo` for `client` (counted against the per-client cap);
-    /// returns its id.
+    /// Starts an upload session in `repo` for `client` (counted against the per-client cap),
+    /// whose bytes are hashed under `algorithm` as they arrive (the digest it ends with decides;
+    /// another algorithm then costs a second pass over the bytes); returns its id.
     pub async fn start_upload(
         &self,
         repo: &RepoName,
         client: Option<IpAddr>,
+        algorithm: Algorithm,
     ) -> Result<String, RegistryError> {
         self.ensure_writable()?;
-        self.uploads.start(repo, client).await
+        self.uploads.start(repo, client, algorithm).await
     }
 
     /// Bytes received so far by an upload session.
@@ -324,9 +326,9 @@ impl Registry {
 
     /// The import to feed the locked session's next bytes (at `offset`) into: the one kept
     /// from its earlier requests if it holds exactly the bytes before, or a new one for a
-    /// session that has received nothing yet (if not too many run). It hashes under SHA-256,
-    /// the algorithm of nearly every digest; another one named at the end falls back to
-    /// importing the file.
+    /// session that has received nothing yet (if not too many run). It hashes under the
+    /// session's announced algorithm (SHA-256 by default); another one named at the end falls
+    /// back to importing the file.
     fn streaming_import(&self, upload: &UploadGuard, offset: u64) -> Option<StreamingImport> {
         if let Some(import) = self.uploads.take_import(upload) {
             if import.is_at(offset) {
@@ -339,7 +341,7 @@ impl Registry {
         let slot = self.uploads.reserve_import()?;
         Some(StreamingImport::start(
             self.tree().blocks().clone(),
-            Algorithm::Sha256,
+            upload.algorithm,
             slot,
         ))
     }

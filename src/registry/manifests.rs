@@ -30,6 +30,9 @@ pub struct PushedManifest {
     pub digest: Digest,
     /// Its subject, if it has one.
     pub subject: Option<Digest>,
+    /// The tags that now point at it: the reference's, if a tag, then the extra ones asked for,
+    /// each once.
+    pub tags: Vec<Tag>,
 }
 
 impl Registry {
@@ -158,7 +161,8 @@ impl Registry {
     }
 
     /// Validates and stores a manifest pushed with `content_type`, tagging it if `reference` is a
-    /// tag. Durable and visible when this returns.
+    /// tag and with each of `extra_tags` (a push's `tag` parameters), all in one commit. Durable
+    /// and visible when this returns.
     ///
     /// Validation runs against the last committed tree without the write lock, so a large
     /// manifest never holds up other pushes; the lock is taken only to link, and the references
@@ -168,10 +172,20 @@ impl Registry {
         &self,
         repo: &RepoName,
         reference: &ManifestRef,
+        extra_tags: &[Tag],
         content_type: Option<&str>,
         bytes: Bytes,
     ) -> Result<PushedManifest, RegistryError> {
         self.ensure_writable()?;
+        let mut tags: Vec<Tag> = Vec::with_capacity(extra_tags.len() + 1);
+        if let ManifestRef::Tag(tag) = reference {
+            tags.push(tag.clone());
+        }
+        for tag in extra_tags {
+            if !tags.contains(tag) {
+                tags.push(tag.clone());
+            }
+        }
         let limit = self.options.max_manifest_bytes;
         if bytes.len() as u64 > limit {
             return Err(RegistryError::ManifestTooLarge {
@@ -257,7 +271,7 @@ impl Registry {
                 link,
             },
         ];
-        if let ManifestRef::Tag(tag) = reference {
+        for tag in &tags {
             changes.push(Change::Put {
                 path: layout::tag_current(repo, tag),
                 link,
@@ -279,6 +293,7 @@ impl Registry {
         Ok(PushedManifest {
             digest,
             subject: parsed.subject,
+            tags,
         })
     }
 

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::OwnedMutexGuard;
 
+use super::digest::Algorithm;
 use super::error::RegistryError;
 use super::reference::RepoName;
 use super::streaming::{Slot, StreamingImport, StreamingImports};
@@ -62,6 +63,9 @@ struct UploadRecord {
     /// The address that opened the session, for the per-client cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     client: Option<IpAddr>,
+    /// The digest algorithm the client announced (`digest-algorithm`), if not SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest_algorithm: Option<String>,
 }
 
 /// Open sessions, in total and per client.
@@ -165,6 +169,9 @@ pub struct UploadGuard {
     _claim: InUse,
     id: String,
     client: Option<IpAddr>,
+    /// The algorithm of the digest the session is expected to end with (SHA-256 unless the
+    /// client announced another).
+    pub algorithm: Algorithm,
     /// The file holding the bytes received so far.
     pub path: PathBuf,
 }
@@ -323,6 +330,7 @@ impl BlobUploads {
         &self,
         repo: &RepoName,
         client: Option<IpAddr>,
+        algorithm: Algorithm,
     ) -> Result<String, RegistryError> {
         let s = &self.sessions;
         {
@@ -361,6 +369,8 @@ impl BlobUploads {
                 repository: repo.to_string(),
                 started_unix: unix_now(),
                 client,
+                digest_algorithm: (algorithm != Algorithm::Sha256)
+                    .then(|| algorithm.name().to_owned()),
             };
             s.meta.put_upload(&id, &record).await?;
             Ok::<_, RegistryError>(())
@@ -394,6 +404,13 @@ impl BlobUploads {
             _claim: claim,
             id: id.to_owned(),
             client: record.client,
+            // A name this build does not know is only a lost hint: the session's bytes are
+            // hashed under the algorithm of the digest it ends with in any case.
+            algorithm: record
+                .digest_algorithm
+                .as_deref()
+                .and_then(Algorithm::from_name)
+                .unwrap_or(Algorithm::Sha256),
             path: s.path(id),
         })
     }
