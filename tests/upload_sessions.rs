@@ -35,8 +35,17 @@ fn client_from(ip: Ipv4Addr) -> reqwest::Client {
 }
 
 async fn open_session(client: &reqwest::Client, front: &Front) -> reqwest::Response {
+    open_session_with(client, front, "").await
+}
+
+/// `POST /v2/app/blobs/uploads/` with `query` (empty, or starting with `?`).
+async fn open_session_with(
+    client: &reqwest::Client,
+    front: &Front,
+    query: &str,
+) -> reqwest::Response {
     client
-        .post(front.url("/v2/app/blobs/uploads/"))
+        .post(front.url(&format!("/v2/app/blobs/uploads/{query}")))
         .send()
         .await
         .expect("POST")
@@ -289,7 +298,17 @@ async fn a_broken_monolithic_upload_leaves_nothing() {
 /// PATCHes `parts` one after another to a new session of `app`; returns the session's
 /// location after the last.
 async fn patch_all(http: &reqwest::Client, front: &Front, parts: &[&[u8]]) -> String {
-    let resp = open_session(http, front).await;
+    patch_all_with(http, front, "", parts).await
+}
+
+/// [`patch_all`] to a session opened with `query`.
+async fn patch_all_with(
+    http: &reqwest::Client,
+    front: &Front,
+    query: &str,
+    parts: &[&[u8]],
+) -> String {
+    let resp = open_session_with(http, front, query).await;
     assert_eq!(resp.status(), 202);
     let mut location = location(&resp);
     for part in parts {
@@ -489,20 +508,7 @@ async fn patch_then_spoil_the_file(
     query: &str,
     data: &[u8],
 ) -> String {
-    let resp = http
-        .post(front.url(&format!("/v2/app/blobs/uploads/{query}")))
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(resp.status(), 202);
-    let resp = http
-        .patch(front.url(&location(&resp)))
-        .body(data.to_vec())
-        .send()
-        .await
-        .expect("PATCH");
-    assert_eq!(resp.status(), 202);
-    let location = location(&resp);
+    let location = patch_all_with(http, front, query, &[data]).await;
     let id = location
         .rsplit('/')
         .next()
@@ -545,26 +551,12 @@ async fn a_session_hashes_as_it_arrives_under_the_algorithm_it_announced() {
     assert_blob(&http, &front, &sha256(&other), &other).await;
 
     // Announced, then ended under another algorithm: the file is imported (and is intact).
-    let resp = http
-        .post(front.url("/v2/app/blobs/uploads/?digest-algorithm=sha512"))
-        .send()
-        .await
-        .expect("POST");
-    let resp = http
-        .patch(front.url(&location(&resp)))
-        .body(data.clone())
-        .send()
-        .await
-        .expect("PATCH");
-    complete(&http, &front, &location(&resp), &sha256(&data)).await;
+    let at = patch_all_with(&http, &front, "?digest-algorithm=sha512", &[&data]).await;
+    complete(&http, &front, &at, &sha256(&data)).await;
     assert_blob(&http, &front, &sha256(&data), &data).await;
 
     // An algorithm the registry does not implement is refused at the start.
-    let resp = http
-        .post(front.url("/v2/app/blobs/uploads/?digest-algorithm=md5"))
-        .send()
-        .await
-        .expect("POST");
+    let resp = open_session_with(&http, &front, "?digest-algorithm=md5").await;
     assert_eq!(resp.status(), 400);
     let body: serde_json::Value = resp.json().await.expect("error JSON");
     assert_eq!(body["errors"][0]["code"], "DIGEST_INVALID");

@@ -57,9 +57,7 @@ pub async fn start(
     // The algorithm the session's digest will use (a spec 1.1+ parameter).
     let algorithm = match query.get("digest-algorithm") {
         Some(name) => Algorithm::from_name(name).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "DIGEST_INVALID",
+            ApiError::digest_invalid(
                 "unsupported digest-algorithm: sha256 and sha512 are supported",
             )
             .detail(json!({ "digest-algorithm": name }))
