@@ -562,3 +562,91 @@ async fn a_session_hashes_as_it_arrives_under_the_algorithm_it_announced() {
     assert_eq!(body["errors"][0]["code"], "DIGEST_INVALID");
     assert_eq!(body["errors"][0]["detail"]["digest-algorithm"], "md5");
 }
+
+/// Opens a session whose upload file is `/dev/full`, where every write fails; returns its
+/// location.
+async fn open_on_a_full_file(http: &reqwest::Client, front: &Front) -> String {
+    let resp = open_session(http, front).await;
+    assert_eq!(resp.status(), 202);
+    let at = location(&resp);
+    let id = at.rsplit('/').next().expect("session id");
+    let file = front.data_dir().join("uploads").join(id);
+    std::fs::remove_file(&file).expect("upload file");
+    std::os::unix::fs::symlink("/dev/full", &file).expect("symlink");
+    at
+}
+
+#[tokio::test]
+async fn a_blob_sent_whole_with_the_final_put_is_not_written_to_the_upload_file() {
+    let front = Front::start(ServeOptions::default(), RegistryOptions::default()).await;
+    let http = client();
+    let data = pseudo_random((3 << 20) + 5, 41);
+    let digest = sha256(&data);
+
+    // `POST`, then the whole blob in the `PUT` (as containerd pushes): it goes to the import
+    // alone, so a session whose file takes no byte completes.
+    let at = open_on_a_full_file(&http, &front).await;
+    let resp = http
+        .put(front.url(&format!("{at}?digest={digest}")))
+        .body(data.clone())
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(resp.status(), 201);
+    assert_blob(&http, &front, &digest, &data).await;
+
+    // A `PATCH` is still written to the file, which a client resumes from.
+    let at = open_on_a_full_file(&http, &front).await;
+    let resp = http
+        .patch(front.url(&at))
+        .body(data.clone())
+        .send()
+        .await
+        .expect("PATCH");
+    assert!(resp.status().is_server_error(), "{}", resp.status());
+
+    // Bytes that do not match the digest are refused, and the session ends.
+    let at = open_on_a_full_file(&http, &front).await;
+    let other = sha256(b"something else");
+    let resp = http
+        .put(front.url(&format!("{at}?digest={other}")))
+        .body(data.clone())
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.expect("error JSON");
+    assert_eq!(body["errors"][0]["code"], "DIGEST_INVALID");
+    let resp = http.get(front.url(&at)).send().await.expect("GET status");
+    assert_eq!(resp.status(), 404);
+
+    // An import that fails (its staging area cannot be made) leaves the session as it was
+    // before the `PUT`, and the client's second try completes it.
+    let resp = open_session(&http, &front).await;
+    let at = location(&resp);
+    let staging = front.data_dir().join("blocks").join("staging");
+    std::fs::remove_dir_all(&staging).expect("staging");
+    std::fs::write(&staging, b"in the way").expect("block staging");
+    let second = pseudo_random(2 << 20, 42);
+    let resp = http
+        .put(front.url(&format!("{at}?digest={}", sha256(&second))))
+        .body(second.clone())
+        .send()
+        .await
+        .expect("PUT");
+    assert!(resp.status().is_server_error(), "{}", resp.status());
+    std::fs::remove_file(&staging).expect("unblock staging");
+    std::fs::create_dir(&staging).expect("staging");
+    let resp = http.get(front.url(&at)).send().await.expect("GET status");
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.headers()["range"], "0-0");
+    let resp = http
+        .put(front.url(&format!("{at}?digest={}", sha256(&second))))
+        .body(second.clone())
+        .send()
+        .await
+        .expect("PUT again");
+    assert_eq!(resp.status(), 201);
+    assert_blob(&http, &front, &sha256(&second), &second).await;
+    assert_nothing_staged(&front).await;
+}

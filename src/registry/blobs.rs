@@ -365,28 +365,41 @@ impl Registry {
         let upload = self.uploads.lock(repo, id).await?;
         let offset = self.uploads.offset(&upload).await?;
         let mut import = self.streaming_import(&upload, offset);
-        let size = match last_chunk {
-            Some(body) => {
-                self.uploads
-                    .append(
-                        &upload,
-                        range.map(|r| r.0),
-                        range.map(|r| r.1),
-                        body,
-                        import.as_mut(),
-                    )
-                    .await?
-            }
-            None => offset,
-        };
         let algorithm = digest.algorithm();
+        let (start, expected_len) = (range.map(|r| r.0), range.map(|r| r.1));
+        // The last chunk goes to the upload file only if the file may still be imported: with
+        // an import that holds the session's bytes under the digest's algorithm, it goes to
+        // the import alone (clients that send a whole blob in the `PUT` after a `POST`,
+        // containerd and BuildKit among them, then have it written to disk once, as blocks).
+        let (size, file_complete) = match (last_chunk, import.as_mut()) {
+            (Some(body), Some(streaming)) if streaming.covers(offset, algorithm) => {
+                let size = self
+                    .uploads
+                    .feed_import(&upload, start, expected_len, body, streaming)
+                    .await?;
+                (size, false)
+            }
+            (Some(body), streaming) => {
+                let size = self
+                    .uploads
+                    .append(&upload, start, expected_len, body, streaming)
+                    .await?;
+                (size, true)
+            }
+            (None, _) => (offset, true),
+        };
         let streamed = match import {
             Some(import) if import.covers(size, algorithm) => import.finish().await,
-            _ => None,
+            _ => Err(RegistryError::BlobUploadInvalid(
+                "the upload's bytes were not imported as they arrived".into(),
+            )),
         };
         let imported = match streamed {
-            Some(imported) => imported,
-            None => {
+            Ok(imported) => imported,
+            // The last chunk is nowhere else: the session stays as it was before it.
+            Err(e) if !file_complete => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "importing the upload file instead");
                 let blocks = self.tree().blocks().clone();
                 let path = upload.path.clone();
                 tokio::task::spawn_blocking(move || import_file(&blocks, &path, algorithm))

@@ -10,7 +10,9 @@
 //! The upload file stays the record of truth: an import is used only while it has been fed
 //! exactly the file's bytes under the digest algorithm the client names at the end. After a
 //! restart, a broken-off `PATCH`, or past the cap on imports kept at once, the file is imported
-//! at the end as before.
+//! at the end as before. The one exception is a body sent with the final `PUT` to an import
+//! that holds the session's bytes under the digest's algorithm: those bytes end the session and
+//! are never resumed from, so they go to the import alone (see `Registry::finish_upload`).
 //!
 //! The importer's thread also appends each body's bytes to the upload file, as it takes them:
 //! a frame then crosses from the request's task to one thread, not to two (the importer and a
@@ -183,23 +185,28 @@ impl StreamingImport {
         !self.broken && self.fed == len
     }
 
-    /// Ends the input and waits for the import of everything fed. `None` if the importer
-    /// failed: the caller imports the upload file instead.
-    pub(super) async fn finish(mut self) -> Option<Imported> {
+    /// Ends the input and waits for the import of everything fed; the importer's error if it
+    /// failed (the caller imports the upload file instead, where that holds every byte).
+    pub(super) async fn finish(mut self) -> Result<Imported, RegistryError> {
         self.chunks = None;
-        let importer = self.importer.take()?;
-        match importer.await {
-            Ok(Ok(imported)) => imported,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "streaming import failed; importing the upload file");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "streaming import task failed");
-                None
-            }
-        }
+        let importer = self
+            .importer
+            .take()
+            .ok_or_else(|| importer_stopped("importing an upload"))?;
+        importer
+            .await
+            .map_err(crate::store::StoreError::from)??
+            .ok_or_else(|| importer_stopped("importing an upload"))
     }
+}
+
+/// The error of a request whose bytes went to an importer that is gone (its thread panicked
+/// or was abandoned) while `doing` something with them.
+pub(super) fn importer_stopped(doing: &str) -> RegistryError {
+    RegistryError::io(
+        doing,
+        std::io::Error::other("the upload's importer stopped"),
+    )
 }
 
 impl Drop for StreamingImport {
@@ -365,7 +372,7 @@ mod tests {
             .await
             .expect("written");
         assert_eq!(std::fs::read(&path2).expect("read"), more);
-        assert!(import.finish().await.is_none(), "the import failed");
+        assert!(import.finish().await.is_err(), "the import failed");
     }
 
     #[tokio::test]

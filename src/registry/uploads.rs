@@ -21,7 +21,7 @@ use tokio::sync::OwnedMutexGuard;
 use super::digest::Algorithm;
 use super::error::RegistryError;
 use super::reference::RepoName;
-use super::streaming::{Slot, StreamingImport, StreamingImports};
+use super::streaming::{importer_stopped, Slot, StreamingImport, StreamingImports};
 use crate::store::MetaStore;
 
 /// Default idle time after which an upload session is removed: one hour.
@@ -153,13 +153,14 @@ impl Drop for InUse {
     }
 }
 
-/// The error of a request whose bytes went to an importer that is gone (its thread panicked):
-/// which of them reached the upload file is not known.
-fn importer_stopped() -> RegistryError {
-    RegistryError::io(
-        "writing upload file",
-        std::io::Error::other("the upload's importer stopped"),
-    )
+/// Refuses a body of `got` bytes where the client's `Content-Range` announced `expected`.
+fn check_length(expected: Option<u64>, got: u64) -> Result<(), RegistryError> {
+    match expected {
+        Some(expected) if expected != got => Err(RegistryError::BlobUploadInvalid(format!(
+            "Content-Range announces {expected} bytes, the body has {got}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Exclusive access to one upload session.
@@ -472,7 +473,7 @@ impl BlobUploads {
                 match import.as_deref_mut() {
                     Some(import) if through => {
                         if !import.feed(chunk).await {
-                            return Err(importer_stopped());
+                            return Err(importer_stopped("writing upload file"));
                         }
                     }
                     other => {
@@ -492,17 +493,11 @@ impl BlobUploads {
                     match import.written().await {
                         Some(Ok(())) => {}
                         Some(Err(e)) => return Err(RegistryError::io("writing upload file", e)),
-                        None => return Err(importer_stopped()),
+                        None => return Err(importer_stopped("writing upload file")),
                     }
                 }
             }
-            if let Some(expected) = expected_len {
-                if expected != written {
-                    return Err(RegistryError::BlobUploadInvalid(format!(
-                        "Content-Range announces {expected} bytes, the body has {written}"
-                    )));
-                }
-            }
+            check_length(expected_len, written)?;
             // Written, not forced to disk: a session's bytes are only a step towards a blob,
             // which is made durable before it is acknowledged. A process that dies keeps the
             // file's page cache; after a power loss a session may hold less than was
@@ -524,6 +519,43 @@ impl BlobUploads {
             return Err(e);
         }
         Ok(offset + written)
+    }
+
+    /// Hands a request body that ends the locked session to its streaming import only, not to
+    /// the upload file: with the rules of [`Self::append`] for `start` and `expected_len`,
+    /// and returning the session's size with the body. The import must hold exactly the
+    /// session's bytes so far. On an error the import holds bytes the session does not: the
+    /// caller drops it, and the session stays as it was, for the client to try again.
+    pub(super) async fn feed_import<S, E>(
+        &self,
+        upload: &UploadGuard,
+        start: Option<u64>,
+        expected_len: Option<u64>,
+        mut body: S,
+        import: &mut StreamingImport,
+    ) -> Result<u64, RegistryError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let offset = self.offset(upload).await?;
+        if let Some(start) = start {
+            if start != offset {
+                return Err(RegistryError::RangeInvalid { offset, start });
+            }
+        }
+        let mut fed = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                RegistryError::BlobUploadInvalid(format!("reading request body: {e}"))
+            })?;
+            fed += chunk.len() as u64;
+            if !import.feed(chunk).await {
+                return Err(importer_stopped("importing an upload"));
+            }
+        }
+        check_length(expected_len, fed)?;
+        Ok(offset + fed)
     }
 
     /// A place for a new streaming import, unless as many as allowed are alive.
