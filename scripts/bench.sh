@@ -38,7 +38,9 @@ options:
 Figures (ours | reference | ours/reference):
   push of the big image with skopeo from an OCI layout: wall time, MB/s, server CPU-seconds
   (utime+stime from /proc/PID/stat), each push to a freshly started server; peak RSS (VmHWM)
-  over a push and idle RSS 5 s after the last one; pull with skopeo into a fresh directory;
+  over a push and idle RSS 5 s after the last one; a push of one blob the size of the largest
+  layer as containerd, BuildKit and oras-go push (POST, then the whole blob in one PUT): wall
+  time and server CPU-seconds; pull with skopeo into a fresh directory;
   raw GET of the largest layer with curl; wrk on /v2/, a manifest by tag and by digest;
   manifest PUT median for tiny images and the data directory's size after them (du -sb);
   cost as the registry grows: the median manifest PUT (and whole image push) of the last 100
@@ -376,6 +378,30 @@ timed_push() {
   esac
 }
 
+# timed_put_push WHO URL PID: pushes $work/put-blob as containerd, BuildKit and oras-go push a
+# blob (POST, then the whole blob in one PUT ?digest=) to a server that does not hold it;
+# appends wall seconds and server CPU-seconds to the WHO_put_* arrays.
+timed_put_push() {
+  local who=$1 url=$2 pid=$3 t0 c0 t1 c1 out loc code
+  settle
+  c0=$(cpu_seconds "$pid")
+  t0=$(now)
+  out=$(curl -sS -D - -o /dev/null -X POST "$url/v2/bench/put/blobs/uploads/")
+  loc=$(sed -n 's/^[Ll]ocation: *\(.*\)\r$/\1/p' <<<"$out")
+  [ -n "$loc" ] || fail "POST to $who opened no session"
+  [[ $loc == http* ]] || loc=$url$loc
+  case $loc in *\?*) loc="$loc&digest=$put_digest" ;; *) loc="$loc?digest=$put_digest" ;; esac
+  code=$(curl -sS -o /dev/null -w '%{http_code}' -T "$work/put-blob" \
+    -H 'Content-Type: application/octet-stream' "$loc")
+  [ "$code" = 201 ] || fail "PUT of a whole blob to $who: $code"
+  t1=$(now)
+  c1=$(cpu_seconds "$pid")
+  case $who in
+    ours) ours_put_wall+=("$(sub "$t1" "$t0")"); ours_put_cpu+=("$(sub "$c1" "$c0")") ;;
+    ref) ref_put_wall+=("$(sub "$t1" "$t0")"); ref_put_cpu+=("$(sub "$c1" "$c0")") ;;
+  esac
+}
+
 # curl_speed URL: bytes/s of a GET of URL to /dev/null (fails on a non-200 answer).
 curl_speed() {
   local out
@@ -521,11 +547,15 @@ say "SHA-256: $sha_mbps MB/s"
 
 say "writing a $size_mib MiB three-layer image of random bytes"
 make_image "$work/image" "$size_mib"
+# One more blob the size of the largest layer, for the push as containerd makes it.
+head -c "$big_size" /dev/urandom >"$work/put-blob"
+put_digest=sha256:$(sha256sum "$work/put-blob" | cut -d' ' -f1)
 
 # Pushes: each to a freshly started server, so every layer really travels (a server that has a
 # blob answers skopeo's HEAD and the upload is skipped).
 ours_push_wall=() ours_push_cpu=() ours_push_hwm=()
 ref_push_wall=() ref_push_cpu=() ref_push_hwm=()
+ours_put_wall=() ours_put_cpu=() ref_put_wall=() ref_put_cpu=()
 ours_pid=''
 ref_pid=''
 for r in $(seq 1 "$rounds"); do
@@ -540,6 +570,10 @@ for r in $(seq 1 "$rounds"); do
   say "push $r/$rounds: reference"
   timed_push ref "$ref_url" "$ref_pid"
   say "  ours ${ours_push_wall[-1]} s wall, ${ours_push_cpu[-1]} CPU-s; reference ${ref_push_wall[-1]} s wall, ${ref_push_cpu[-1]} CPU-s"
+  say "push $r/$rounds of one blob, POST then one PUT (ours, reference)"
+  timed_put_push ours "$ours_url" "$ours_pid"
+  timed_put_push ref "$ref_url" "$ref_pid"
+  say "  ours ${ours_put_wall[-1]} s wall, ${ours_put_cpu[-1]} CPU-s; reference ${ref_put_wall[-1]} s wall, ${ref_put_cpu[-1]} CPU-s"
 done
 sleep 5
 ours_idle=$(status_mib "$ours_pid" VmRSS)
@@ -668,6 +702,9 @@ row "push $mb MB, 3 layers, skopeo: wall median" s "$ours_push_med" "$ref_push_m
 row "push: throughput" MB/s "$(mbps "$image_bytes" "$ours_push_med")" "$(mbps "$image_bytes" "$ref_push_med")"
 row "push: server CPU median" CPU-s "$ours_cpu_med" "$ref_cpu_med"
 row "push: server CPU over the two-hash floor of $floor_cpu CPU-s" x "$(ratio "$ours_cpu_med" "$floor_cpu")" "$(ratio "$ref_cpu_med" "$floor_cpu")"
+row "push $big_mb MB, one blob, POST then one PUT (containerd): wall median" s \
+  "$(median "${ours_put_wall[@]}")" "$(median "${ref_put_wall[@]}")"
+row "push, POST then one PUT: server CPU median" CPU-s "$(median "${ours_put_cpu[@]}")" "$(median "${ref_put_cpu[@]}")"
 row "peak RSS during the push (VmHWM, median)" MiB "$(median "${ours_push_hwm[@]}")" "$(median "${ref_push_hwm[@]}")"
 row "idle RSS 5 s after the pushes" MiB "$ours_idle" "$ref_idle"
 row "pull, skopeo, fresh dir: wall median" s "$ours_pull_med" "$ref_pull_med"
