@@ -193,10 +193,11 @@ impl StreamingImport {
             .importer
             .take()
             .ok_or_else(|| importer_stopped("importing an upload"))?;
-        importer
-            .await
-            .map_err(crate::store::StoreError::from)??
-            .ok_or_else(|| importer_stopped("importing an upload"))
+        let imported = importer.await.map_err(|e| {
+            tracing::warn!(error = %e, "streaming import task failed");
+            crate::store::StoreError::from(e)
+        })?;
+        imported?.ok_or_else(|| importer_stopped("importing an upload"))
     }
 }
 
