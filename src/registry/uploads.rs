@@ -424,6 +424,19 @@ impl BlobUploads {
             .map_err(|e| RegistryError::io("reading upload size", e))
     }
 
+    /// The locked session's size, where a chunk announced to start at `start` must begin.
+    async fn offset_for(
+        &self,
+        upload: &UploadGuard,
+        start: Option<u64>,
+    ) -> Result<u64, RegistryError> {
+        let offset = self.offset(upload).await?;
+        match start {
+            Some(start) if start != offset => Err(RegistryError::RangeInvalid { offset, start }),
+            _ => Ok(offset),
+        }
+    }
+
     /// Appends a request body to the locked session, streaming it to disk and handing it to
     /// `import` too, if given.
     ///
@@ -441,12 +454,7 @@ impl BlobUploads {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let offset = self.offset(upload).await?;
-        if let Some(start) = start {
-            if start != offset {
-                return Err(RegistryError::RangeInvalid { offset, start });
-            }
-        }
+        let offset = self.offset_for(upload, start).await?;
         let file = tokio::fs::OpenOptions::new()
             .append(true)
             .open(&upload.path)
@@ -538,12 +546,7 @@ impl BlobUploads {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let offset = self.offset(upload).await?;
-        if let Some(start) = start {
-            if start != offset {
-                return Err(RegistryError::RangeInvalid { offset, start });
-            }
-        }
+        let offset = self.offset_for(upload, start).await?;
         let mut fed = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| {
