@@ -650,3 +650,111 @@ async fn a_blob_sent_whole_with_the_final_put_is_not_written_to_the_upload_file(
     assert_blob(&http, &front, &sha256(&second), &second).await;
     assert_nothing_staged(&front).await;
 }
+
+/// `POST ?digest=` of `data` to `app`; the response.
+async fn post_whole(
+    http: &reqwest::Client,
+    front: &Front,
+    data: &[u8],
+    digest: &str,
+) -> reqwest::Response {
+    http.post(front.url(&format!("/v2/app/blobs/uploads/?digest={digest}")))
+        .body(data.to_vec())
+        .send()
+        .await
+        .expect("POST")
+}
+
+#[tokio::test]
+async fn blobs_of_one_chunk_are_stored_without_a_staging_area() {
+    // The import profile's chunk: a blob of at most this many bytes is one raw block.
+    const CHUNK: usize = 1 << 20;
+    let front = Front::start(ServeOptions::default(), RegistryOptions::default()).await;
+    let http = client();
+    // Nothing can make a staging area from now on.
+    let staging = front.data_dir().join("blocks").join("staging");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::write(&staging, b"in the way").expect("block staging");
+
+    // In one `POST`: empty, small, and exactly a chunk.
+    for (len, seed) in [(0, 50), (4096, 51), (CHUNK, 52)] {
+        let data = pseudo_random(len, seed);
+        let digest = sha256(&data);
+        let resp = post_whole(&http, &front, &data, &digest).await;
+        assert_eq!(resp.status(), 201, "{len} bytes");
+        assert_blob(&http, &front, &digest, &data).await;
+    }
+    // A byte more takes the staging area (which fails here).
+    let data = pseudo_random(CHUNK + 1, 53);
+    let resp = post_whole(&http, &front, &data, &sha256(&data)).await;
+    assert!(resp.status().is_server_error(), "{}", resp.status());
+
+    // `POST`, then the whole blob with the `PUT`.
+    let data = pseudo_random(70_000, 54);
+    let digest = sha256(&data);
+    let at = location(&open_session(&http, &front).await);
+    let resp = http
+        .put(front.url(&format!("{at}?digest={digest}")))
+        .body(data.clone())
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(resp.status(), 201);
+    assert_blob(&http, &front, &digest, &data).await;
+    assert!(front.upload_files().is_empty(), "the session ended");
+
+    // A body that does not match its `Content-Range` is refused, and the session stays as it
+    // was; bytes that do not match the digest are refused, and it ends.
+    let at = location(&open_session(&http, &front).await);
+    let resp = http
+        .put(front.url(&format!("{at}?digest={digest}")))
+        .header("Content-Range", "0-9")
+        .body(data.clone())
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(resp.status(), 400);
+    let resp = http.get(front.url(&at)).send().await.expect("GET status");
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.headers()["range"], "0-0");
+    let wrong = sha256(b"something else");
+    let resp = http
+        .put(front.url(&format!("{at}?digest={wrong}")))
+        .body(data.clone())
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.expect("error JSON");
+    assert_eq!(body["errors"][0]["code"], "DIGEST_INVALID");
+    let resp = http.get(front.url(&at)).send().await.expect("GET status");
+    assert_eq!(resp.status(), 404);
+    let resp = post_whole(&http, &front, &data, &wrong).await;
+    assert_eq!(resp.status(), 400);
+    let resp = http
+        .head(front.url(&format!("/v2/app/blobs/{wrong}")))
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(resp.status(), 404);
+
+    // A small body that breaks off leaves nothing.
+    let before = front.block_files();
+    let data = pseudo_random(200_000, 55);
+    let digest = sha256(&data);
+    let mut conn = RawConn::connect(front.addr()).await;
+    let head = format!(
+        "POST /v2/app/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: registry\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    );
+    assert!(conn.send(head.as_bytes()).await);
+    assert!(conn.send(&data[..data.len() / 2]).await);
+    drop(conn);
+    let resp = http
+        .head(front.url(&format!("/v2/app/blobs/{digest}")))
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(resp.status(), 404);
+    assert_eq!(front.block_files(), before);
+}

@@ -5,21 +5,21 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cid::Cid;
-use futures_util::{Stream, StreamExt};
+use futures_util::{stream, Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use super::content::{import_file, import_stream, link_file, Imported};
+use super::content::{import_file, import_stream, link_file, one_block_file, Imported};
 use super::digest::{Algorithm, Digest};
 use super::error::RegistryError;
 use super::layout;
 use super::reference::RepoName;
 use super::streaming::StreamingImport;
-use super::uploads::UploadGuard;
+use super::uploads::{check_length, UploadGuard};
 use super::{Registry, Unreadable};
 use crate::store::WriteSession;
-use crate::tree::{file_size, read_file_range, BlockSource, Change, Link};
+use crate::tree::{file_size, read_file_range, BlockSource, Change, Link, CHUNK_SIZE};
 
 /// A blob present in a repository.
 #[derive(Debug, Clone)]
@@ -147,18 +147,22 @@ impl Registry {
         Ok(true)
     }
 
-    /// Links freshly imported blob bytes into `repo`. `session` keeps a garbage collection from
-    /// sweeping the bytes until they are linked.
+    /// Links freshly imported blob bytes into `repo`: already in the block store, where
+    /// `session` keeps a garbage collection from sweeping them until they are linked, or the
+    /// one block `data_block`, written with the commit.
     async fn commit_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         data: Link,
-        session: WriteSession,
+        data_block: Option<(Cid, Bytes)>,
+        session: Option<WriteSession>,
     ) -> Result<(), RegistryError> {
         // The gate may have closed while the upload streamed in.
         self.ensure_writable()?;
         let (link, block) = link_file(digest);
+        let mut blocks = vec![block];
+        blocks.extend(data_block);
         let mut writer = self.tree().writer().await;
         writer
             .commit(
@@ -172,7 +176,7 @@ impl Registry {
                         link,
                     },
                 ],
-                vec![block],
+                blocks,
             )
             .await?;
         drop(writer);
@@ -218,13 +222,17 @@ impl Registry {
         &self,
         repo: &RepoName,
         digest: &Digest,
-        mut body: S,
+        body: S,
     ) -> Result<(), RegistryError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
         self.ensure_writable()?;
+        let mut body = match read_first_chunk(body).await? {
+            BodyStart::Whole(bytes) => return self.store_small_blob(repo, digest, bytes).await,
+            BodyStart::Longer(read, rest) => prepend(read, rest),
+        };
         let blocks = self.tree().blocks().clone();
         let algorithm = digest.algorithm();
         // A few frames in flight keep the importer busy while memory stays flat.
@@ -266,7 +274,40 @@ impl Registry {
         let imported = imported
             .ok_or_else(|| RegistryError::BlobUploadInvalid("the request body broke off".into()))?;
         let (link, session) = self.accept_import(digest, imported).await?;
-        self.commit_blob(repo, digest, link, session).await
+        self.commit_blob(repo, digest, link, None, Some(session))
+            .await
+    }
+
+    /// Stores a blob of at most one chunk, held whole, linked into `repo`. Such a file is one
+    /// raw block (as the importer would make it), which goes into the tree commit with the
+    /// link file and is synced once with it, as a small manifest is: no staging area, no
+    /// importer thread, and no separate sync and move of the one block. Bytes that do not
+    /// hash to `digest` are refused before anything is written.
+    async fn store_small_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        bytes: Bytes,
+    ) -> Result<(), RegistryError> {
+        let algorithm = digest.algorithm();
+        let (actual, file) = tokio::task::spawn_blocking(move || {
+            (Digest::of(algorithm, &bytes), one_block_file(bytes))
+        })
+        .await
+        .map_err(crate::store::StoreError::from)?;
+        if &actual != digest {
+            return Err(RegistryError::DigestInvalid(format!(
+                "the uploaded content has digest {actual}, not {digest}"
+            )));
+        }
+        let (link, block) = file.ok_or_else(|| {
+            RegistryError::io(
+                "storing a small blob",
+                std::io::Error::other("more than one chunk"),
+            )
+        })?;
+        self.commit_blob(repo, digest, link, Some(block), None)
+            .await
     }
 
     /// Starts an upload session in `repo` for `client` (counted against the per-client cap),
@@ -364,9 +405,26 @@ impl Registry {
     {
         let upload = self.uploads.lock(repo, id).await?;
         let offset = self.uploads.offset(&upload).await?;
+        let (start, expected_len) = (range.map(|r| r.0), range.map(|r| r.1));
+        // A session whose every byte comes with this `PUT` (the small blobs of clients that
+        // `POST`, then send the blob in the `PUT`): if they make at most a chunk, they need
+        // neither the upload file nor an import.
+        let last_chunk = match last_chunk {
+            Some(body) if offset == 0 && start.unwrap_or(0) == 0 => {
+                match read_first_chunk(body).await? {
+                    BodyStart::Whole(bytes) => {
+                        check_length(expected_len, bytes.len() as u64)?;
+                        // As below: the session has served whatever follows.
+                        self.uploads.remove(upload).await?;
+                        return self.store_small_blob(repo, digest, bytes).await;
+                    }
+                    BodyStart::Longer(read, rest) => Some(prepend(read, rest)),
+                }
+            }
+            other => other.map(|body| prepend(Vec::new(), body)),
+        };
         let mut import = self.streaming_import(&upload, offset);
         let algorithm = digest.algorithm();
-        let (start, expected_len) = (range.map(|r| r.0), range.map(|r| r.1));
         // The last chunk goes to the upload file only if the file may still be imported: with
         // an import that holds the session's bytes under the digest's algorithm, it goes to
         // the import alone (clients that send a whole blob in the `PUT` after a `POST`,
@@ -412,7 +470,8 @@ impl Registry {
         // file's unwritten pages are dropped instead of written to disk.
         self.uploads.remove(upload).await?;
         let (link, session) = self.accept_import(digest, imported).await?;
-        self.commit_blob(repo, digest, link, session).await
+        self.commit_blob(repo, digest, link, None, Some(session))
+            .await
     }
 
     /// Abandons an upload session.
@@ -420,6 +479,50 @@ impl Registry {
         let upload = self.uploads.lock(repo, id).await?;
         self.uploads.remove(upload).await
     }
+}
+
+/// The start of a request body: all of it, if it is at most one chunk ([`CHUNK_SIZE`]), else
+/// the frames read so far and the rest.
+enum BodyStart<S> {
+    Whole(Bytes),
+    Longer(Vec<Bytes>, S),
+}
+
+/// Reads `body` until it ends or passes one chunk.
+async fn read_first_chunk<S, E>(mut body: S) -> Result<BodyStart<S>, RegistryError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut frames = Vec::new();
+    let mut len = 0;
+    while let Some(frame) = body.next().await {
+        let frame = frame
+            .map_err(|e| RegistryError::BlobUploadInvalid(format!("reading request body: {e}")))?;
+        len += frame.len();
+        frames.push(frame);
+        if len > CHUNK_SIZE {
+            return Ok(BodyStart::Longer(frames, body));
+        }
+    }
+    Ok(BodyStart::Whole(match frames.len() {
+        1 => frames.swap_remove(0),
+        _ => {
+            let mut whole = BytesMut::with_capacity(len);
+            for frame in frames {
+                whole.extend_from_slice(&frame);
+            }
+            whole.freeze()
+        }
+    }))
+}
+
+/// `rest` with the frames `read` from it put back in front.
+fn prepend<S, E>(read: Vec<Bytes>, rest: S) -> impl Stream<Item = Result<Bytes, E>> + Unpin
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    stream::iter(read.into_iter().map(Ok)).chain(rest)
 }
 
 /// Sets an abort flag when dropped, unless defused.

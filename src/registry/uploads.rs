@@ -154,7 +154,7 @@ impl Drop for InUse {
 }
 
 /// Refuses a body of `got` bytes where the client's `Content-Range` announced `expected`.
-fn check_length(expected: Option<u64>, got: u64) -> Result<(), RegistryError> {
+pub(super) fn check_length(expected: Option<u64>, got: u64) -> Result<(), RegistryError> {
     match expected {
         Some(expected) if expected != got => Err(RegistryError::BlobUploadInvalid(format!(
             "Content-Range announces {expected} bytes, the body has {got}"

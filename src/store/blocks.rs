@@ -398,7 +398,13 @@ impl BlockStore {
     pub fn put_many_blocking(&self, blocks: &[(Cid, Bytes)]) -> Result<(), StoreError> {
         let mut written = Vec::with_capacity(blocks.len());
         let mut failure = None;
+        // A commit may name one block at several paths (the same small directory or link
+        // file twice): each is written once.
+        let mut seen = HashSet::with_capacity(blocks.len());
         for (cid, data) in blocks {
+            if !seen.insert(cid) {
+                continue;
+            }
             match self.write_unplaced(cid, data) {
                 Ok(Some(block)) => written.push(block),
                 Ok(None) => {}
