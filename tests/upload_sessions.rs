@@ -7,7 +7,7 @@ mod front_support;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use front_support::{client, pseudo_random, sha256, upload, Front, RawConn};
+use front_support::{client, post_blob, pseudo_random, sha256, upload, Front, RawConn};
 use ipns_registry::http::ServeOptions;
 use ipns_registry::registry::{RegistryOptions, UploadLimits};
 use sha2::Digest as _;
@@ -58,6 +58,39 @@ fn location(resp: &reqwest::Response) -> String {
         .to_owned()
 }
 
+/// `PUT ?digest=` with `body`, ending the session at `at`; the response.
+async fn put_with_body(
+    http: &reqwest::Client,
+    front: &Front,
+    at: &str,
+    digest: &str,
+    body: &[u8],
+) -> reqwest::Response {
+    http.put(front.url(&format!("{at}?digest={digest}")))
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("PUT")
+}
+
+/// Asserts a 400 with the error code `DIGEST_INVALID`.
+async fn assert_digest_invalid(resp: reqwest::Response) {
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.expect("error JSON");
+    assert_eq!(body["errors"][0]["code"], "DIGEST_INVALID");
+}
+
+/// Sends a `POST ?digest=` announcing all of `data` and half of it, then goes away.
+async fn post_half_and_leave(front: &Front, digest: &str, data: &[u8]) {
+    let mut conn = RawConn::connect(front.addr()).await;
+    let head = format!(
+        "POST /v2/app/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: registry\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    );
+    assert!(conn.send(head.as_bytes()).await);
+    assert!(conn.send(&data[..data.len() / 2]).await);
+}
+
 async fn assert_too_many(resp: reqwest::Response) {
     assert_eq!(resp.status(), 429);
     let error: serde_json::Value = resp.json().await.expect("JSON error");
@@ -93,12 +126,7 @@ async fn sessions_are_capped_per_client_and_in_total() {
         .expect("DELETE");
     assert_eq!(resp.status(), 204);
     let data = b"chunked".to_vec();
-    let resp = a
-        .put(front.url(&format!("{}?digest={}", sessions_a[1], sha256(&data))))
-        .body(data)
-        .send()
-        .await
-        .expect("PUT");
+    let resp = put_with_body(&a, &front, &sessions_a[1], &sha256(&data), &data).await;
     assert_eq!(resp.status(), 201);
     assert_eq!(open_session(&a, &front).await.status(), 202);
     assert_eq!(open_session(&b, &front).await.status(), 202);
@@ -265,14 +293,7 @@ async fn a_broken_monolithic_upload_leaves_nothing() {
     let data = pseudo_random(3 << 20, 4);
     let digest = sha256(&data);
     // Half the announced body, then the client goes away.
-    let mut conn = RawConn::connect(front.addr()).await;
-    let head = format!(
-        "POST /v2/app/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: registry\r\nContent-Length: {}\r\n\r\n",
-        data.len()
-    );
-    assert!(conn.send(head.as_bytes()).await);
-    assert!(conn.send(&data[..data.len() / 2]).await);
-    drop(conn);
+    post_half_and_leave(&front, &digest, &data).await;
     // The server notices the broken body; its staging area goes.
     let deadline = Instant::now() + Duration::from_secs(20);
     while front.block_files() != before {
@@ -395,12 +416,7 @@ async fn chunked_uploads_are_imported_while_their_bytes_arrive() {
     let data = pseudo_random(5 << 20, 12);
     let digest = sha256(&data);
     let location = patch_all(&http, &front, &[&data[..2 << 20]]).await;
-    let resp = http
-        .put(front.url(&format!("{location}?digest={digest}")))
-        .body(data[2 << 20..].to_vec())
-        .send()
-        .await
-        .expect("PUT with body");
+    let resp = put_with_body(&http, &front, &location, &digest, &data[2 << 20..]).await;
     assert_eq!(resp.status(), 201);
     assert_eq!(front.registry().streaming_imports(), 0);
     assert_blob(&http, &front, &digest, &data).await;
@@ -586,12 +602,7 @@ async fn a_blob_sent_whole_with_the_final_put_is_not_written_to_the_upload_file(
     // `POST`, then the whole blob in the `PUT` (as containerd pushes): it goes to the import
     // alone, so a session whose file takes no byte completes.
     let at = open_on_a_full_file(&http, &front).await;
-    let resp = http
-        .put(front.url(&format!("{at}?digest={digest}")))
-        .body(data.clone())
-        .send()
-        .await
-        .expect("PUT");
+    let resp = put_with_body(&http, &front, &at, &digest, &data).await;
     assert_eq!(resp.status(), 201);
     assert_blob(&http, &front, &digest, &data).await;
 
@@ -608,15 +619,8 @@ async fn a_blob_sent_whole_with_the_final_put_is_not_written_to_the_upload_file(
     // Bytes that do not match the digest are refused, and the session ends.
     let at = open_on_a_full_file(&http, &front).await;
     let other = sha256(b"something else");
-    let resp = http
-        .put(front.url(&format!("{at}?digest={other}")))
-        .body(data.clone())
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(resp.status(), 400);
-    let body: serde_json::Value = resp.json().await.expect("error JSON");
-    assert_eq!(body["errors"][0]["code"], "DIGEST_INVALID");
+    let resp = put_with_body(&http, &front, &at, &other, &data).await;
+    assert_digest_invalid(resp).await;
     let resp = http.get(front.url(&at)).send().await.expect("GET status");
     assert_eq!(resp.status(), 404);
 
@@ -628,41 +632,17 @@ async fn a_blob_sent_whole_with_the_final_put_is_not_written_to_the_upload_file(
     std::fs::remove_dir_all(&staging).expect("staging");
     std::fs::write(&staging, b"in the way").expect("block staging");
     let second = pseudo_random(2 << 20, 42);
-    let resp = http
-        .put(front.url(&format!("{at}?digest={}", sha256(&second))))
-        .body(second.clone())
-        .send()
-        .await
-        .expect("PUT");
+    let resp = put_with_body(&http, &front, &at, &sha256(&second), &second).await;
     assert!(resp.status().is_server_error(), "{}", resp.status());
     std::fs::remove_file(&staging).expect("unblock staging");
     std::fs::create_dir(&staging).expect("staging");
     let resp = http.get(front.url(&at)).send().await.expect("GET status");
     assert_eq!(resp.status(), 204);
     assert_eq!(resp.headers()["range"], "0-0");
-    let resp = http
-        .put(front.url(&format!("{at}?digest={}", sha256(&second))))
-        .body(second.clone())
-        .send()
-        .await
-        .expect("PUT again");
+    let resp = put_with_body(&http, &front, &at, &sha256(&second), &second).await;
     assert_eq!(resp.status(), 201);
     assert_blob(&http, &front, &sha256(&second), &second).await;
     assert_nothing_staged(&front).await;
-}
-
-/// `POST ?digest=` of `data` to `app`; the response.
-async fn post_whole(
-    http: &reqwest::Client,
-    front: &Front,
-    data: &[u8],
-    digest: &str,
-) -> reqwest::Response {
-    http.post(front.url(&format!("/v2/app/blobs/uploads/?digest={digest}")))
-        .body(data.to_vec())
-        .send()
-        .await
-        .expect("POST")
 }
 
 #[tokio::test]
@@ -680,25 +660,20 @@ async fn blobs_of_one_chunk_are_stored_without_a_staging_area() {
     for (len, seed) in [(0, 50), (4096, 51), (CHUNK, 52)] {
         let data = pseudo_random(len, seed);
         let digest = sha256(&data);
-        let resp = post_whole(&http, &front, &data, &digest).await;
+        let resp = post_blob(&http, &front, "app", &data, &digest).await;
         assert_eq!(resp.status(), 201, "{len} bytes");
         assert_blob(&http, &front, &digest, &data).await;
     }
     // A byte more takes the staging area (which fails here).
     let data = pseudo_random(CHUNK + 1, 53);
-    let resp = post_whole(&http, &front, &data, &sha256(&data)).await;
+    let resp = post_blob(&http, &front, "app", &data, &sha256(&data)).await;
     assert!(resp.status().is_server_error(), "{}", resp.status());
 
     // `POST`, then the whole blob with the `PUT`.
     let data = pseudo_random(70_000, 54);
     let digest = sha256(&data);
     let at = location(&open_session(&http, &front).await);
-    let resp = http
-        .put(front.url(&format!("{at}?digest={digest}")))
-        .body(data.clone())
-        .send()
-        .await
-        .expect("PUT");
+    let resp = put_with_body(&http, &front, &at, &digest, &data).await;
     assert_eq!(resp.status(), 201);
     assert_blob(&http, &front, &digest, &data).await;
     assert!(front.upload_files().is_empty(), "the session ended");
@@ -718,18 +693,11 @@ async fn blobs_of_one_chunk_are_stored_without_a_staging_area() {
     assert_eq!(resp.status(), 204);
     assert_eq!(resp.headers()["range"], "0-0");
     let wrong = sha256(b"something else");
-    let resp = http
-        .put(front.url(&format!("{at}?digest={wrong}")))
-        .body(data.clone())
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(resp.status(), 400);
-    let body: serde_json::Value = resp.json().await.expect("error JSON");
-    assert_eq!(body["errors"][0]["code"], "DIGEST_INVALID");
+    let resp = put_with_body(&http, &front, &at, &wrong, &data).await;
+    assert_digest_invalid(resp).await;
     let resp = http.get(front.url(&at)).send().await.expect("GET status");
     assert_eq!(resp.status(), 404);
-    let resp = post_whole(&http, &front, &data, &wrong).await;
+    let resp = post_blob(&http, &front, "app", &data, &wrong).await;
     assert_eq!(resp.status(), 400);
     let resp = http
         .head(front.url(&format!("/v2/app/blobs/{wrong}")))
@@ -742,14 +710,7 @@ async fn blobs_of_one_chunk_are_stored_without_a_staging_area() {
     let before = front.block_files();
     let data = pseudo_random(200_000, 55);
     let digest = sha256(&data);
-    let mut conn = RawConn::connect(front.addr()).await;
-    let head = format!(
-        "POST /v2/app/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: registry\r\nContent-Length: {}\r\n\r\n",
-        data.len()
-    );
-    assert!(conn.send(head.as_bytes()).await);
-    assert!(conn.send(&data[..data.len() / 2]).await);
-    drop(conn);
+    post_half_and_leave(&front, &digest, &data).await;
     let resp = http
         .head(front.url(&format!("/v2/app/blobs/{digest}")))
         .send()

@@ -221,15 +221,26 @@ pub fn client() -> reqwest::Client {
         .expect("HTTP client")
 }
 
-/// Uploads `data` in one request under its sha256 digest; asserts 201, returns the digest.
-pub async fn upload(client: &reqwest::Client, front: &Front, repo: &str, data: &[u8]) -> String {
-    let digest = sha256(data);
-    let resp = client
+/// `POST ?digest=` of `data` to `repo` in one request; the response.
+pub async fn post_blob(
+    client: &reqwest::Client,
+    front: &Front,
+    repo: &str,
+    data: &[u8],
+    digest: &str,
+) -> reqwest::Response {
+    client
         .post(front.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
         .body(data.to_vec())
         .send()
         .await
-        .expect("POST blob");
+        .expect("POST blob")
+}
+
+/// Uploads `data` in one request under its sha256 digest; asserts 201, returns the digest.
+pub async fn upload(client: &reqwest::Client, front: &Front, repo: &str, data: &[u8]) -> String {
+    let digest = sha256(data);
+    let resp = post_blob(client, front, repo, data, &digest).await;
     assert_eq!(
         resp.status(),
         201,
